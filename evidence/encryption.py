@@ -1,0 +1,407 @@
+"""Encryption at rest of spooled media to the receiver's X25519 public key.
+
+Construction (scheme ``x25519-chacha20poly1305-stream/1``), modelled on age's STREAM payload and
+built only from primitives in ``cryptography`` so no new dependency is needed; ChaCha20-Poly1305
+because a Pi 4 has no AES instructions:
+
+- header (76 bytes): magic ``BCAMENC\\x01`` | plaintext chunk size (u32, big endian) |
+  ephemeral X25519 public key (32) | recipient id (16 = first half of SHA-256 of the recipient's
+  raw public key) | random salt (16)
+- key = HKDF-SHA256(X25519(ephemeral, recipient), salt, info = label | ephemeral | recipient)
+- body: the plaintext cut into chunks of exactly ``chunk_size`` bytes (the last one may be short;
+  it is empty only when the whole plaintext is), each sealed with ChaCha20-Poly1305 under
+  nonce = 11-byte big-endian chunk counter | last-chunk flag (1 byte), the header as associated
+  data.
+
+So a chunk moved, swapped, dropped, altered or taken from another file fails authentication, a
+file cut at any point lacks a chunk sealed as last, and bytes appended after the last chunk are
+refused. A fresh ephemeral key per file means the device that wrote it cannot decrypt it.
+
+Failure posture: decryption either produces the whole plaintext or raises
+:class:`DecryptionError` (with the chunk index and what was wrong) and leaves no output file;
+nothing is ever decrypted "mostly". :func:`iter_decrypted_chunks` hands out authenticated chunks
+as it goes: a consumer must not act on them until the iterator has finished without error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from evidence.errors import EvidenceError, KeyFileError
+from evidence.fsutil import atomic_write, fsync_dir
+
+SCHEME = "x25519-chacha20poly1305-stream/1"
+MAGIC = b"BCAMENC\x01"
+RECIPIENT_ID_PREFIX = "x25519:"
+DEFAULT_CHUNK_SIZE_BYTES = 64 * 1024
+MIN_CHUNK_SIZE_BYTES = 1024
+# Bounds what a hostile header can make a reader allocate.
+MAX_CHUNK_SIZE_BYTES = 16 * 1024 * 1024
+TAG_SIZE_BYTES = 16
+_HKDF_INFO = b"bodycam encryption at rest v1"
+_HEADER = struct.Struct(">8sI32s16s16s")
+HEADER_SIZE_BYTES = _HEADER.size
+_MAX_COUNTER = 2**88 - 1
+
+
+class EncryptionError(EvidenceError):
+    """Base class of the errors of this module."""
+
+
+class DecryptionError(EncryptionError):
+    """An encrypted file cannot be decrypted: wrong key, corrupt, truncated or tampered with."""
+
+    def __init__(self, reason: str, *, path: Path | None = None, chunk: int | None = None) -> None:
+        self.reason = reason
+        self.path = path
+        self.chunk = chunk
+        where = f"{path}: " if path is not None else ""
+        at = f" (chunk {chunk})" if chunk is not None else ""
+        super().__init__(f"{where}cannot decrypt{at}: {reason}")
+
+
+# ------------------------------------------------------------------------------------ keys
+
+
+def generate_encryption_key() -> X25519PrivateKey:
+    return X25519PrivateKey.generate()
+
+
+def _raw(public_key: X25519PublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _recipient_digest(public_key: X25519PublicKey) -> bytes:
+    return hashlib.sha256(_raw(public_key)).digest()[:16]
+
+
+def recipient_id(public_key: X25519PublicKey) -> str:
+    """``x25519:`` + 32 hex digits; what a segment record's ``encryption.recipient`` holds."""
+    return RECIPIENT_ID_PREFIX + _recipient_digest(public_key).hex()
+
+
+def save_encryption_key(path: Path, key: X25519PrivateKey) -> None:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    atomic_write(Path(path), pem, mode=0o600)
+
+
+def save_encryption_public_key(path: Path, public_key: X25519PublicKey) -> None:
+    pem = public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    atomic_write(Path(path), pem, mode=0o644)
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyFileError(Path(path), f"cannot read key file: {exc.strerror or exc}") from exc
+
+
+def load_encryption_key(path: Path) -> X25519PrivateKey:
+    data = _read_key_file(path)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(Path(path), f"not a PEM private key: {exc}") from exc
+    if not isinstance(key, X25519PrivateKey):
+        raise KeyFileError(Path(path), f"not an X25519 key ({type(key).__name__})")
+    return key
+
+
+def load_encryption_public_key(path: Path) -> X25519PublicKey:
+    data = _read_key_file(path)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(Path(path), f"not a PEM public key: {exc}") from exc
+    if not isinstance(key, X25519PublicKey):
+        raise KeyFileError(Path(path), f"not an X25519 public key ({type(key).__name__})")
+    return key
+
+
+# ------------------------------------------------------------------------------ primitives
+
+
+def _derive_key(shared: bytes, salt: bytes, ephemeral: bytes, recipient: bytes) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=salt,
+        info=_HKDF_INFO + ephemeral + recipient,
+    ).derive(shared)
+
+
+def _nonce(counter: int, last: bool) -> bytes:
+    return counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+
+
+def _check_chunk_size(chunk_size_bytes: int) -> None:
+    if not MIN_CHUNK_SIZE_BYTES <= chunk_size_bytes <= MAX_CHUNK_SIZE_BYTES:
+        raise ValueError(
+            f"chunk size {chunk_size_bytes} outside {MIN_CHUNK_SIZE_BYTES}..{MAX_CHUNK_SIZE_BYTES}"
+        )
+
+
+class EncryptingWriter:
+    """A write-only binary stream that encrypts what is written into ``sink``.
+
+    Usable as a file object for writers that never seek (e.g. PyAV's MPEG-TS muxer). Memory is
+    bounded by two chunks. :meth:`close` seals the last chunk and must be called, otherwise the
+    output is (detectably) truncated; it does not close ``sink``.
+    """
+
+    def __init__(
+        self,
+        sink: BinaryIO,
+        recipient: X25519PublicKey,
+        *,
+        chunk_size_bytes: int = DEFAULT_CHUNK_SIZE_BYTES,
+    ) -> None:
+        _check_chunk_size(chunk_size_bytes)
+        self._sink = sink
+        self._chunk_size = chunk_size_bytes
+        ephemeral = X25519PrivateKey.generate()
+        eph_raw = _raw(ephemeral.public_key())
+        rec_raw = _raw(recipient)
+        salt = os.urandom(16)
+        self.header = _HEADER.pack(
+            MAGIC, chunk_size_bytes, eph_raw, _recipient_digest(recipient), salt
+        )
+        key = _derive_key(ephemeral.exchange(recipient), salt, eph_raw, rec_raw)
+        self._aead = ChaCha20Poly1305(key)
+        self._buffer = bytearray()
+        self._counter = 0
+        self._closed = False
+        self.recipient = recipient_id(recipient)
+        self.plaintext_bytes = 0
+        self.stored_bytes = 0
+        self._emit(self.header)
+
+    def _emit(self, data: bytes) -> None:
+        self._sink.write(data)
+        self.stored_bytes += len(data)
+
+    def _seal(self, chunk: bytes, last: bool) -> None:
+        if self._counter > _MAX_COUNTER:
+            raise EncryptionError("too many chunks for one file")
+        self._emit(self._aead.encrypt(_nonce(self._counter, last), chunk, self.header))
+        self._counter += 1
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._closed:
+            raise ValueError("write to a closed EncryptingWriter")
+        self._buffer += data
+        self.plaintext_bytes += len(data)
+        # A full chunk is sealed only once more data follows it: until then it may be the last.
+        while len(self._buffer) > self._chunk_size:
+            self._seal(bytes(self._buffer[: self._chunk_size]), last=False)
+            del self._buffer[: self._chunk_size]
+        return len(data)
+
+    def flush(self) -> None:
+        self._sink.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._seal(bytes(self._buffer), last=True)
+        self._buffer.clear()
+        self._closed = True
+        self._sink.flush()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "scheme": SCHEME,
+            "recipient": self.recipient,
+            "chunk_size": self._chunk_size,
+            "plaintext_bytes": self.plaintext_bytes,
+            "stored_bytes": self.stored_bytes,
+        }
+
+    def __enter__(self) -> EncryptingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _read_exactly(src: BinaryIO, size: int) -> bytes:
+    parts: list[bytes] = []
+    remaining = size
+    while remaining:
+        part = src.read(remaining)
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
+
+
+def read_header(src: BinaryIO, *, path: Path | None = None) -> dict[str, Any]:
+    """Parse an encrypted file's header (no key needed): scheme, recipient id, chunk size."""
+    header = _read_exactly(src, HEADER_SIZE_BYTES)
+    if len(header) < HEADER_SIZE_BYTES or not header.startswith(MAGIC):
+        raise DecryptionError("not an encrypted media file (missing or unknown header)", path=path)
+    _magic, chunk_size, eph_raw, rec_digest, salt = _HEADER.unpack(header)
+    if not MIN_CHUNK_SIZE_BYTES <= chunk_size <= MAX_CHUNK_SIZE_BYTES:
+        raise DecryptionError(f"header names an impossible chunk size {chunk_size}", path=path)
+    return {
+        "scheme": SCHEME,
+        "recipient": RECIPIENT_ID_PREFIX + rec_digest.hex(),
+        "chunk_size": chunk_size,
+        "_header": header,
+        "_ephemeral": eph_raw,
+        "_salt": salt,
+    }
+
+
+def iter_decrypted_chunks(
+    src: BinaryIO, private_key: X25519PrivateKey, *, path: Path | None = None
+) -> Iterator[bytes]:
+    """Yield the plaintext chunk by chunk; raises DecryptionError at the first problem."""
+    head = read_header(src, path=path)
+    rec_pub = private_key.public_key()
+    if head["recipient"] != recipient_id(rec_pub):
+        raise DecryptionError(
+            f"encrypted to {head['recipient']}, not to this key ({recipient_id(rec_pub)})",
+            path=path,
+        )
+    eph_raw: bytes = head["_ephemeral"]
+    try:
+        shared = private_key.exchange(X25519PublicKey.from_public_bytes(eph_raw))
+    except ValueError as exc:
+        raise DecryptionError(f"invalid ephemeral key in header ({exc})", path=path) from exc
+    header: bytes = head["_header"]
+    aead = ChaCha20Poly1305(_derive_key(shared, head["_salt"], eph_raw, _raw(rec_pub)))
+    sealed_size = head["chunk_size"] + TAG_SIZE_BYTES
+    counter = 0
+    current = _read_exactly(src, sealed_size)
+    if not current:
+        raise DecryptionError("truncated: the file has a header but no chunks", path=path)
+    while True:
+        following = _read_exactly(src, sealed_size)
+        last = not following
+        try:
+            plain = aead.decrypt(_nonce(counter, last), current, header)
+        except InvalidTag:
+            raise DecryptionError(
+                _diagnose(aead, counter, current, header, last), path=path, chunk=counter
+            ) from None
+        yield plain
+        if last:
+            return
+        counter += 1
+        current = following
+
+
+def _diagnose(
+    aead: ChaCha20Poly1305, counter: int, sealed: bytes, header: bytes, last: bool
+) -> str:
+    """Tell truncation and appended data apart from plain tampering, for the error message."""
+    try:
+        aead.decrypt(_nonce(counter, not last), sealed, header)
+    except InvalidTag:
+        return (
+            "authentication failed: the chunk was altered, moved, swapped or comes from another"
+            " file"
+        )
+    if last:
+        return "truncated: the file ends before its final chunk"
+    return "unexpected data after the final chunk"
+
+
+def encrypt_file(
+    src: Path,
+    dst: Path,
+    recipient_public: X25519PublicKey,
+    *,
+    chunk_size_bytes: int = DEFAULT_CHUNK_SIZE_BYTES,
+) -> dict[str, Any]:
+    """Encrypt ``src`` into ``dst`` (written atomically and fsynced); return the header info.
+
+    The result has ``scheme`` and ``recipient`` (what a segment record's ``encryption`` holds),
+    plus ``chunk_size``, ``plaintext_bytes`` and ``stored_bytes``.
+    """
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.enc-tmp{os.getpid()}")
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            writer = EncryptingWriter(fout, recipient_public, chunk_size_bytes=chunk_size_bytes)
+            while block := fin.read(chunk_size_bytes * 4):
+                writer.write(block)
+            writer.close()
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(dst.parent)
+    return writer.info()
+
+
+def decrypt_file(src: Path, dst: Path, private_key: X25519PrivateKey) -> dict[str, Any]:
+    """Decrypt ``src`` into ``dst``; on any error raise DecryptionError and leave no ``dst``."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.dec-tmp{os.getpid()}")
+    plaintext_bytes = 0
+    try:
+        with open(src, "rb") as fin:
+            head = read_header(fin, path=src)
+            fin.seek(0)
+            with open(tmp, "wb") as fout:
+                for chunk in iter_decrypted_chunks(fin, private_key, path=src):
+                    fout.write(chunk)
+                    plaintext_bytes += len(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(dst.parent)
+    return {
+        "scheme": head["scheme"],
+        "recipient": head["recipient"],
+        "chunk_size": head["chunk_size"],
+        "plaintext_bytes": plaintext_bytes,
+    }
+
+
+def is_encrypted_file(path: Path) -> bool:
+    """True when ``path`` starts with this scheme's magic (no key needed)."""
+    with open(path, "rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
