@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ class DecryptionUnavailable(EvidenceError):
 
 def media_decryptor(private_key_path: Path) -> MediaDecryptor:
     try:
-        from evidence import encryption  # type: ignore[attr-defined, unused-ignore]
+        # Looked up at run time: decryption is optional for a verifier.
+        encryption: Any = importlib.import_module("evidence.encryption")
     except ImportError as exc:
         raise DecryptionUnavailable(f"media decryption is not available: {exc}") from exc
     key = encryption.load_private_key(private_key_path)
