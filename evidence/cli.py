@@ -41,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PRIVATE_KEY_FILE",
         help="receiver's decryption key: also check the plaintext of encrypted media",
     )
+    p.add_argument(
+        "--receiver-key",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PUBLIC_KEY_FILE",
+        help="receiver receipt key: media a device freed is accepted only against receipts "
+        "signed with it; repeatable",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return p
@@ -55,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         keyring = KeyRing.from_files(args.key) if args.key else None
         decryptor = _decryptor(args.media_key) if args.media_key else None
-        report = verify_tree(args.path, keyring, decryptor=decryptor)
+        receivers = KeyRing.from_files(args.receiver_key) if args.receiver_key else None
+        report = verify_tree(args.path, keyring, decryptor=decryptor, receiver_keys=receivers)
     except TreeError as exc:
         print(f"bodycam-verify: cannot verify {exc.path}: {exc.reason}", file=sys.stderr)
         return EXIT_ERROR
@@ -85,7 +95,9 @@ def print_report(report: Report) -> None:
         out.write(
             f"device {summary.device}: {summary.records} records ({span}), "
             f"{summary.sessions} sessions, {summary.segments} segments, "
-            f"{summary.media_bytes} media bytes\n"
+            f"{summary.media_bytes} media bytes"
+            + (f", {summary.released} freed after receipts" if summary.released else "")
+            + "\n"
         )
     for note in report.notes:
         out.write(f"note: {note}\n")

@@ -62,7 +62,8 @@ DOWN_KINDS = frozenset({DOWN_RECEIPT, DOWN_NEED, DOWN_CLOCK, DOWN_ASSIGNMENT})
 DEFAULT_CHUNK_SIZE_BYTES = 256 * 1024
 MAX_CHUNK_SIZE_BYTES = 1024 * 1024
 MIN_CHUNK_SIZE_BYTES = 1024
-MAX_JSON_MESSAGE_BYTES = 256 * 1024
+# an init carries one record (evidence.records.MAX_RECORD_BYTES = 1 MiB) plus its envelope
+MAX_JSON_MESSAGE_BYTES = 1024 * 1024 + 64 * 1024
 MAX_QUERY_RECORDS = 1024
 MAX_NEED_CHUNKS = 4096
 
@@ -160,7 +161,9 @@ def parse_topic(topic: str) -> Topic:
 
 # -- JSON messages -----------------------------------------------------------------------
 def encode_json(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return json.dumps(message, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
 def parse_json(

@@ -46,6 +46,7 @@ class DeviceSummary:
     sessions: int = 0
     segments: int = 0
     media_bytes: int = 0
+    released: int = 0  # segments whose media was freed against a valid receipt
     first_seq: int | None = None
     last_seq: int | None = None
     open_session: str | None = None
@@ -96,11 +97,14 @@ def verify_tree(
     keyring: KeyRing | None = None,
     *,
     decryptor: MediaDecryptor | None = None,
+    receiver_keys: KeyRing | None = None,
 ) -> Report:
     """Verify every device chain and media file under ``root``.
 
     ``keyring`` is the set of trusted device keys; without one, the keys found in the tree
-    itself are used, which proves integrity but not origin (a note says so).
+    itself are used, which proves integrity but not origin (a note says so). On a device spool,
+    media freed after the receiver receipted it is accepted when ``state/receipts`` holds the
+    receipt; ``receiver_keys`` are the receiver keys its signature must verify with.
     """
     root = Path(root)
     if not root.exists():
@@ -131,7 +135,9 @@ def verify_tree(
         keyring = _keys_from_tree(root, devices, report)
     for device in devices:
         scope = scopes.get(device, Scope(None))
-        _DeviceVerifier(root, device, keyring, scope, decryptor, report).run()
+        verifier = _DeviceVerifier(root, device, keyring, scope, decryptor, report)
+        verifier.receiver_keys = receiver_keys
+        verifier.run()
     return report
 
 
@@ -188,6 +194,7 @@ class _DeviceVerifier:
         self.summary = report.devices.setdefault(device, DeviceSummary(device))
         self.tracker = ChainTracker(device, keyring)
         self.referenced: set[str] = set()
+        self.receiver_keys: KeyRing | None = None
 
     def violation(self, kind: K, seq: int | None, file: str | None, detail: str) -> None:
         self.report.violations.append(Violation(kind, self.device, seq, file, detail))
@@ -278,10 +285,11 @@ class _DeviceVerifier:
         self.referenced.add(name)
         rel = self._rel(path)
         if not path.exists():
-            if not self.scope.missing_allowed(record.seq):
-                self.violation(
-                    K.MISSING_MEDIA, record.seq, rel, "media file of this segment is missing"
-                )
+            if self.scope.missing_allowed(record.seq):
+                return
+            problem = self._released(record, stored or media)
+            if problem is not None:
+                self.violation(K.MISSING_MEDIA, record.seq, rel, problem)
             return
         on_disk = stored or media
         self._compare(record.seq, rel, path, on_disk, _read_blocks(path))
@@ -292,6 +300,34 @@ class _DeviceVerifier:
                 self._compare(record.seq, rel + " (decrypted)", path, media, blocks)
             except EvidenceError as exc:
                 self.violation(K.MEDIA_UNREADABLE, record.seq, rel, f"cannot decrypt: {exc}")
+
+    def _released(self, record: Record, digest: FileDigest) -> str | None:
+        """None when the media was freed against a valid receipt, else why it counts as missing."""
+        path = self.root / layout.STATE / "receipts" / f"{record.hash()}.json"
+        if not path.exists():
+            return "media file of this segment is missing (and no receiver receipt for it)"
+        from evidence.receipt import Receipt, ReceiptError
+
+        try:
+            receipt = Receipt.parse(path.read_bytes())
+        except (OSError, ReceiptError) as exc:
+            return f"media missing; its receipt is unusable: {exc}"
+        if receipt.status != "stored" or receipt.media_sha256 != digest.sha256:
+            return "media missing; its receipt does not acknowledge these bytes as stored"
+        if self.receiver_keys is None:
+            self.report.notes.append(
+                f"device {self.device} seq {record.seq}: media freed after a receipt whose "
+                "signature was not checked (pass --receiver-key)"
+            )
+            return None
+        public = self.receiver_keys.get(receipt.key)
+        if public is None:
+            return f"media missing; its receipt is signed by untrusted key {receipt.key}"
+        reason = receipt.verify(public, record_hash=record.hash(), device=self.device)
+        if reason is not None:
+            return f"media missing; its receipt is not valid: {reason}"
+        self.summary.released += 1
+        return None
 
     def _compare(self, seq: int, rel: str, path: Path, want: FileDigest, blocks: Any) -> None:
         digest = StreamingDigest(want.chunk_size)

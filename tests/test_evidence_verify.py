@@ -325,3 +325,45 @@ def test_case_file_excerpt_with_manifest_verifies(tree: Path, keyring: KeyRing) 
     # Without the manifest the same excerpt is reported as incomplete.
     (tree / "manifest.json").unlink()
     assert kinds_at(verify_tree(tree, keyring)) == {"missing-seq"}
+
+
+def test_media_freed_against_a_receipt_is_accepted_only_with_a_valid_one(
+    tree: Path, keyring: KeyRing
+) -> None:
+    """A device frees space only after the receiver's signed receipt; the spool still verifies."""
+    from evidence.receipt import Receipt
+
+    receiver = generate_signing_key()
+    receivers = KeyRing([receiver.public_key()])
+    seq = segment_seqs(tree)[1]
+    record = Record.load(layout.record_path(tree, DEVICE, seq))
+    media_of(tree, seq).unlink()
+    receipts = tree / "state" / "receipts"
+    receipts.mkdir(parents=True)
+    receipt = Receipt.create(
+        device=DEVICE,
+        record=record.hash(),
+        seq=seq,
+        record_type="segment",
+        status="stored",
+        receiver_key=receiver,
+        media_sha256=record.body["media"]["sha256"],
+        media_size=record.body["media"]["size"],
+    )
+    (receipts / f"{record.hash()}.json").write_bytes(receipt.canonical())
+    report = verify_tree(tree, keyring, receiver_keys=receivers)
+    assert report.violations == [] and report.devices[DEVICE].released == 1
+    # A receipt signed by anyone else does not excuse the missing media.
+    forged = Receipt.create(
+        device=DEVICE,
+        record=record.hash(),
+        seq=seq,
+        record_type="segment",
+        status="stored",
+        receiver_key=generate_signing_key(),
+        media_sha256=record.body["media"]["sha256"],
+        media_size=record.body["media"]["size"],
+    )
+    (receipts / f"{record.hash()}.json").write_bytes(forged.canonical())
+    report = verify_tree(tree, keyring, receiver_keys=receivers)
+    assert kinds_at(report) == {"missing-media"} and "untrusted key" in report.violations[0].detail

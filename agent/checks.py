@@ -1,0 +1,359 @@
+"""Pre-capture checks (Art. 11): is the device fit to record right now?
+
+Each check gives pass, warn or fail with a reason. Fail refuses the recording (the officer is
+told why); warn records and signals. The report goes into the signed ``session-open`` record
+(or, when recording is refused, a signed device-level ``check`` record).
+
+Clock synchronisation is decided in this order (first that applies wins):
+
+1. the kernel says the clock is synchronised (``adjtimex`` does not return ``TIME_ERROR``; this
+   is what chrony, ntpd and systemd-timesyncd set once they have locked) -> pass;
+2. the dock set or measured the clock recently (``state/clock.json`` written by the uplink:
+   ``{"synced_utc": "...Z", "offset_s": float}``, younger than ``dock_sync_max_age_h``) -> pass;
+3. otherwise ``checks.clock_unsynced`` (warn by default), the reason saying whether an RTC is
+   present and how old the last dock sync is. Records then carry ``synced: false``.
+
+Failure posture: a check never raises; anything it cannot determine becomes a warn (or a fail
+where recording would be unsafe: no key, spool not writable, camera dead) with the reason.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from agent.config import ChecksConfig
+from agent.hardware.battery import BatteryGauge
+from agent.hardware.storage import StorageGauge
+from agent.media.base import CaptureHealth, CapturePipeline
+
+log = logging.getLogger(__name__)
+
+TIME_ERROR = 5  # adjtimex(2): clock not synchronised
+
+
+class Outcome(StrEnum):
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+_RANK = {Outcome.PASS: 0, Outcome.WARN: 1, Outcome.FAIL: 2}
+
+SPOKEN_ZH = {
+    "battery": "电量不足",
+    "storage": "存储空间不足",
+    "camera": "摄像头故障",
+    "microphone": "麦克风故障",
+    "clock": "时钟未同步",
+    "signing-key": "签名密钥缺失",
+    "spool": "存储目录不可写",
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    outcome: Outcome
+    reason: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "outcome": str(self.outcome),
+            "reason": self.reason,
+            "data": record_safe(self.data),
+        }
+
+
+def record_safe(value: Any) -> Any:
+    """Records allow no floats (RFC 8785 number formatting differs between languages):
+    whole numbers become ints, others decimal strings with 2 places."""
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(value)
+        return f"{value:.2f}"
+    if isinstance(value, dict):
+        return {k: record_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [record_safe(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    utc: str
+    results: list[CheckResult]
+
+    @property
+    def outcome(self) -> Outcome:
+        worst = Outcome.PASS
+        for r in self.results:
+            if _RANK[r.outcome] > _RANK[worst]:
+                worst = r.outcome
+        return worst
+
+    def get(self, name: str) -> CheckResult | None:
+        return next((r for r in self.results if r.name == name), None)
+
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if r.outcome == Outcome.FAIL]
+
+    def warnings(self) -> list[CheckResult]:
+        return [r for r in self.results if r.outcome == Outcome.WARN]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "utc": self.utc,
+            "outcome": str(self.outcome),
+            "checks": [r.to_dict() for r in self.results],
+        }
+
+    def format(self) -> str:
+        lines = [f"pre-capture checks at {self.utc}: {self.outcome.upper()}"]
+        for r in self.results:
+            lines.append(f"  {r.outcome.upper():4}  {r.name:<11} {r.reason}")
+        return "\n".join(lines)
+
+
+# --- individual checks -------------------------------------------------------------------------
+
+
+def check_battery(gauge: BatteryGauge, cfg: ChecksConfig, full_runtime_min: float) -> CheckResult:
+    try:
+        reading = gauge.read()
+    except Exception as exc:  # a gauge driver bug must not block the other checks
+        return CheckResult("battery", Outcome.WARN, f"battery gauge unreadable: {exc}")
+    if reading is None:
+        return CheckResult("battery", Outcome.WARN, "no battery gauge found; level unknown")
+    data = reading.to_dict()
+    if reading.on_external_power:
+        return CheckResult("battery", Outcome.PASS, f"on external power ({reading.status})", data)
+    pct = reading.capacity_percent
+    if reading.time_to_empty_s is not None:
+        minutes = reading.time_to_empty_s / 60.0
+    elif pct is not None:
+        minutes = pct / 100.0 * full_runtime_min
+    else:
+        return CheckResult("battery", Outcome.WARN, "battery level unknown", data)
+    data["estimated_recording_min"] = round(minutes, 1)
+    level = f"{pct:.0f}%" if pct is not None else "level unknown"
+    summary = f"{level}, about {minutes:.0f} min of recording"
+    if (pct is not None and pct < cfg.battery_fail_percent) or minutes < cfg.min_recording_min:
+        return CheckResult("battery", Outcome.FAIL, f"battery too low: {summary}", data)
+    if (pct is not None and pct < cfg.battery_warn_percent) or minutes < cfg.warn_recording_min:
+        return CheckResult("battery", Outcome.WARN, f"battery low: {summary}", data)
+    return CheckResult("battery", Outcome.PASS, summary, data)
+
+
+def recording_minutes(free_bytes: int, bitrate_bits_per_s: int) -> float:
+    return free_bytes * 8 / bitrate_bits_per_s / 60.0
+
+
+def check_storage(storage: StorageGauge, cfg: ChecksConfig) -> CheckResult:
+    try:
+        free = storage.free_bytes()
+    except Exception as exc:
+        return CheckResult("storage", Outcome.FAIL, f"free space unknown: {exc}")
+    minutes = recording_minutes(free, cfg.estimated_bitrate_bits_per_s)
+    data = {
+        "free_bytes": free,
+        "estimated_recording_min": round(minutes, 1),
+        "bitrate_bits_per_s": cfg.estimated_bitrate_bits_per_s,
+    }
+    summary = (
+        f"{free / 1e9:.2f} GB free, about {minutes:.0f} min at "
+        f"{cfg.estimated_bitrate_bits_per_s / 1e6:g} Mbit/s"
+    )
+    if minutes < cfg.min_recording_min:
+        return CheckResult(
+            "storage",
+            Outcome.FAIL,
+            f"storage short: {summary}, need {cfg.min_recording_min:g} min",
+            data,
+        )
+    if minutes < cfg.warn_recording_min:
+        return CheckResult("storage", Outcome.WARN, f"storage low: {summary}", data)
+    return CheckResult("storage", Outcome.PASS, summary, data)
+
+
+def check_camera(health: CaptureHealth | None, error: str = "") -> CheckResult:
+    if health is None:
+        return CheckResult("camera", Outcome.FAIL, f"camera probe failed: {error}")
+    data = {"frames_per_s": round(health.frames_per_s, 2)}
+    if not health.camera_ok:
+        return CheckResult(
+            "camera", Outcome.FAIL, f"camera delivers no frames: {health.camera_detail}", data
+        )
+    return CheckResult("camera", Outcome.PASS, health.camera_detail or "frames arriving", data)
+
+
+def check_microphone(health: CaptureHealth | None, error: str = "") -> CheckResult:
+    # A dead microphone warns rather than refuses: video without sound is still evidence.
+    if health is None:
+        return CheckResult("microphone", Outcome.WARN, f"microphone probe failed: {error}")
+    data = {"rms_dbfs": round(health.audio_rms_dbfs, 1)}
+    if not health.microphone_ok:
+        return CheckResult(
+            "microphone",
+            Outcome.WARN,
+            f"microphone delivers no signal: {health.microphone_detail}",
+            data,
+        )
+    return CheckResult(
+        "microphone", Outcome.PASS, health.microphone_detail or "signal present", data
+    )
+
+
+@dataclass(frozen=True)
+class ClockSyncState:
+    kernel_synced: bool | None
+    """None: the kernel could not be asked."""
+    dock_synced_utc: datetime | None
+    dock_offset_s: float | None
+    rtc_present: bool
+
+
+def kernel_clock_synced() -> bool | None:
+    """Ask the kernel via ``adjtimex`` (read-only: modes = 0) whether NTP has locked."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        # struct timex is ~208 bytes; a zeroed, larger buffer means modes=0, i.e. query only.
+        buf = ctypes.create_string_buffer(512)
+        state = libc.adjtimex(buf)
+    except (OSError, AttributeError) as exc:
+        log.warning("cannot query adjtimex: %s", exc)
+        return None
+    if state < 0:
+        return None
+    return bool(state != TIME_ERROR)
+
+
+def read_clock_sync_state(
+    state_dir: Path,
+    *,
+    kernel_probe: Callable[[], bool | None] = kernel_clock_synced,
+    rtc_dir: Path = Path("/sys/class/rtc"),
+) -> ClockSyncState:
+    dock_utc: datetime | None = None
+    offset: float | None = None
+    path = state_dir / "clock.json"
+    if path.exists():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            dock_utc = datetime.fromisoformat(data["synced_utc"].replace("Z", "+00:00"))
+            offset = float(data.get("offset_s", 0.0))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("ignoring unreadable %s: %s", path, exc)
+    rtc = rtc_dir.is_dir() and any(rtc_dir.iterdir())
+    return ClockSyncState(kernel_probe(), dock_utc, offset, rtc)
+
+
+def check_clock(state: ClockSyncState, now: datetime, cfg: ChecksConfig) -> CheckResult:
+    data: dict[str, Any] = {"kernel_synced": state.kernel_synced, "rtc": state.rtc_present}
+    if state.dock_synced_utc is not None:
+        age_h = (now - state.dock_synced_utc).total_seconds() / 3600.0
+        data.update(dock_sync_age_h=round(age_h, 2), dock_offset_s=state.dock_offset_s)
+    else:
+        age_h = None
+    if state.kernel_synced:
+        return CheckResult(
+            "clock", Outcome.PASS, "synchronised by NTP (kernel reports locked)", data
+        )
+    if age_h is not None and 0 <= age_h <= cfg.dock_sync_max_age_h:
+        return CheckResult(
+            "clock", Outcome.PASS, f"synchronised at the dock {age_h:.1f} h ago", data
+        )
+    dock = (
+        "never synchronised at a dock"
+        if age_h is None
+        else f"last dock sync {age_h:.1f} h ago (limit {cfg.dock_sync_max_age_h:g} h)"
+    )
+    rtc = "RTC present" if state.rtc_present else "no RTC"
+    outcome = Outcome.FAIL if cfg.clock_unsynced == "fail" else Outcome.WARN
+    return CheckResult(
+        "clock", outcome, f"clock not synchronised: no NTP lock, {dock}, {rtc}", data
+    )
+
+
+def check_signing_key(key_path: Path) -> CheckResult:
+    from evidence.errors import EvidenceError
+    from evidence.keys import key_id, load_signing_key
+
+    if not key_path.exists():
+        return CheckResult("signing-key", Outcome.FAIL, f"no signing key at {key_path}")
+    try:
+        key = load_signing_key(key_path)
+    except (EvidenceError, OSError, ValueError) as exc:
+        return CheckResult("signing-key", Outcome.FAIL, f"signing key unreadable: {exc}")
+    kid = key_id(key.public_key())
+    return CheckResult("signing-key", Outcome.PASS, f"present ({kid})", {"key": kid})
+
+
+def check_spool(spool_dir: Path) -> CheckResult:
+    probe = spool_dir / "state" / f".write-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"probe")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        return CheckResult("spool", Outcome.FAIL, f"spool not writable: {exc}")
+    return CheckResult("spool", Outcome.PASS, f"writable ({spool_dir})")
+
+
+# --- all together ------------------------------------------------------------------------------
+
+
+@dataclass
+class CheckInputs:
+    cfg: ChecksConfig
+    full_runtime_min: float
+    battery: BatteryGauge
+    storage: StorageGauge
+    capture: CapturePipeline | None
+    key_path: Path
+    spool_dir: Path
+    clock_state: Callable[[], ClockSyncState]
+    now: Callable[[], datetime]
+
+
+def run_checks(inputs: CheckInputs) -> CheckReport:
+    from evidence.records import format_utc
+
+    now = inputs.now()
+    health: CaptureHealth | None = None
+    error = "no capture pipeline"
+    if inputs.capture is not None:
+        try:
+            health = inputs.capture.probe(timeout_s=inputs.cfg.probe_timeout_s)
+        except Exception as exc:
+            error = str(exc)
+            log.warning("capture probe failed: %s", exc)
+    results = [
+        check_battery(inputs.battery, inputs.cfg, inputs.full_runtime_min),
+        check_storage(inputs.storage, inputs.cfg),
+        check_camera(health, error),
+        check_microphone(health, error),
+        check_clock(inputs.clock_state(), now, inputs.cfg),
+        check_signing_key(inputs.key_path),
+        check_spool(inputs.spool_dir),
+    ]
+    report = CheckReport(format_utc(now), results)
+    log.info("pre-capture checks: %s", report.outcome)
+    return report

@@ -1,0 +1,139 @@
+"""The one clock for media timestamps and record times.
+
+Every part of the agent that needs "now" asks a :class:`Clock`, so a simulated device can run
+faster than real time and tests can step time deterministically.
+
+Failure posture: a clock never raises in normal use. :class:`SystemClock` falls back to a
+random per-process boot id (logged once) when ``/proc/sys/kernel/random/boot_id`` cannot be
+read, because records must still carry *some* boot identity.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+SIMULATED_BOOT_ID = "00000000-0000-4000-8000-000000000000"
+
+
+class Clock(ABC):
+    """Source of wall-clock UTC, monotonic nanoseconds and sleeping.
+
+    Subclasses must override :meth:`utc_now`, :meth:`monotonic_ns` and :meth:`sleep`, and set
+    ``boot_id`` in their constructor. They may override :meth:`sleep_until_ns`.
+    """
+
+    boot_id: str
+
+    @abstractmethod
+    def utc_now(self) -> datetime:
+        """Current wall-clock time, timezone-aware in UTC."""
+
+    @abstractmethod
+    def monotonic_ns(self) -> int:
+        """Nanoseconds on a clock that never goes backwards within one boot."""
+
+    @abstractmethod
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time (real or simulated)."""
+
+    def sleep_until_ns(self, deadline_ns: int) -> None:
+        """Wait until :meth:`monotonic_ns` reaches ``deadline_ns`` (no-op if already past)."""
+        remaining_ns = deadline_ns - self.monotonic_ns()
+        if remaining_ns > 0:
+            self.sleep(remaining_ns / 1e9)
+
+
+def read_boot_id(path: Path = BOOT_ID_PATH) -> str:
+    """The kernel's boot id, or a random one (with a warning) when it cannot be read."""
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except OSError as exc:
+        fallback = str(uuid.uuid4())
+        log.warning("cannot read boot id from %s (%s); using random id %s", path, exc, fallback)
+        return fallback
+
+
+class SystemClock(Clock):
+    """The machine's real clocks (``time.time_ns`` / ``time.monotonic_ns``)."""
+
+    def __init__(self, boot_id: str | None = None) -> None:
+        self.boot_id = boot_id if boot_id is not None else read_boot_id()
+
+    def utc_now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+class SimulatedClock(Clock):
+    """A clock for simulated devices and tests.
+
+    It starts at ``start`` (default: the real current UTC). In fast mode (``realtime=False``)
+    time only moves through :meth:`advance_ns` and :meth:`sleep`, which advances instead of
+    waiting, so a 30-minute recording can be produced in seconds. In realtime mode it follows
+    the machine's monotonic clock from ``start`` and :meth:`advance_ns` adds a jump on top
+    (useful to simulate a clock step). Thread-safe.
+    """
+
+    #: the simulated monotonic clock starts here so that 0 is never a valid reading
+    MONO_ORIGIN_NS = 1_000_000_000
+
+    def __init__(
+        self,
+        start: datetime | None = None,
+        *,
+        realtime: bool = False,
+        boot_id: str = SIMULATED_BOOT_ID,
+    ) -> None:
+        if start is None:
+            start = datetime.now(UTC)
+        elif start.tzinfo is None:
+            raise ValueError("SimulatedClock start must be timezone-aware")
+        self._start = start.astimezone(UTC)
+        self.realtime = realtime
+        self.boot_id = boot_id
+        self._lock = threading.Lock()
+        self._offset_ns = 0
+        self._real_origin_ns = time.monotonic_ns()
+
+    def _elapsed_ns(self) -> int:
+        with self._lock:
+            offset_ns = self._offset_ns
+        if self.realtime:
+            return offset_ns + (time.monotonic_ns() - self._real_origin_ns)
+        return offset_ns
+
+    def utc_now(self) -> datetime:
+        return self._start + timedelta(microseconds=self._elapsed_ns() // 1000)
+
+    def monotonic_ns(self) -> int:
+        return self.MONO_ORIGIN_NS + self._elapsed_ns()
+
+    def advance_ns(self, ns: int) -> None:
+        """Move time forward by ``ns`` nanoseconds (negative values are refused)."""
+        if ns < 0:
+            raise ValueError(f"a clock cannot go backwards (advance_ns({ns}))")
+        with self._lock:
+            self._offset_ns += ns
+
+    def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        if self.realtime:
+            time.sleep(seconds)
+        else:
+            self.advance_ns(round(seconds * 1e9))

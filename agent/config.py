@@ -1,0 +1,259 @@
+"""The agent's TOML configuration: a tree of dataclasses, every field with a default.
+
+Other parts add their own sections by adding a field to :class:`AgentConfig` whose type is a
+dataclass with defaults (e.g. ``uplink: UplinkConfig = field(default_factory=UplinkConfig)``);
+:func:`load_config` maps TOML tables onto nested dataclasses generically.
+
+Failure posture: a missing file, a TOML syntax error, an unknown key or a value of the wrong
+type raises :class:`~agent.errors.ConfigError` naming the file and the dotted key. Nothing is
+guessed: a typo must not silently fall back to a default on an evidence device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigError
+from agent.uplink.config import UplinkConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATH = Path("/etc/bodycam/agent.toml")
+
+
+@dataclass
+class DeviceConfig:
+    id: str = ""
+    """Device id (the certificate CN). Empty: simulate derives ``SIM-<hostname>``."""
+    spool_dir: str = "/var/lib/bodycam/spool"
+    key_file: str = ""
+    """Ed25519 signing key (PEM). Empty: ``<spool>/state/device.key``."""
+
+
+@dataclass
+class ControlsConfig:
+    record_pin: int = 17
+    mark_pin: int = 27
+    led_green_pin: int = 22
+    led_red_pin: int = 23
+    led_amber_pin: int | None = 24
+    buzzer_pin: int | None = 25
+    vibration_pin: int | None = None
+    hold_time_s: float = 3.0
+
+
+@dataclass
+class BatteryConfig:
+    sysfs_root: str = "/sys/class/power_supply"
+    supply: str = ""
+    """Name of the supply directory; empty: the first one whose ``type`` is Battery."""
+    full_runtime_min: float = 480.0
+    """Recording minutes on a full battery, used when the gauge gives no time-to-empty."""
+
+
+@dataclass
+class StorageConfig:
+    simulated_quota_bytes: int | None = None
+    """Simulated hardware only: pretend the spool's filesystem holds this many bytes."""
+
+
+@dataclass
+class HardwareConfig:
+    backend: str = "pi"
+    """"pi" or "simulated" (buttons on gpiozero mock pins, battery from ``battery.sysfs_root``)."""
+    controls: ControlsConfig = field(default_factory=ControlsConfig)
+    battery: BatteryConfig = field(default_factory=BatteryConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+
+@dataclass
+class CaptureConfig:
+    backend: str = "pi"
+    width: int = 1280
+    height: int = 720
+    fps: int = 25
+    segment_duration_s: float = 10.0
+    pre_event_s: float = 30.0
+    pre_event_audio: bool = True
+    sync_interval_s: float = 1.0
+    realtime: bool = True
+    """Simulated capture only: frames at wall rate (False: as fast as the CPU allows)."""
+    bitrate_bits_per_s: int = 4_000_000
+    """Pi only: H.264 encoder bitrate."""
+    audio_device: str = "default"
+    """Pi only: ALSA capture device for the microphone."""
+    speaker_device_index: int = -1
+    """Pi only: PyAudio output device index for the speaker (-1: the default device)."""
+
+
+@dataclass
+class ChecksConfig:
+    battery_fail_percent: float = 5.0
+    battery_warn_percent: float = 20.0
+    min_recording_min: float = 30.0
+    """Refuse to record when battery or storage cannot hold this long a recording."""
+    warn_recording_min: float = 120.0
+    estimated_bitrate_bits_per_s: int = 4_000_000
+    probe_timeout_s: float = 3.0
+    dock_sync_max_age_h: float = 24.0
+    clock_unsynced: str = "warn"
+    """Outcome when the clock is not known to be synchronised: "warn" or "fail"."""
+
+
+@dataclass
+class AssignmentConfig:
+    """Used when no assignment was pushed by the receiver (``state/assignment.json``)."""
+
+    case: str | None = None
+    officers: list[str] = field(default_factory=list)
+    place: str = ""
+    reason: str = ""
+    target: str = ""
+    stage: str = ""
+
+
+@dataclass
+class SpeechConfig:
+    languages: list[str] = field(default_factory=lambda: ["zh"])
+    """Preamble languages in order: "zh" and optionally "en"."""
+    voice_zh: str = "cmn-latn-pinyin"
+    voice_en: str = "en"
+    words_per_minute: int = 160
+    enabled: bool = True
+
+
+@dataclass
+class RecordingConfig:
+    cue_interval_min: float = 2.0
+    low_storage_warn_min: float = 30.0
+    """Warn (LED, tone, log) when the spool holds less than this many minutes."""
+    storage_stop_bytes: int = 64 * 1024 * 1024
+    """Below this free space, stop writing (a ``storage`` gap) until space comes back."""
+    loop_interval_s: float = 0.2
+    resume_after_crash: bool = True
+    """``run``: when start-up recovery closed a session that was recording, record again at once
+    (new session, preamble, then the prompt to state the reason for the interruption)."""
+
+
+@dataclass
+class AgentConfig:
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
+    assignment: AssignmentConfig = field(default_factory=AssignmentConfig)
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
+    uplink: UplinkConfig = field(default_factory=UplinkConfig)
+    """Dock upload settings (``agent/uplink/config.py``); the uploader runs as its own process."""
+
+    @property
+    def spool_path(self) -> Path:
+        return Path(self.device.spool_dir)
+
+    @property
+    def key_path(self) -> Path:
+        if self.device.key_file:
+            return Path(self.device.key_file)
+        return self.spool_path / "state" / "device.key"
+
+
+def simulated_config(spool_dir: Path) -> AgentConfig:
+    """Defaults for a simulated device whose spool is ``spool_dir`` (no config file)."""
+    cfg = AgentConfig()
+    cfg.device.spool_dir = str(spool_dir)
+    cfg.hardware.backend = "simulated"
+    cfg.capture.backend = "simulated"
+    cfg.capture.width, cfg.capture.height, cfg.capture.fps = 640, 360, 15
+    cfg.capture.realtime = False
+    return cfg
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read ``path`` (TOML) into an :class:`AgentConfig`; missing keys keep their defaults."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "-", "file not found") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(str(path), "-", str(exc)) from exc
+    return config_from_dict(data, source=str(path))
+
+
+def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> AgentConfig:
+    cfg = _build(AgentConfig, data, source, "")
+    assert isinstance(cfg, AgentConfig)
+    _validate(cfg, source)
+    return cfg
+
+
+def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(source, prefix or "-", f"expected a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(source, prefix + unknown[0], f"unknown key (known: {sorted(names)})")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = prefix + name
+        kwargs[name] = _convert(hints[name], value, source, key)
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any, source: str, key: str) -> Any:
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return _build(hint, value, source, key + ".")
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, source, key)
+            except ConfigError:
+                continue
+        raise ConfigError(source, key, f"bad value {value!r} (expected {hint})")
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(source, key, f"expected a list, got {value!r}")
+        return [_convert(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        # bool is an int subclass: refuse true/false where a number is expected and vice versa
+        if isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):
+            return value
+        raise ConfigError(source, key, f"expected {hint.__name__}, got {value!r}")
+    raise ConfigError(source, key, f"unsupported type {hint}")
+
+
+def _validate(cfg: AgentConfig, source: str) -> None:
+    if cfg.hardware.backend not in ("pi", "simulated"):
+        raise ConfigError(source, "hardware.backend", "must be 'pi' or 'simulated'")
+    if cfg.capture.backend not in ("pi", "simulated"):
+        raise ConfigError(source, "capture.backend", "must be 'pi' or 'simulated'")
+    if cfg.checks.clock_unsynced not in ("warn", "fail"):
+        raise ConfigError(source, "checks.clock_unsynced", "must be 'warn' or 'fail'")
+    for lang in cfg.speech.languages:
+        if lang not in ("zh", "en"):
+            raise ConfigError(source, "speech.languages", f"unknown language {lang!r}")
+    if cfg.checks.battery_fail_percent > cfg.checks.battery_warn_percent:
+        raise ConfigError(
+            source, "checks.battery_fail_percent", "must not exceed battery_warn_percent"
+        )
+    if cfg.capture.segment_duration_s <= 0:
+        raise ConfigError(source, "capture.segment_duration_s", "must be > 0")
+    if cfg.recording.cue_interval_min <= 0:
+        raise ConfigError(source, "recording.cue_interval_min", "must be > 0")

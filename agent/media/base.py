@@ -1,0 +1,265 @@
+"""The capture contract: camera + microphone -> H.264/AAC MPEG-TS segments.
+
+The agent drives a :class:`CapturePipeline` and receives finished segments through a
+:class:`SegmentSink` it implements (the sink owns the ``*.part`` files; the pipeline only writes,
+flushes and fsyncs them).
+
+Failure posture: capture faults during a recording never raise into the agent. The pipeline closes
+the current segment (so nothing written is lost), reports ``on_fault``, keeps trying, and when
+frames flow again opens the next segment and reports ``on_resume``. Misuse (wrong call order, bad
+arguments) raises a :class:`MediaError` subclass with a clear message and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, BinaryIO, Protocol
+
+from agent.clock import Clock
+
+log = logging.getLogger(__name__)
+
+
+class MediaError(Exception):
+    """Base of every error raised by ``agent.media``."""
+
+
+class CaptureStateError(MediaError):
+    """A call that is not allowed in the pipeline's current state."""
+
+    def __init__(self, operation: str, state: str) -> None:
+        super().__init__(f"cannot {operation} while capture is {state}")
+        self.operation = operation
+        self.state = state
+
+
+class CaptureDeviceError(MediaError):
+    """A camera, microphone or speaker could not be opened or used."""
+
+    def __init__(self, device: str, detail: str) -> None:
+        super().__init__(f"{device}: {detail}")
+        self.device = device
+        self.detail = detail
+
+
+class AudioFormatError(MediaError):
+    """PCM handed to :meth:`CapturePipeline.play_audio` is malformed."""
+
+    def __init__(self, detail: str, *, sample_rate_hz: int, channels: int, size_bytes: int) -> None:
+        super().__init__(
+            f"bad PCM ({size_bytes} bytes, {sample_rate_hz} Hz, {channels} ch): {detail}"
+        )
+        self.detail = detail
+        self.sample_rate_hz = sample_rate_hz
+        self.channels = channels
+        self.size_bytes = size_bytes
+
+
+class UnknownBackendError(MediaError):
+    """``create_capture`` was asked for a backend that does not exist."""
+
+    def __init__(self, backend: str, known: list[str]) -> None:
+        super().__init__(f"unknown capture backend {backend!r}; known: {', '.join(known)}")
+        self.backend = backend
+        self.known = known
+
+
+@dataclass(frozen=True)
+class SegmentStats:
+    """What the pipeline knows about one finished segment (becomes the ``segment`` record)."""
+
+    index: int
+    """0-based within one recording."""
+    media_start_us: int
+    """On the recording's media timeline; segment 0 starts at 0 = the oldest pre-event frame."""
+    media_end_us: int
+    """End of the last frame (pts + duration); the next segment's ``media_start_us`` equals it."""
+    utc_start: datetime
+    """Wall clock of the first frame (from the pipeline's Clock)."""
+    utc_end: datetime
+    frames: int
+    """Video frames written to this segment."""
+    dropped_frames: int
+    pre_event_us: int
+    """Pre-event media in this segment (only segment 0; else 0)."""
+    video: dict[str, Any]
+    """``{"codec": "h264", "width": .., "height": .., "fps": ..}``"""
+    audio: dict[str, Any] | None
+    """``{"codec": "aac", "sample_rate": .., "channels": ..}`` or None without audio."""
+    size_bytes: int = 0
+    """Bytes written to the segment file (informative; the sink hashes the file itself)."""
+
+
+class SegmentSink(Protocol):
+    """Implemented by the agent: owns the segment files."""
+
+    def open_segment(self, index: int) -> BinaryIO:
+        """Create and return the ``.part`` file for segment ``index`` (binary, writable)."""
+        ...
+
+    def close_segment(self, index: int, stats: SegmentStats) -> None:
+        """Called after the segment's last byte was written, flushed and fsynced.
+
+        The pipeline no longer touches the file object; the sink closes it.
+        """
+        ...
+
+
+class FaultKind(StrEnum):
+    """Why capture broke; the values are the ``gap`` record causes."""
+
+    CAMERA = "camera-fault"
+    MICROPHONE = "microphone-fault"
+    STORAGE = "storage"
+    """The segment file could not be opened or written (disk full, I/O error)."""
+
+
+@dataclass(frozen=True)
+class CaptureHealth:
+    """Result of :meth:`CapturePipeline.probe` (pre-capture checks, Art. 11)."""
+
+    camera_ok: bool
+    camera_detail: str
+    frames_per_s: float
+    microphone_ok: bool
+    microphone_detail: str
+    audio_rms_dbfs: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+FaultCallback = Callable[[FaultKind, datetime, str], None]
+ResumeCallback = Callable[[FaultKind, datetime], None]
+
+
+class CapturePipeline(ABC):
+    """camera + microphone -> H.264/AAC MPEG-TS segments, with a pre-event buffer.
+
+    Lifecycle: ``start()`` -> [``start_recording(sink)`` ... ``stop_recording()``]* -> ``stop()``.
+    Between ``start`` and ``start_recording`` the pipeline keeps the last ``pre_event_s`` of
+    encoded media; ``start_recording`` makes that buffer the beginning of segment 0. Segments are
+    split every ``segment_duration_s`` on a keyframe with continuous timestamps and no frame lost
+    or duplicated; the open file is flushed and fsynced about every ``sync_interval_s``.
+
+    Subclasses must override :meth:`start`, :meth:`start_recording`, :meth:`stop_recording`,
+    :meth:`stop`, :meth:`play_audio`, :meth:`probe`, :attr:`media_time_us` and
+    :attr:`recording`. They must call ``on_fault`` only after the current segment was closed via
+    ``close_segment``, and ``on_resume`` only once the next segment is open; callbacks are called
+    from a pipeline thread and must not call back into the pipeline's recording methods. They may
+    override :meth:`_notify_fault` / :meth:`_notify_resume` (e.g. to add logging).
+    """
+
+    on_fault: FaultCallback | None
+    on_resume: ResumeCallback | None
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        segment_duration_s: float = 10.0,
+        pre_event_s: float = 30.0,
+        pre_event_audio: bool = True,
+        sync_interval_s: float = 1.0,
+    ) -> None:
+        if segment_duration_s <= 0:
+            raise ValueError(f"segment_duration_s must be > 0, got {segment_duration_s}")
+        if pre_event_s < 0:
+            raise ValueError(f"pre_event_s must be >= 0, got {pre_event_s}")
+        if sync_interval_s <= 0:
+            raise ValueError(f"sync_interval_s must be > 0, got {sync_interval_s}")
+        self.clock = clock
+        self.segment_duration_s = segment_duration_s
+        self.pre_event_s = pre_event_s
+        self.pre_event_audio = pre_event_audio
+        self.sync_interval_s = sync_interval_s
+        self.on_fault = None
+        self.on_resume = None
+
+    @abstractmethod
+    def start(self) -> None:
+        """Camera and microphone running, pre-event buffer filling."""
+
+    @abstractmethod
+    def start_recording(self, sink: SegmentSink) -> None:
+        """Begin segment 0 with the pre-event buffer and record continuously into ``sink``."""
+
+    @abstractmethod
+    def stop_recording(self) -> None:
+        """Close the final segment; ``close_segment`` has returned before this returns."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop capture (stops a running recording first). Idempotent."""
+
+    @abstractmethod
+    def play_audio(self, pcm_s16le: bytes, sample_rate_hz: int, channels: int = 1) -> None:
+        """Play PCM through the speaker, blocking until played.
+
+        On simulated hardware the sound is mixed into the microphone signal, so it is in the
+        recording as it would be in a real room.
+        """
+
+    @abstractmethod
+    def probe(self, timeout_s: float = 3.0) -> CaptureHealth:
+        """Check that camera and microphone deliver data (pre-capture checks, Art. 11)."""
+
+    @property
+    @abstractmethod
+    def media_time_us(self) -> int:
+        """Media time captured so far since :meth:`start` (simulate scripts wait on it)."""
+
+    @property
+    @abstractmethod
+    def recording(self) -> bool:
+        """True between :meth:`start_recording` and :meth:`stop_recording`."""
+
+    def _notify_fault(self, kind: FaultKind, when: datetime, detail: str) -> None:
+        log.warning("capture fault %s at %s: %s", kind, when.isoformat(), detail)
+        callback = self.on_fault
+        if callback is None:
+            return
+        try:
+            callback(kind, when, detail)
+        except Exception:
+            # The agent's bug must not stop the capture thread: recording goes on.
+            log.exception("on_fault callback failed")
+
+    def _notify_resume(self, kind: FaultKind, when: datetime) -> None:
+        log.info("capture resumed after %s at %s", kind, when.isoformat())
+        callback = self.on_resume
+        if callback is None:
+            return
+        try:
+            callback(kind, when)
+        except Exception:
+            log.exception("on_resume callback failed")
+
+
+def check_pcm(pcm_s16le: bytes, sample_rate_hz: int, channels: int) -> None:
+    """Raise :class:`AudioFormatError` unless the PCM can be played as given."""
+    size_bytes = len(pcm_s16le)
+    if sample_rate_hz < 1000 or sample_rate_hz > 192000:
+        raise AudioFormatError(
+            "sample rate out of range 1000..192000",
+            sample_rate_hz=sample_rate_hz,
+            channels=channels,
+            size_bytes=size_bytes,
+        )
+    if channels not in (1, 2):
+        raise AudioFormatError(
+            "only mono or stereo",
+            sample_rate_hz=sample_rate_hz,
+            channels=channels,
+            size_bytes=size_bytes,
+        )
+    if size_bytes % (2 * channels):
+        raise AudioFormatError(
+            "length is not a whole number of s16le frames",
+            sample_rate_hz=sample_rate_hz,
+            channels=channels,
+            size_bytes=size_bytes,
+        )

@@ -1,0 +1,868 @@
+"""Raspberry Pi capture: picamera2 (camera + H.264 + audio through PyAV) and PyAudio (speaker).
+
+Pipeline per "generation" (one encoder's life)::
+
+    H264Encoder (+ audio: ALSA -> AAC)
+      -> Tap (feeds the watchdogs)
+      -> CircularOutput2 (pre-event buffer)
+      -> SplittableOutput -> SegmentOutput = PyavOutput(agent's file object, "mpegts")
+
+Details taken from picamera2's source (outputs/circularoutput2.py, splittableoutput.py,
+pyavoutput.py, encoders/encoder.py):
+
+* ``CircularOutput2`` only writes a frame once it is older than ``buffer_duration_ms``; while
+  recording that would keep the whole pre-event span off the disk, so the buffer is shrunk to
+  1 ms when recording starts (0 would make it drop frames) and restored afterwards.
+* ``PyavOutput`` hands its target to ``av.open``, which takes a file object: we pass the one the
+  agent's sink created, so a control thread can flush and fsync it every ``sync_interval_s``.
+* ``SplittableOutput.split_output`` blocks until the next keyframe and closes the old output in
+  the calling thread, so splits run on our control thread, after ``force_key_frame()``.
+  Timestamps keep running across a split (continuous PTS).
+* A new encoder (and circular buffer) is started for every recording and after every restart,
+  so each recording's file timestamps start at 0 at its oldest pre-event frame.
+
+Failure posture: a no-frames watchdog (the same :class:`FrameWatchdog` the simulated backend
+uses) notices a stalled camera or microphone; during a recording the current segment is closed,
+``on_fault`` is called, the camera (or the audio input) is restarted until it delivers again, and
+a new segment opens with ``on_resume``. Mux errors (disk full) become :attr:`FaultKind.STORAGE`.
+Nothing raises into the agent from the control thread; it logs and keeps trying.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, BinaryIO
+
+from agent.clock import Clock
+from agent.media.audio import SILENCE_DBFS
+from agent.media.base import (
+    CaptureDeviceError,
+    CaptureHealth,
+    CapturePipeline,
+    CaptureStateError,
+    FaultKind,
+    SegmentSink,
+    SegmentStats,
+    check_pcm,
+)
+from agent.media.segments import MPEGTS_OPTIONS, fsync_fileobj
+from agent.media.watchdog import FrameWatchdog, WatchdogEvent
+
+log = logging.getLogger(__name__)
+
+CIRCULAR_RECORDING_BUFFER_MS = 1
+"""While recording: frames reach the segment at once (0 would make CircularOutput2 drop them)."""
+CONTROL_PERIOD_S = 0.1
+MIC_RETRY_PERIOD_S = 5.0
+
+
+@dataclass
+class _SegmentState:
+    """Bookkeeping for the segment an output is writing (updated from the encoder thread)."""
+
+    index: int
+    fileobj: BinaryIO
+    generation: _Generation
+    base_us: int = 0
+    """Media position of this file's timestamp 0 on the recording's timeline."""
+    needs_base: bool = True
+    """True until the first frame arrived (only then is the circular buffer's offset known)."""
+    press_abs_us: int | None = None
+    """Segment 0 only: sensor time of the press, to compute the pre-event span."""
+    pre_event_us: int = 0
+    frames: int = 0
+    first_ts_us: int | None = None
+    last_ts_us: int | None = None
+    has_audio: bool = False
+    error: BaseException | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class _Generation:
+    """One encoder's life: encoder, tap, circular buffer and (when recording) the splitter."""
+
+    encoder: Any
+    circular: Any
+    tap: Any
+    audio: bool
+    first_abs_us: int | None = None
+    splitter: Any = None
+    segment: _SegmentState | None = None
+    output: Any = None
+
+
+class PiCapture(CapturePipeline):
+    """picamera2 + PyAudio capture pipeline (see the module docstring)."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        width: int = 1280,
+        height: int = 720,
+        fps: int = 25,
+        segment_duration_s: float = 10.0,
+        pre_event_s: float = 30.0,
+        pre_event_audio: bool = True,
+        sync_interval_s: float = 1.0,
+        bitrate_bps: int = 4_000_000,
+        keyframe_interval_s: float = 1.0,
+        audio: bool = True,
+        audio_device: str = "default",
+        audio_input_format: str = "alsa",
+        audio_sample_rate_hz: int = 48000,
+        speaker_device_index: int | None = None,
+        watchdog_timeout_s: float = 2.0,
+        camera_index: int = 0,
+        device_id: str = "",
+    ) -> None:
+        super().__init__(
+            clock,
+            segment_duration_s=segment_duration_s,
+            pre_event_s=pre_event_s,
+            pre_event_audio=pre_event_audio,
+            sync_interval_s=sync_interval_s,
+        )
+        self.width = width
+        self.height = height
+        self.fps = fps
+        self.bitrate_bps = bitrate_bps
+        self.keyframe_interval_s = keyframe_interval_s
+        self.audio_wanted = audio
+        self.audio_device = audio_device
+        self.audio_input_format = audio_input_format
+        self.audio_sample_rate_hz = audio_sample_rate_hz
+        self.speaker_device_index = speaker_device_index
+        self.watchdog_timeout_s = watchdog_timeout_s
+        self.camera_index = camera_index
+        self.device_id = device_id
+
+        self._lock = threading.RLock()
+        self._picam2: Any = None
+        self._modules: dict[str, Any] = {}
+        self._gen: _Generation | None = None
+        self._camera_wd = FrameWatchdog("camera", watchdog_timeout_s)
+        self._mic_wd = FrameWatchdog("microphone", watchdog_timeout_s)
+        self._control: threading.Thread | None = None
+        self._stop_event = threading.Event()
+        self._running = False
+        self._sink: SegmentSink | None = None
+        self._next_index = 0
+        self._next_split_ns = 0
+        self._next_sync_ns = 0
+        self._next_mic_retry_ns = 0
+        self._next_restart_ns = 0
+        self._origin_abs_us: int | None = None
+        self._open_faults: set[FaultKind] = set()
+        self._last_frame_abs_us: int | None = None
+        self._start_abs_us: int | None = None
+        self._sensor_to_mono_us: int | None = None
+        self._frames_total = 0
+        self._level_window: list[float] = []
+        self._measuring = False
+        self._decoder: Any = None
+        self._pyaudio: Any = None
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def media_time_us(self) -> int:
+        start, last = self._start_abs_us, self._last_frame_abs_us
+        if start is None or last is None:
+            return 0
+        return last - start
+
+    @property
+    def recording(self) -> bool:
+        return self._sink is not None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._running:
+                raise CaptureStateError("start", "running")
+            self._import_picamera2()
+            picamera2 = self._modules["picamera2"]
+            try:
+                self._picam2 = picamera2.Picamera2(self.camera_index)
+                self._configure_and_start_camera()
+            except Exception as exc:
+                self._picam2 = None
+                raise CaptureDeviceError("camera", f"cannot start picamera2: {exc}") from exc
+            self._start_generation(recording_output=None)
+            self._stop_event.clear()
+            self._running = True
+            self._control = threading.Thread(target=self._control_loop, name="pi-capture")
+            self._control.daemon = True
+            self._control.start()
+        log.info("pi capture started: %dx%d@%d fps", self.width, self.height, self.fps)
+
+    def stop(self) -> None:
+        if self.recording:
+            self.stop_recording()
+        self._stop_event.set()
+        control = self._control
+        if control is not None and control is not threading.current_thread():
+            control.join(timeout=10.0)
+        with self._lock:
+            self._stop_generation()
+            if self._picam2 is not None:
+                try:
+                    self._picam2.stop()
+                    self._picam2.close()
+                except Exception as exc:
+                    log.warning("closing the camera failed: %s", exc)
+            self._picam2 = None
+            self._running = False
+            self._control = None
+        if self._pyaudio is not None:
+            self._pyaudio.terminate()
+            self._pyaudio = None
+
+    def start_recording(self, sink: SegmentSink) -> None:
+        events: list[Callable[[], None]] = []
+        with self._lock:
+            if not self._running:
+                raise CaptureStateError("start recording", "stopped")
+            if self._sink is not None:
+                raise CaptureStateError("start recording", "already recording")
+            self._sink = sink
+            self._next_index = 0
+            self._open_faults = set()
+            self._origin_abs_us = None
+            now_ns = self.clock.monotonic_ns()
+            self._next_split_ns = now_ns + round(self.segment_duration_s * 1e9)
+            self._next_sync_ns = now_ns + round(self.sync_interval_s * 1e9)
+            if self._gen is None or self._camera_wd.failed:
+                self._open_faults.add(FaultKind.CAMERA)
+                when = self.clock.utc_now()
+                detail = "camera not delivering frames when recording started"
+                events.append(functools.partial(self._notify_fault, FaultKind.CAMERA, when, detail))
+            else:
+                # On failure a storage fault is reported and the control loop retries.
+                self._open_segment_on(self._gen, events, resume=[])
+        for event in events:
+            event()
+
+    def stop_recording(self) -> None:
+        with self._lock:
+            if self._sink is None:
+                raise CaptureStateError("stop recording", "not recording")
+            gen = self._gen
+            if gen is not None and gen.output is not None:
+                gen.circular.close_output()
+                self._finish_segment(gen)
+            self._sink = None
+            # A new encoder per recording: the next pre-event buffer and file timestamps start
+            # afresh at 0.
+            self._restart_generation()
+
+    def play_audio(self, pcm_s16le: bytes, sample_rate_hz: int, channels: int = 1) -> None:
+        check_pcm(pcm_s16le, sample_rate_hz, channels)
+        if not pcm_s16le:
+            return
+        try:
+            import pyaudio
+        except ImportError as exc:
+            raise CaptureDeviceError("speaker", "PyAudio is not installed") from exc
+        if self._pyaudio is None:
+            self._pyaudio = pyaudio.PyAudio()
+        try:
+            stream = self._pyaudio.open(
+                format=pyaudio.paInt16,
+                channels=channels,
+                rate=sample_rate_hz,
+                output=True,
+                output_device_index=self.speaker_device_index,
+            )
+        except OSError as exc:
+            raise CaptureDeviceError("speaker", f"cannot open output: {exc}") from exc
+        try:
+            stream.write(pcm_s16le)  # blocks until the last buffer is queued
+            # Wait for what is still in the device's buffer to be heard.
+            time.sleep(max(0.0, stream.get_output_latency()))
+        finally:
+            stream.stop_stream()
+            stream.close()
+
+    def probe(self, timeout_s: float = 3.0) -> CaptureHealth:
+        started_here = False
+        if not self._running:
+            self.start()
+            started_here = True
+        try:
+            return self._measure(timeout_s)
+        finally:
+            if started_here:
+                self.stop()
+
+    # ------------------------------------------------------------------ picamera2 plumbing
+
+    def _import_picamera2(self) -> None:
+        if self._modules:
+            return
+        try:
+            import picamera2
+            import picamera2.encoders as encoders
+            import picamera2.outputs as outputs
+        except ImportError as exc:
+            raise CaptureDeviceError(
+                "camera", f"picamera2 is not importable ({exc}); the Pi backend needs a Pi"
+            ) from exc
+        self._modules = {"picamera2": picamera2, "encoders": encoders, "outputs": outputs}
+        self._classes = _define_outputs(outputs.Output, outputs.PyavOutput)
+
+    def _configure_and_start_camera(self) -> None:
+        picam2 = self._picam2
+        frame_us = round(1e6 / self.fps)
+        config = picam2.create_video_configuration(
+            main={"size": (self.width, self.height), "format": "YUV420"},
+            controls={"FrameDurationLimits": (frame_us, frame_us)},
+        )
+        picam2.configure(config)
+        picam2.start()
+
+    def _make_encoder(self, audio: bool) -> Any:
+        encoders = self._modules["encoders"]
+        iperiod = max(1, round(self.keyframe_interval_s * self.fps))
+        encoder = encoders.H264Encoder(bitrate=self.bitrate_bps, repeat=True, iperiod=iperiod)
+        encoder.audio = audio
+        if audio:
+            # Under systemd there is no PulseAudio session: read ALSA directly.
+            encoder.audio_input = {"file": self.audio_device, "format": self.audio_input_format}
+            encoder.audio_output = {"codec_name": "aac", "rate": self.audio_sample_rate_hz}
+        return encoder
+
+    def _start_generation(self, recording_output: Any) -> None:
+        """Start a new encoder + circular buffer (pre-event sized) feeding from the camera."""
+        del recording_output  # segments are attached later by _open_segment_on
+        audio = self.audio_wanted and not self._mic_wd.failed
+        if audio and not self._microphone_opens():
+            # Checked first: picamera2 opens the audio input only after starting the video
+            # encoder, and a failure there leaves that encoder running.
+            log.error("microphone %s cannot be opened; recording video only", self.audio_device)
+            self._mic_wd.failed = True
+            audio = False
+        outputs = self._modules["outputs"]
+        # CircularOutput2 starts the file at the oldest keyframe younger than its buffer: one
+        # keyframe interval more guarantees at least pre_event_s.
+        buffer_ms = max(
+            CIRCULAR_RECORDING_BUFFER_MS,
+            round((self.pre_event_s + self.keyframe_interval_s) * 1000) if self.pre_event_s else 0,
+        )
+        circular = outputs.CircularOutput2(buffer_duration_ms=buffer_ms)
+        tap = self._classes["tap"](self, circular)
+        encoder = self._make_encoder(audio)
+        gen = _Generation(encoder=encoder, circular=circular, tap=tap, audio=audio)
+        tap.generation = gen
+        now_ns = self.clock.monotonic_ns()
+        self._camera_wd.arm(now_ns)
+        if audio:
+            self._mic_wd.arm(now_ns)
+        self._sensor_to_mono_us = None
+        self._picam2.start_encoder(encoder, tap)
+        self._gen = gen
+
+    def _stop_generation(self) -> None:
+        gen = self._gen
+        self._gen = None
+        if gen is None:
+            return
+        try:
+            self._picam2.stop_encoder(gen.encoder)
+        except Exception as exc:
+            log.warning("stopping the encoder failed: %s", exc)
+
+    def _restart_generation(self) -> None:
+        self._stop_generation()
+        try:
+            self._start_generation(recording_output=None)
+        except Exception as exc:
+            # _gen stays None: the control loop restarts the camera until it works.
+            log.error("restarting the encoder failed: %s", exc)
+
+    # ------------------------------------------------------------------ segments
+
+    def _open_segment_on(
+        self, gen: _Generation, events: list[Callable[[], None]], resume: list[FaultKind]
+    ) -> bool:
+        """Open the next segment and route ``gen``'s circular buffer into it."""
+        assert self._sink is not None
+        index = self._next_index
+        try:
+            fileobj = self._sink.open_segment(index)
+        except Exception as exc:
+            self._report_storage(f"cannot open segment {index}: {exc}", events)
+            return False
+        state = _SegmentState(index, fileobj, gen)
+        if self._origin_abs_us is None:
+            state.press_abs_us = self._last_frame_abs_us
+        output = self._classes["segment"](self, fileobj, state)
+        gen.splitter = self._modules["outputs"].SplittableOutput(output=output)
+        gen.output = output
+        gen.segment = state
+        gen.circular.open_output(gen.splitter)
+        gen.circular.buffer_duration_ms = CIRCULAR_RECORDING_BUFFER_MS
+        self._next_index = index + 1
+        if index > 0:
+            # After a fault the schedule starts again from here, or it would split at once.
+            self._next_split_ns = self.clock.monotonic_ns() + round(self.segment_duration_s * 1e9)
+        when = self.clock.utc_now()
+        for kind in resume:
+            self._open_faults.discard(kind)
+            events.append(functools.partial(self._notify_resume, kind, when))
+        return True
+
+    def _on_first_segment_frame(self, state: _SegmentState) -> None:
+        """Place a new file on the recording's timeline (encoder thread; takes no lock).
+
+        CircularOutput2 rebases timestamps so the first keyframe it writes is 0; it keeps that
+        offset in ``_time_offset`` (read from its source; there is no public accessor).
+        """
+        gen = state.generation
+        offset_us = getattr(gen.circular, "_time_offset", 0) or 0
+        file0_abs_us = (gen.first_abs_us or 0) + offset_us
+        if self._origin_abs_us is None:
+            self._origin_abs_us = file0_abs_us
+            if state.press_abs_us is not None:
+                state.pre_event_us = max(0, state.press_abs_us - file0_abs_us)
+        state.base_us = file0_abs_us - self._origin_abs_us
+        state.needs_base = False
+        log.debug(
+            "segment %d: file time 0 is media %d us (circular offset %d us)",
+            state.index,
+            state.base_us,
+            offset_us,
+        )
+
+    def _split(self, gen: _Generation) -> None:
+        """Seamless split at the next keyframe (blocks until it came)."""
+        assert self._sink is not None
+        index = self._next_index
+        try:
+            fileobj = self._sink.open_segment(index)
+        except Exception as exc:
+            events: list[Callable[[], None]] = []
+            self._report_storage(f"cannot open segment {index}: {exc}", events)
+            for event in events:
+                event()
+            return
+        old_state = gen.segment
+        state = _SegmentState(index, fileobj, gen)
+        if old_state is not None and not old_state.needs_base:
+            # Same encoder, same circular buffer: timestamps simply run on.
+            state.base_us, state.needs_base = old_state.base_us, False
+        output = self._classes["segment"](self, fileobj, state)
+        gen.encoder.force_key_frame()
+        # split_output blocks until the next keyframe; a camera that dies meanwhile must not
+        # hang the control thread, so it runs in a helper thread with a deadline.
+        done = threading.Event()
+
+        def split() -> None:
+            try:
+                gen.splitter.split_output(output)
+            except Exception as exc:
+                log.error("split to segment %d failed: %s", index, exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=split, name="pi-split", daemon=True).start()
+        if not done.wait(3 * self.keyframe_interval_s + 1.0):
+            log.error("no keyframe for the split to segment %d; treating as a camera stall", index)
+            # Release split_output's wait (picamera2 has no timeout of its own).
+            getattr(gen.splitter, "_split_done", threading.Event()).set()
+            output.stop()
+            self._camera_wd.failed = False
+            self._camera_wd.last_feed_ns = 0  # the next check reports FAILED
+            return
+        gen.output = output
+        gen.segment = state
+        self._next_index = index + 1
+        if old_state is not None:
+            self._close_segment(old_state)
+
+    def _finish_segment(self, gen: _Generation) -> None:
+        state = gen.segment
+        gen.output = None
+        gen.segment = None
+        gen.splitter = None
+        if state is not None:
+            self._close_segment(state)
+
+    def _close_segment(self, state: _SegmentState) -> None:
+        try:
+            fsync_fileobj(state.fileobj)
+        except OSError as exc:
+            log.error("fsync of segment %d failed: %s", state.index, exc)
+        stats = self._stats(state)
+        sink = self._sink
+        if sink is None:
+            return
+        try:
+            sink.close_segment(state.index, stats)
+        except Exception:
+            log.exception("sink.close_segment(%d) failed", state.index)
+
+    def _stats(self, state: _SegmentState) -> SegmentStats:
+        frame_us = round(1e6 / self.fps)
+        with state.lock:
+            first = state.first_ts_us if state.first_ts_us is not None else 0
+            last = state.last_ts_us if state.last_ts_us is not None else first - frame_us
+            frames = state.frames
+            has_audio = state.has_audio
+        start_us = state.base_us + first
+        end_us = state.base_us + last + frame_us
+        origin = self._origin_abs_us or 0
+        return SegmentStats(
+            index=state.index,
+            media_start_us=start_us,
+            media_end_us=end_us,
+            utc_start=self._utc_of_abs(origin + start_us),
+            utc_end=self._utc_of_abs(origin + end_us),
+            frames=frames,
+            dropped_frames=0,
+            pre_event_us=state.pre_event_us,
+            size_bytes=_size_of(state.fileobj),
+            video={"codec": "h264", "width": self.width, "height": self.height, "fps": self.fps},
+            audio=(
+                {"codec": "aac", "sample_rate": self.audio_sample_rate_hz, "channels": 1}
+                if has_audio
+                else None
+            ),
+        )
+
+    def _utc_of_abs(self, abs_us: int) -> datetime:
+        # Sensor timestamps may be CLOCK_BOOTTIME or CLOCK_MONOTONIC depending on the kernel;
+        # instead of assuming, map them through the smallest observed arrival delay.
+        offset_us = self._sensor_to_mono_us if self._sensor_to_mono_us is not None else 0
+        now_us = self.clock.monotonic_ns() // 1000
+        return self.clock.utc_now() - timedelta(microseconds=now_us - (abs_us + offset_us))
+
+    # ------------------------------------------------------------------ control thread
+
+    def _control_loop(self) -> None:
+        while not self._stop_event.wait(CONTROL_PERIOD_S):
+            try:
+                self._control_tick()
+            except Exception:
+                log.exception("pi capture control tick failed; continuing")
+
+    def _control_tick(self) -> None:
+        events: list[Callable[[], None]] = []
+        with self._lock:
+            gen = self._gen
+            now_ns = self.clock.monotonic_ns()
+            if gen is None:
+                # A previous restart failed; keep trying at the watchdog's pace.
+                if now_ns >= self._next_restart_ns:
+                    self._next_restart_ns = now_ns + round(self.watchdog_timeout_s * 1e9)
+                    self._restart_camera()
+                return
+            self._check_camera(gen, now_ns, events)
+            gen = self._gen
+            if gen is not None:
+                self._check_microphone(gen, now_ns, events)
+                gen = self._gen
+            if gen is not None and self._sink is not None:
+                self._recording_duties(gen, now_ns, events)
+        for event in events:
+            event()
+
+    def _recording_duties(
+        self, gen: _Generation, now_ns: int, events: list[Callable[[], None]]
+    ) -> None:
+        state = gen.segment
+        if state is not None and state.error is not None:
+            detail = f"writing segment {state.index} failed: {state.error}"
+            gen.circular.close_output()
+            self._finish_segment(gen)
+            self._report_storage(detail, events)
+            return
+        if gen.output is None:
+            if self._camera_wd.last_feed_ns is None:
+                return  # this encoder has not delivered a frame yet
+            resume = sorted(self._open_faults & {FaultKind.CAMERA, FaultKind.STORAGE})
+            self._open_segment_on(gen, events, resume)
+            return
+        if now_ns >= self._next_split_ns and state is not None and state.frames > 0:
+            self._next_split_ns = now_ns + round(self.segment_duration_s * 1e9)
+            self._split(gen)
+            return
+        if now_ns >= self._next_sync_ns and state is not None:
+            self._next_sync_ns = now_ns + round(self.sync_interval_s * 1e9)
+            try:
+                fsync_fileobj(state.fileobj)
+            except OSError as exc:
+                state.error = exc
+
+    def _check_camera(
+        self, gen: _Generation, now_ns: int, events: list[Callable[[], None]]
+    ) -> None:
+        if self._camera_wd.check(now_ns) is not WatchdogEvent.FAILED:
+            return
+        if FaultKind.CAMERA not in self._open_faults and self._sink is not None:
+            detail = f"no video frames for {self._camera_wd.silent_for_s(now_ns):.1f} s"
+            last = self._last_frame_abs_us
+            when = self._utc_of_abs(last) if last is not None else self.clock.utc_now()
+            if gen.output is not None:
+                gen.circular.close_output()
+                self._finish_segment(gen)
+            self._open_faults.add(FaultKind.CAMERA)
+            events.append(functools.partial(self._notify_fault, FaultKind.CAMERA, when, detail))
+        log.warning("camera stalled; restarting it")
+        self._stop_generation()
+        self._next_restart_ns = now_ns + round(self.watchdog_timeout_s * 1e9)
+        self._restart_camera()
+
+    def _restart_camera(self) -> None:
+        try:
+            self._picam2.stop()
+            self._picam2.start()
+            self._start_generation(recording_output=None)
+        except Exception as exc:
+            log.error("camera restart failed (retrying): %s", exc)
+
+    def _check_microphone(
+        self, gen: _Generation, now_ns: int, events: list[Callable[[], None]]
+    ) -> None:
+        if not self.audio_wanted:
+            return
+        if gen.audio and self._mic_wd.check(now_ns) is WatchdogEvent.FAILED:
+            silent_s = self._mic_wd.silent_for_s(now_ns)
+            detail = f"no audio for {silent_s:.1f} s"
+            when = self.clock.utc_now() - timedelta(seconds=silent_s)
+            recording = self._sink is not None and gen.output is not None
+            if recording:
+                gen.circular.close_output()
+                self._finish_segment(gen)
+                self._open_faults.add(FaultKind.MICROPHONE)
+                events.append(
+                    functools.partial(self._notify_fault, FaultKind.MICROPHONE, when, detail)
+                )
+            self._restart_generation()  # video only (the watchdog says the mic failed)
+            self._next_mic_retry_ns = now_ns + round(MIC_RETRY_PERIOD_S * 1e9)
+            if recording and self._gen is not None:
+                self._open_segment_on(self._gen, events, resume=[])
+            return
+        if not gen.audio and now_ns >= self._next_mic_retry_ns:
+            self._next_mic_retry_ns = now_ns + round(MIC_RETRY_PERIOD_S * 1e9)
+            if not self._microphone_opens():
+                return
+            self._mic_wd.failed = False
+            recording = self._sink is not None and gen.output is not None
+            if recording:
+                gen.circular.close_output()
+                self._finish_segment(gen)
+            self._restart_generation()
+            if recording and self._gen is not None:
+                resume = [FaultKind.MICROPHONE] if FaultKind.MICROPHONE in self._open_faults else []
+                self._open_segment_on(self._gen, events, resume)
+
+    def _microphone_opens(self) -> bool:
+        import av
+
+        try:
+            container: Any = av.open(self.audio_device, format=self.audio_input_format)
+            container.close()
+        except Exception as exc:
+            log.debug("microphone still unavailable: %s", exc)
+            return False
+        return True
+
+    def _report_storage(self, detail: str, events: list[Callable[[], None]]) -> None:
+        log.error("%s", detail)
+        if FaultKind.STORAGE in self._open_faults:
+            return
+        self._open_faults.add(FaultKind.STORAGE)
+        when = self.clock.utc_now()
+        events.append(functools.partial(self._notify_fault, FaultKind.STORAGE, when, detail))
+
+    # ------------------------------------------------------------------ called by the tap
+
+    def _on_video(self, gen: _Generation, encoder_ts_us: int) -> None:
+        first = getattr(gen.encoder, "firsttimestamp", None)
+        abs_us = (first or 0) + encoder_ts_us
+        if gen.first_abs_us is None:
+            gen.first_abs_us = first if first is not None else abs_us
+            # CircularOutput2 treats timestamp 0 as "flush everything" and so discards the
+            # encoder's first keyframe; ask for another at once instead of losing a whole GOP.
+            gen.encoder.force_key_frame()
+        if self._start_abs_us is None:
+            self._start_abs_us = abs_us
+        self._last_frame_abs_us = abs_us
+        self._frames_total += 1
+        now_ns = self.clock.monotonic_ns()
+        offset_us = now_ns // 1000 - abs_us
+        if self._sensor_to_mono_us is None or offset_us < self._sensor_to_mono_us:
+            self._sensor_to_mono_us = offset_us
+        self._camera_wd.feed(now_ns)
+
+    def _on_audio(self, packet: Any) -> None:
+        self._mic_wd.feed(self.clock.monotonic_ns())
+        if not self._measuring or packet is None:
+            return
+        try:
+            if self._decoder is None:
+                import av
+
+                decoder: Any = av.CodecContext.create("aac", "r")
+                extradata = getattr(packet.stream.codec_context, "extradata", None)
+                if extradata:
+                    decoder.extradata = extradata
+                self._decoder = decoder
+            for frame in self._decoder.decode(packet):
+                self._level_window.append(_frame_level(frame))
+        except Exception as exc:
+            log.debug("level measurement failed: %s", exc)
+
+    def _measure(self, timeout_s: float) -> CaptureHealth:
+        deadline = time.monotonic() + timeout_s
+        # A camera that was just started takes a moment to deliver: measure from its first frame.
+        frames_before = self._frames_total
+        while self._frames_total == frames_before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        frames0 = self._frames_total
+        self._level_window = []
+        self._decoder = None
+        self._measuring = True
+        t0 = time.monotonic()
+        try:
+            time.sleep(max(0.0, min(1.0, deadline - t0)))
+        finally:
+            self._measuring = False
+        elapsed_s = time.monotonic() - t0
+        frames = self._frames_total - frames0
+        fps = frames / elapsed_s if elapsed_s > 0 else 0.0
+        camera_ok = frames > 0 and not self._camera_wd.failed
+        camera_detail = (
+            f"{self.width}x{self.height} at {fps:.1f} fps"
+            if camera_ok
+            else f"no video frames in {elapsed_s:.1f} s"
+        )
+        levels = self._level_window
+        level = _mean_db(levels) if levels else SILENCE_DBFS
+        gen = self._gen
+        mic_ok = bool(levels) and gen is not None and gen.audio and level > -90.0
+        if mic_ok:
+            mic_detail = f"{self.audio_device}: level {level:.1f} dBFS"
+        elif not self.audio_wanted:
+            mic_detail = "audio disabled in configuration"
+        elif not levels:
+            mic_detail = f"{self.audio_device}: no audio received"
+        else:
+            mic_detail = f"{self.audio_device}: silent ({level:.1f} dBFS)"
+        return CaptureHealth(camera_ok, camera_detail, fps, mic_ok, mic_detail, level)
+
+
+def _size_of(fileobj: BinaryIO) -> int:
+    try:
+        return fileobj.tell()
+    except (OSError, ValueError):
+        return 0
+
+
+def _frame_level(frame: Any) -> float:
+    import array
+
+    samples: array.array[float] = array.array("f")
+    samples.frombytes(bytes(frame.planes[0])[: frame.samples * 4])
+    if not samples:
+        return SILENCE_DBFS
+    mean_square = math.fsum(s * s for s in samples) / len(samples)
+    return 10 * math.log10(mean_square) if mean_square > 0 else SILENCE_DBFS
+
+
+def _mean_db(levels: list[float]) -> float:
+    power = sum(10 ** (db / 10) for db in levels) / len(levels)
+    return 10 * math.log10(power) if power > 0 else SILENCE_DBFS
+
+
+def _define_outputs(output_base: Any, pyav_output: Any) -> dict[str, Any]:
+    """Output subclasses need picamera2's base classes, which exist only on a Pi."""
+
+    class Tap(output_base):
+        """First output of the encoder: feeds the watchdogs and forwards to the circular buffer.
+
+        Audio is forwarded into the pre-event buffer only when ``pre_event_audio`` is set.
+        """
+
+        def __init__(self, capture: PiCapture, circular: Any) -> None:
+            super().__init__()
+            self.capture = capture
+            self.circular = circular
+            self.generation: _Generation | None = None
+            self.needs_add_stream = True
+
+        def start(self) -> None:
+            super().start()
+            self.circular.start()
+
+        def stop(self) -> None:
+            super().stop()
+            self.circular.stop()
+
+        def _add_stream(self, encoder_stream: Any, codec_name: Any, **kwargs: Any) -> None:
+            self.circular._add_stream(encoder_stream, codec_name, **kwargs)
+
+        def outputframe(
+            self,
+            frame: Any,
+            keyframe: bool = True,
+            timestamp: int | None = None,
+            packet: Any = None,
+            audio: bool = False,
+        ) -> None:
+            gen = self.generation
+            if gen is not None and timestamp is not None:
+                if audio:
+                    self.capture._on_audio(packet)
+                else:
+                    self.capture._on_video(gen, timestamp)
+            if audio and not (self.capture.pre_event_audio or self.capture.recording):
+                return
+            self.circular.outputframe(frame, keyframe, timestamp, packet, audio)
+
+    class SegmentOutput(pyav_output):
+        """PyavOutput into the agent's file object, counting what it muxed."""
+
+        def __init__(self, capture: PiCapture, fileobj: BinaryIO, state: _SegmentState) -> None:
+            super().__init__(fileobj, format="mpegts", options=dict(MPEGTS_OPTIONS))
+            self.capture = capture
+            self.state = state
+            self.error_callback = self._on_error
+
+        def _on_error(self, exc: BaseException) -> None:
+            log.error("segment %d: mux failed: %s", self.state.index, exc)
+            self.state.error = exc
+
+        def outputframe(
+            self,
+            frame: Any,
+            keyframe: bool = True,
+            timestamp: int | None = None,
+            packet: Any = None,
+            audio: bool = False,
+        ) -> None:
+            super().outputframe(frame, keyframe, timestamp, packet, audio)
+            if self._container is None or timestamp is None:
+                return
+            state = self.state
+            if not audio and state.needs_base:
+                self.capture._on_first_segment_frame(state)
+            with state.lock:
+                if audio:
+                    state.has_audio = True
+                    return
+                state.frames += 1
+                if state.first_ts_us is None:
+                    state.first_ts_us = timestamp
+                state.last_ts_us = timestamp
+
+    return {"tap": Tap, "segment": SegmentOutput}

@@ -1,0 +1,604 @@
+"""The recorder state machine: buttons -> checks -> preamble -> continuous recording -> close.
+
+States: ``idle`` (ready), ``recording``, ``suspended`` (in a session but not writing: storage
+ran out; resumes by itself when space returns). Events come from the buttons, the capture
+pipeline (faults, resumes) and the daemon (shutdown) through one queue, handled by
+:meth:`Recorder.step` on the main loop, which also pings the systemd watchdog, plays the
+"still recording" cue every ``cue_interval_min`` and watches free storage.
+
+Ordering guarantees the verifier relies on: the ``session-open`` record is appended before the
+recording starts; a ``gap`` record is appended (from the pipeline's resume callback, before the
+next segment can be sealed) before the first segment after an interruption; ``session-close``
+comes after the final segment, because ``stop_recording`` returns only once it is sealed.
+
+Failure posture: the recorder never raises into the main loop for a device problem. Failed
+checks refuse the recording with a signal, spoken reasons and a signed ``check`` record;
+capture faults become signed ``gap`` records and recording resumes by itself; a segment that
+cannot be sealed stays as a ``.part`` for crash recovery and the officer is warned.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from agent.checks import (
+    SPOKEN_ZH,
+    CheckInputs,
+    CheckReport,
+    ClockSyncState,
+    Outcome,
+    recording_minutes,
+    run_checks,
+)
+from agent.clock import Clock
+from agent.config import AgentConfig
+from agent.errors import SpeechError
+from agent.hardware.battery import BatteryGauge
+from agent.hardware.controls import ButtonEvent, Controls, Signal
+from agent.hardware.storage import StorageGauge
+from agent.media.base import CapturePipeline, FaultKind, MediaError, SegmentStats
+from agent.notify import Notifier
+from agent.preamble import (
+    BATTERY_PROMPT,
+    REFUSED_PROMPT,
+    RESUME_PROMPT,
+    Assignment,
+    build_preamble,
+    load_assignment,
+)
+from agent.speaker import Speaker
+from agent.spool import SessionSink, SessionState, Spool, new_session_id
+from agent.tts import CUE_TONE, REFUSED_TONE, Speech, Synthesizer
+from evidence.records import Record, RecordType, format_utc
+
+log = logging.getLogger(__name__)
+
+STORAGE_POLL_S = 5.0
+HISTORY = 256
+
+
+class State(StrEnum):
+    IDLE = "idle"
+    RECORDING = "recording"
+    SUSPENDED = "suspended"
+
+
+@dataclass
+class OpenGap:
+    cause: str
+    start: datetime
+    detail: str
+
+
+@dataclass
+class SessionInfo:
+    state: SessionState
+    assignment: Assignment
+    report: CheckReport
+    sink: SessionSink | None = None
+    open_gap: OpenGap | None = None
+    recording_origin_utc: datetime | None = None
+    last_segment: Record | None = None
+
+
+@dataclass(frozen=True)
+class _Event:
+    kind: str
+    data: tuple[Any, ...] = ()
+
+
+class Recorder:
+    """Drives one device. Construct, call :meth:`start`, then :meth:`step` in a loop."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        *,
+        spool: Spool,
+        capture: CapturePipeline,
+        clock: Clock,
+        battery: BatteryGauge,
+        storage: StorageGauge,
+        clock_state: Callable[[], ClockSyncState],
+        synthesizer: Synthesizer | None = None,
+        controls: Controls | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.spool = spool
+        self.capture = capture
+        self.clock = clock
+        self.battery = battery
+        self.storage = storage
+        self.clock_state = clock_state
+        self.synthesizer = synthesizer if cfg.speech.enabled else None
+        self.controls = controls
+        self.notifier = notifier or Notifier({})
+        self.state = State.IDLE
+        self.session: SessionInfo | None = None
+        self.last_report: CheckReport | None = None
+        self.clock_synced = False
+        # Recent history for status and tests; bounded so a long shift does not grow memory.
+        self.cues: deque[datetime] = deque(maxlen=HISTORY)
+        self.gaps: deque[Record] = deque(maxlen=HISTORY)
+        self.markers: deque[Record] = deque(maxlen=HISTORY)
+        self.refusals: deque[CheckReport] = deque(maxlen=HISTORY)
+        self._events: queue.Queue[_Event] = queue.Queue()
+        self._next_cue_ns: int | None = None
+        self._next_storage_poll_ns = 0
+        self._low_storage_warned = False
+        self._low_battery_warned = False
+        self._state_changed = threading.Condition()
+        self.speaker = Speaker(capture.play_audio)
+        spool.synced = lambda: self.clock_synced
+        capture.on_fault = self._on_fault
+        capture.on_resume = self._on_resume
+        if controls is not None:
+            controls.on_event = self._on_button
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        # Synthesize the resume prompt now: it is needed on the capture thread, in a hurry.
+        self._resume_prompt()
+        try:
+            self.capture.start()
+        except MediaError as exc:
+            # Keep serving: the checks will say "camera" and refuse, instead of a restart loop.
+            log.error("capture did not start: %s", exc)
+            self._signal(Signal.FAULT)
+        else:
+            self._signal(Signal.READY)
+        self.notifier.ready(f"ready, device {self.spool.device_id}")
+
+    def shutdown(self) -> None:
+        """Clean stop (SIGTERM): seal the open segment, close the session, release devices."""
+        self.notifier.stopping()
+        if self.state != State.IDLE:
+            self.stop_session("shutdown")
+        self.speaker.close()
+        self.capture.stop()
+        self._signal(Signal.OFF)
+        if self.controls is not None:
+            self.controls.close()
+
+    # --- thread-safe inputs ---------------------------------------------------------------------
+
+    def press_record(self) -> None:
+        self._events.put(_Event("press"))
+
+    def hold_record(self) -> None:
+        self._events.put(_Event("hold"))
+
+    def mark(self, kind: str = "important", note: str = "") -> None:
+        self._events.put(_Event("mark", (kind, note)))
+
+    def resume_after_crash(self) -> None:
+        """Start a new session at once because the previous one was cut by a crash."""
+        self._events.put(_Event("resume-after-crash"))
+
+    def wake(self) -> None:
+        self._events.put(_Event("wake"))
+
+    def _on_button(self, event: ButtonEvent) -> None:
+        if event == ButtonEvent.RECORD_PRESS:
+            self.press_record()
+        elif event == ButtonEvent.RECORD_HOLD:
+            self.hold_record()
+        elif event == ButtonEvent.MARK:
+            self.mark()
+
+    def wait_state(self, state: State, timeout_s: float) -> bool:
+        with self._state_changed:
+            return self._state_changed.wait_for(lambda: self.state == state, timeout_s)
+
+    def _set_state(self, state: State) -> None:
+        with self._state_changed:
+            self.state = state
+            self._state_changed.notify_all()
+        self.notifier.status(f"{state}")
+
+    # --- main loop ------------------------------------------------------------------------------
+
+    def step(self, timeout_s: float | None = None) -> None:
+        """Handle queued events (waiting up to ``timeout_s`` for one), then periodic work."""
+        wait = self.cfg.recording.loop_interval_s if timeout_s is None else timeout_s
+        try:
+            event: _Event | None = self._events.get(timeout=wait)
+        except queue.Empty:
+            event = None
+        while event is not None:
+            self._handle(event)
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                event = None
+        self._tick()
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception:
+                # The loop must survive its own bugs: a dead loop means no recording.
+                log.exception("recorder step failed")
+
+    def _handle(self, event: _Event) -> None:
+        if event.kind == "press":
+            if self.state == State.IDLE:
+                self.start_session()
+            else:
+                log.info("record press while %s: ignored (hold to stop)", self.state)
+        elif event.kind == "hold":
+            if self.state != State.IDLE:
+                self.stop_session("stopped")
+            else:
+                log.info("record hold while idle: ignored")
+        elif event.kind == "resume-after-crash":
+            if self.state == State.IDLE and self.start_session():
+                speech = self._resume_prompt()
+                if speech is not None:
+                    self.speaker.say(speech)
+        elif event.kind == "mark":
+            self._add_marker(*event.data)
+        elif event.kind == "resumed":
+            (speech,) = event.data
+            self._signal(Signal.RECORDING)
+            if speech is not None:
+                self.speaker.say(speech)
+        elif event.kind == "fault":
+            self._signal(Signal.FAULT)
+        elif event.kind == "seal-error":
+            self._signal(Signal.WARNING)
+
+    def _tick(self) -> None:
+        if self.notifier.watchdog_due():
+            self.notifier.ping_watchdog()
+        now_ns = self.clock.monotonic_ns()
+        if (
+            self.state == State.RECORDING
+            and self._next_cue_ns is not None
+            and now_ns >= self._next_cue_ns
+        ):
+            self._play_cue()
+            interval_ns = int(self.cfg.recording.cue_interval_min * 60e9)
+            while self._next_cue_ns <= now_ns:
+                self._next_cue_ns += interval_ns
+        if self.state != State.IDLE and now_ns >= self._next_storage_poll_ns:
+            self._next_storage_poll_ns = now_ns + int(STORAGE_POLL_S * 1e9)
+            self._watch_storage()
+            self._watch_battery()
+
+    # --- checks and session start -----------------------------------------------------------
+
+    def run_checks(self) -> CheckReport:
+        report = run_checks(
+            CheckInputs(
+                cfg=self.cfg.checks,
+                full_runtime_min=self.cfg.hardware.battery.full_runtime_min,
+                battery=self.battery,
+                storage=self.storage,
+                capture=self.capture,
+                key_path=self.cfg.key_path,
+                spool_dir=self.spool.root,
+                clock_state=self.clock_state,
+                now=self.clock.utc_now,
+            )
+        )
+        self.last_report = report
+        clock_result = report.get("clock")
+        self.clock_synced = clock_result is not None and clock_result.outcome == Outcome.PASS
+        return report
+
+    def start_session(self) -> bool:
+        """Checks, then session-open, recording, preamble. False when refused."""
+        report = self.run_checks()
+        now = self.clock.utc_now()
+        session_id = new_session_id(now)
+        if report.outcome == Outcome.FAIL:
+            self._refuse(session_id, report)
+            return False
+        assignment = load_assignment(self.spool.state_dir, self.cfg.assignment)
+        texts = build_preamble(assignment, now, self.cfg.speech.languages)
+        speeches = self._synthesize_all(texts)
+        pre_event_us = int(min(self.cfg.capture.pre_event_s * 1e6, self.capture.media_time_us))
+        state = SessionState(
+            session=session_id,
+            boot_id=self.clock.boot_id,
+            opened_utc=format_utc(now),
+            pre_event_us=pre_event_us,
+        )
+        # State first: a crash right after session-open must find the session to close it.
+        self.spool.save_session(state)
+        voices = {"zh": self.cfg.speech.voice_zh, "en": self.cfg.speech.voice_en}
+        self.spool.append(
+            RecordType.SESSION_OPEN,
+            session_id,
+            {
+                "assignment": assignment.to_dict(),
+                "checks": report.to_dict(),
+                "preamble": {
+                    "text": "\n".join(text for _, text in texts),
+                    "lang": "+".join(lang for lang, _ in texts),
+                    "voice": "+".join(voices[lang] for lang, _ in texts),
+                },
+                "pre_event_us": pre_event_us,
+            },
+        )
+        self.session = SessionInfo(state=state, assignment=assignment, report=report)
+        try:
+            self._start_recording()
+        except MediaError as exc:
+            log.error("recording could not start: %s", exc)
+            self.spool.append(
+                RecordType.SESSION_CLOSE, session_id, state.close_body("capture-failed")
+            )
+            self.spool.clear_session()
+            self.session = None
+            self._signal(Signal.FAULT)
+            return False
+        self._set_state(State.RECORDING)
+        self._signal(Signal.RECORDING)
+        if report.outcome == Outcome.WARN:
+            self._signal(Signal.WARNING)
+        self._low_storage_warned = False
+        self._low_battery_warned = False
+        self._next_cue_ns = self.clock.monotonic_ns() + int(
+            self.cfg.recording.cue_interval_min * 60e9
+        )
+        for speech in speeches:
+            self.speaker.say(speech)
+        log.info("session %s recording (checks %s)", session_id, report.outcome)
+        return True
+
+    def _refuse(self, session_id: str, report: CheckReport) -> None:
+        failures = report.failures()
+        log.warning("recording refused: %s", "; ".join(f.reason for f in failures))
+        try:
+            self.spool.append(
+                RecordType.CHECK, session_id, {"checks": report.to_dict(), "refused": True}
+            )
+        except Exception:
+            log.exception("cannot record the refused check report")
+        self._signal(Signal.REFUSED)
+        self.speaker.say(REFUSED_TONE)
+        parts = {
+            "zh": REFUSED_PROMPT["zh"] + "，".join(SPOKEN_ZH.get(f.name, f.name) for f in failures),
+            "en": REFUSED_PROMPT["en"] + "; ".join(f.reason for f in failures),
+        }
+        for speech in self._synthesize_all(
+            [(lang, parts[lang]) for lang in self.cfg.speech.languages]
+        ):
+            self.speaker.say(speech)
+        self.refusals.append(report)
+
+    def _synthesize_all(self, texts: list[tuple[str, str]]) -> list[Speech]:
+        out: list[Speech] = []
+        if self.synthesizer is None:
+            return out
+        voices = {"zh": self.cfg.speech.voice_zh, "en": self.cfg.speech.voice_en}
+        for lang, text in texts:
+            try:
+                out.append(self.synthesizer.synthesize(text, voices[lang]))
+            except SpeechError as exc:
+                log.error("speech unavailable, continuing without it: %s", exc)
+        return out
+
+    def _start_recording(self) -> None:
+        assert self.session is not None
+        st = self.session.state
+        st.recording_index0 = st.next_index
+        sink = SessionSink(self.spool, st, on_sealed=self._on_sealed, on_error=self._on_seal_error)
+        self.session.sink = sink
+        self.session.recording_origin_utc = None
+        self.capture.start_recording(sink)
+
+    def _on_sealed(self, record: Record, stats: SegmentStats) -> None:
+        if self.session is None:
+            return
+        self.session.last_segment = record
+        if stats.index == 0:
+            self.session.recording_origin_utc = stats.utc_start
+
+    def _on_seal_error(self, exc: Exception) -> None:
+        self._events.put(_Event("seal-error", (str(exc),)))
+
+    # --- stop -----------------------------------------------------------------------------------
+
+    def stop_session(self, reason: str) -> None:
+        session = self.session
+        if session is None:
+            return
+        if self.state == State.RECORDING:
+            try:
+                self.capture.stop_recording()
+            except MediaError as exc:
+                # The session must still be closed; whatever was written is sealed or a .part.
+                log.error("stopping capture failed: %s", exc)
+        now = self.clock.utc_now()
+        if session.open_gap is not None:
+            self._append_gap(
+                session,
+                session.open_gap,
+                now,
+                spoken=False,
+                note="; recording did not resume before the session ended",
+            )
+        self.spool.append(
+            RecordType.SESSION_CLOSE, session.state.session, session.state.close_body(reason)
+        )
+        self.spool.clear_session()
+        self.session = None
+        self._next_cue_ns = None
+        self._set_state(State.IDLE)
+        self._signal(Signal.READY)
+        log.info(
+            "session %s closed (%s): %d segments, %d frames, %.1f s",
+            session.state.session,
+            reason,
+            session.state.segments,
+            session.state.frames,
+            session.state.duration_us / 1e6,
+        )
+
+    # --- markers and cues -----------------------------------------------------------------------
+
+    def _add_marker(self, kind: str, note: str) -> None:
+        session = self.session
+        if session is None:
+            log.info("mark pressed while idle: ignored")
+            self._signal(Signal.REFUSED)
+            return
+        now = self.clock.utc_now()
+        origin = session.recording_origin_utc
+        media_us = int((now - origin).total_seconds() * 1e6) if origin is not None else None
+        record = self.spool.append(
+            RecordType.MARKER,
+            session.state.session,
+            {
+                "kind": kind,
+                "utc": format_utc(now),
+                "media_us": media_us,
+                "note": note,
+            },
+        )
+        self.markers.append(record)
+        self._signal(Signal.MARK)
+
+    def _play_cue(self) -> None:
+        self.cues.append(self.clock.utc_now())
+        self._signal(Signal.CUE)
+        self.speaker.say(CUE_TONE)
+        log.info("still-recording cue")
+
+    # --- interruptions --------------------------------------------------------------------------
+
+    def _on_fault(self, kind: FaultKind, when: datetime, detail: str) -> None:
+        # Pipeline thread: remember the gap; the record is written once its end is known.
+        session = self.session
+        if session is not None and session.open_gap is None:
+            session.open_gap = OpenGap(str(kind), when, detail)
+        self._events.put(_Event("fault", (kind, detail)))
+
+    def _on_resume(self, kind: FaultKind, when: datetime) -> None:
+        # Pipeline thread, before the next segment can be sealed: write the gap now so it
+        # precedes that segment in the chain.
+        session = self.session
+        speech = self._resume_prompt()
+        if session is not None and session.open_gap is not None:
+            self._append_gap(session, session.open_gap, when, spoken=speech is not None)
+        self._events.put(_Event("resumed", (speech,)))
+
+    def _resume_prompt(self) -> Speech | None:
+        texts = [(lang, RESUME_PROMPT[lang]) for lang in self.cfg.speech.languages]
+        speeches = self._synthesize_all(texts)
+        if not speeches:
+            return None
+        if len(speeches) == 1:
+            return speeches[0]
+        first = speeches[0]
+        if all(
+            s.sample_rate_hz == first.sample_rate_hz and s.channels == first.channels
+            for s in speeches
+        ):
+            pcm = b"".join(s.pcm_s16le for s in speeches)
+            return Speech(
+                " / ".join(s.text for s in speeches),
+                first.voice,
+                pcm,
+                first.sample_rate_hz,
+                first.channels,
+            )
+        return first
+
+    def _append_gap(
+        self, session: SessionInfo, gap: OpenGap, end: datetime, *, spoken: bool, note: str = ""
+    ) -> None:
+        record = self.spool.append(
+            RecordType.GAP,
+            session.state.session,
+            {
+                "cause": gap.cause,
+                "start_utc": format_utc(gap.start),
+                "end_utc": format_utc(max(end, gap.start)),
+                "spoken_reason": spoken,
+                "detail": gap.detail
+                + note
+                + ("; resume prompt asked the officer to state the reason" if spoken else ""),
+            },
+        )
+        session.state.gaps += 1
+        self.spool.save_session(session.state)
+        session.open_gap = None
+        self.gaps.append(record)
+
+    def _watch_storage(self) -> None:
+        try:
+            free = self.storage.free_bytes()
+        except Exception as exc:
+            log.warning("free storage unknown: %s", exc)
+            return
+        session = self.session
+        rec = self.cfg.recording
+        if session is None:
+            return
+        if self.state == State.RECORDING:
+            if free < rec.storage_stop_bytes:
+                log.error("storage exhausted (%d bytes free): suspending recording", free)
+                self.capture.stop_recording()
+                session.open_gap = OpenGap(
+                    "storage", self.clock.utc_now(), f"storage ran out ({free} bytes free)"
+                )
+                self._set_state(State.SUSPENDED)
+                self._signal(Signal.FAULT)
+                return
+            minutes = recording_minutes(free, self.cfg.checks.estimated_bitrate_bits_per_s)
+            if minutes < rec.low_storage_warn_min and not self._low_storage_warned:
+                self._low_storage_warned = True
+                log.warning("storage low: about %.0f min left (%d bytes)", minutes, free)
+                self._signal(Signal.WARNING)
+        elif self.state == State.SUSPENDED and free >= 2 * rec.storage_stop_bytes:
+            log.warning("storage available again (%d bytes): resuming", free)
+            gap = session.open_gap
+            speech = self._resume_prompt()
+            # The gap goes first: it must precede the first segment of the new recording.
+            if gap is not None:
+                self._append_gap(session, gap, self.clock.utc_now(), spoken=speech is not None)
+            self._start_recording()
+            self._set_state(State.RECORDING)
+            self._signal(Signal.RECORDING)
+            if speech is not None:
+                self.speaker.say(speech)
+
+    def _watch_battery(self) -> None:
+        # Recording goes on to the last drop of power (a cut is recovered on the next start);
+        # the officer is warned once so the recording can be ended or the device swapped.
+        if self._low_battery_warned or self.state != State.RECORDING:
+            return
+        try:
+            reading = self.battery.read()
+        except Exception as exc:
+            log.warning("battery unreadable: %s", exc)
+            return
+        if reading is None or reading.on_external_power or reading.capacity_percent is None:
+            return
+        if reading.capacity_percent < self.cfg.checks.battery_fail_percent:
+            self._low_battery_warned = True
+            log.warning("battery nearly empty while recording: %.0f%%", reading.capacity_percent)
+            self._signal(Signal.WARNING)
+            for speech in self._synthesize_all(
+                [(lang, BATTERY_PROMPT[lang]) for lang in self.cfg.speech.languages]
+            ):
+                self.speaker.say(speech)
+
+    def _signal(self, signal: Signal) -> None:
+        if self.controls is not None:
+            self.controls.signal(signal)

@@ -1,0 +1,315 @@
+"""Crash and power-loss recovery of the spool, run on start before anything else.
+
+What a crash can leave behind, and what we do:
+
+- ``state/parts/X.part`` with no record: the interrupted segment. It is trimmed to whole 188-byte
+  MPEG-TS packets (a cut-off TS still plays), its frames and duration are read back with PyAV,
+  and it is sealed with ``recovered: true``.
+- ``X.part`` whose ``segment`` record already exists (crash between record and rename): the
+  digest is checked and the rename completed.
+- ``state/session.json`` of a session that was never closed: a ``gap`` record (cause
+  ``power-loss`` when the boot id changed since the session opened, else ``crash``) and a
+  ``session-close`` with reason ``crash-recovery``.
+
+Failure posture: recovery never deletes media (an empty part holds no media and is removed).
+A part that cannot be read is sealed as it is, with zero frames, rather than dropped; only a
+failure to write the spool itself raises (:class:`~agent.errors.RecoveryError`), since the
+agent must not start recording on a chain it cannot extend.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from agent.errors import RecoveryError, SealError
+from agent.media.base import SegmentStats
+from agent.spool import (
+    PART_SUFFIX,
+    SessionState,
+    Spool,
+    parse_segment_file_name,
+)
+from evidence import layout
+from evidence.fsutil import fsync_dir
+from evidence.media import digest_file
+from evidence.records import Record, RecordType, format_utc, parse_utc
+
+log = logging.getLogger(__name__)
+
+TS_PACKET_BYTES = 188
+
+
+@dataclass(frozen=True)
+class TsProbe:
+    frames: int
+    first_pts_us: int | None
+    duration_us: int
+    video: dict[str, Any]
+    audio: dict[str, Any] | None
+
+
+@dataclass
+class RecoveryResult:
+    sessions_closed: list[str] = field(default_factory=list)
+    recovered_segments: list[Record] = field(default_factory=list)
+    completed_renames: list[str] = field(default_factory=list)
+    gaps: list[Record] = field(default_factory=list)
+    trimmed_bytes: int = 0
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.sessions_closed or self.recovered_segments or self.completed_renames)
+
+
+def trim_to_packets(path: Path) -> int:
+    """Cut a partial trailing TS packet; returns the bytes removed."""
+    size = path.stat().st_size
+    keep = size - size % TS_PACKET_BYTES
+    if keep != size:
+        with path.open("rb+") as fh:
+            fh.truncate(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return size - keep
+
+
+def probe_ts(path: Path) -> TsProbe:
+    """Count video frames and measure the media span of a (possibly cut-off) TS file."""
+    import av
+
+    video: dict[str, Any] = {"codec": "h264"}
+    audio: dict[str, Any] | None = None
+    frames = 0
+    first: int | None = None
+    last_end: int | None = None
+    try:
+        with av.open(str(path), format="mpegts") as container:
+            if not container.streams.video:
+                return TsProbe(0, None, 0, video, None)
+            vstream = container.streams.video[0]
+            ctx = vstream.codec_context
+            rate = vstream.average_rate or vstream.guessed_rate
+            video = {
+                "codec": ctx.name,
+                "width": ctx.width,
+                "height": ctx.height,
+                "fps": round(float(rate)) if rate else None,
+            }
+            if container.streams.audio:
+                actx = container.streams.audio[0].codec_context
+                audio = {
+                    "codec": actx.name,
+                    "sample_rate": actx.sample_rate,
+                    "channels": actx.channels,
+                }
+            tb = vstream.time_base
+            frame_us = int(1e6 / float(rate)) if rate else 0
+            for packet in container.demux(vstream):
+                if packet.pts is None or tb is None:
+                    continue
+                frames += 1
+                start = int(packet.pts * tb * 1_000_000)
+                dur = int(packet.duration * tb * 1_000_000) if packet.duration else frame_us
+                first = start if first is None else min(first, start)
+                end = start + dur
+                last_end = end if last_end is None else max(last_end, end)
+    except (av.error.FFmpegError, OSError) as exc:
+        log.warning("recovered part %s only partly readable: %s", path, exc)
+    duration = (last_end - first) if first is not None and last_end is not None else 0
+    return TsProbe(frames, first, duration, video, audio)
+
+
+def _session_records(spool: Spool, session: str) -> list[Record]:
+    """Records of ``session``, read backwards from the head until its session-open."""
+    found: list[Record] = []
+    for path in sorted(layout.iter_record_files(spool.root, spool.device_id), reverse=True):
+        try:
+            record = Record.load(path)
+        except Exception:
+            continue
+        if record.session == session:
+            found.append(record)
+            if record.type == RecordType.SESSION_OPEN:
+                break
+    found.reverse()
+    return found
+
+
+def recover(spool: Spool) -> RecoveryResult:
+    """Bring the spool back to a consistent, closed state after a crash or power loss."""
+    result = RecoveryResult()
+    try:
+        state = spool.load_session()
+    except Exception as exc:
+        log.error("session state unreadable, closing from records only: %s", exc)
+        state = None
+    parts = sorted(spool.parts_dir.glob("*" + PART_SUFFIX))
+    sessions: dict[str, list[tuple[int, Path]]] = {}
+    for part in parts:
+        parsed = parse_segment_file_name(part.name)
+        if parsed is None:
+            log.warning("leaving unrecognised file %s alone", part)
+            continue
+        sessions.setdefault(parsed[0], []).append((parsed[1], part))
+    if state is not None:
+        sessions.setdefault(state.session, [])
+    for session, session_parts in sessions.items():
+        st = state if state is not None and state.session == session else None
+        try:
+            _recover_session(spool, session, sorted(session_parts), st, result)
+        except (OSError, SealError) as exc:
+            raise RecoveryError(spool.parts_dir, f"session {session}: {exc}") from exc
+    if state is not None:
+        spool.clear_session()
+    if result.anything:
+        log.warning(
+            "crash recovery: closed %s, recovered %d segment(s), trimmed %d bytes",
+            result.sessions_closed,
+            len(result.recovered_segments),
+            result.trimmed_bytes,
+        )
+    return result
+
+
+def _recover_session(
+    spool: Spool,
+    session: str,
+    parts: list[tuple[int, Path]],
+    state: SessionState | None,
+    result: RecoveryResult,
+) -> None:
+    records = _session_records(spool, session)
+    opened = any(r.type == RecordType.SESSION_OPEN for r in records)
+    closed = any(r.type == RecordType.SESSION_CLOSE for r in records)
+    by_file = {r.body.get("file"): r for r in records if r.type == RecordType.SEGMENT}
+    if state is None:
+        state = _state_from_records(session, records, spool)
+    gap_start = parse_utc(state.last_utc_end) if state.last_utc_end else parse_utc(state.opened_utc)
+    for index, part in parts:
+        name = part.name[: -len(PART_SUFFIX)]
+        existing = by_file.get(name)
+        if existing is not None:
+            _complete_rename(spool, part, name, existing, result)
+            continue
+        if not opened or closed:
+            log.error(
+                "part %s belongs to no open session; sealing it would break the chain; "
+                "left in place",
+                part,
+            )
+            continue
+        sealed = _seal_recovered(spool, part, session, index, state, result)
+        if sealed is not None:
+            gap_start = max(gap_start, parse_utc(sealed.body["utc_end"]))
+    if not opened or closed:
+        return
+    now = spool.clock.utc_now()
+    power_loss = state.boot_id != spool.clock.boot_id
+    cause = "power-loss" if power_loss else "crash"
+    detail = (
+        f"agent restarted after {'a power loss (new boot)' if power_loss else 'a crash'}; "
+        f"{len(result.recovered_segments)} interrupted segment(s) sealed as recovered"
+    )
+    gap = spool.append(
+        RecordType.GAP,
+        session,
+        {
+            "cause": cause,
+            "start_utc": format_utc(min(gap_start, now)),
+            "end_utc": format_utc(now),
+            "spoken_reason": False,
+            "detail": detail,
+        },
+    )
+    result.gaps.append(gap)
+    state.gaps += 1
+    spool.append(RecordType.SESSION_CLOSE, session, state.close_body("crash-recovery"))
+    result.sessions_closed.append(session)
+
+
+def _state_from_records(session: str, records: list[Record], spool: Spool) -> SessionState:
+    opened_utc = records[0].time.utc if records else format_utc(spool.clock.utc_now())
+    boot = records[-1].time.boot_id if records else ""
+    state = SessionState(session=session, boot_id=boot, opened_utc=opened_utc)
+    for r in records:
+        if r.type == RecordType.SEGMENT:
+            b = r.body
+            state.segments += 1
+            state.frames += int(b.get("frames", 0))
+            state.dropped_frames += int(b.get("dropped_frames", 0))
+            state.duration_us += int(b["media_end_us"]) - int(b["media_start_us"])
+            state.last_media_end_us = int(b["media_end_us"])
+            state.last_utc_end = b["utc_end"]
+            state.next_index = int(b["index"]) + 1
+        elif r.type == RecordType.GAP:
+            state.gaps += 1
+    return state
+
+
+def _complete_rename(
+    spool: Spool, part: Path, name: str, record: Record, result: RecoveryResult
+) -> None:
+    final = layout.media_path(spool.root, spool.device_id, name)
+    want = record.body.get("stored") or record.body.get("media") or {}
+    digest = digest_file(part)
+    if digest.sha256 != want.get("sha256"):
+        log.error("part %s does not match its record seq %d; left in place", part, record.seq)
+        return
+    if final.exists():
+        log.error("%s exists beside its part %s; left both in place", final, part)
+        return
+    os.replace(part, final)
+    fsync_dir(final.parent)
+    fsync_dir(part.parent)
+    result.completed_renames.append(name)
+    log.warning("completed the interrupted rename of %s (seq %d)", name, record.seq)
+
+
+def _seal_recovered(
+    spool: Spool,
+    part: Path,
+    session: str,
+    index: int,
+    state: SessionState,
+    result: RecoveryResult,
+) -> Record | None:
+    result.trimmed_bytes += trim_to_packets(part)
+    if part.stat().st_size == 0:
+        part.unlink()  # nothing was written: no media to keep
+        fsync_dir(part.parent)
+        log.warning("removed empty part %s", part)
+        return None
+    probe = probe_ts(part)
+    first_of_recording = index == state.recording_index0 or state.last_media_end_us is None
+    media_start = 0 if first_of_recording else int(state.last_media_end_us or 0)
+    if state.last_utc_end and not first_of_recording:
+        utc_start = parse_utc(state.last_utc_end)
+    else:
+        # No sealed neighbour: the file's last write is the newest media, within the fsync cadence.
+        mtime = datetime.fromtimestamp(part.stat().st_mtime, UTC)
+        utc_start = mtime - timedelta(microseconds=probe.duration_us)
+    stats = SegmentStats(
+        index=index,
+        media_start_us=media_start,
+        media_end_us=media_start + probe.duration_us,
+        utc_start=utc_start,
+        utc_end=utc_start + timedelta(microseconds=probe.duration_us),
+        frames=probe.frames,
+        dropped_frames=0,
+        pre_event_us=state.pre_event_us if first_of_recording else 0,
+        video=probe.video,
+        audio=probe.audio,
+    )
+    record = spool.seal(part, session, index, stats, recovered=True)
+    state.segments += 1
+    state.frames += stats.frames
+    state.duration_us += probe.duration_us
+    state.last_media_end_us = stats.media_end_us
+    state.last_utc_end = format_utc(stats.utc_end)
+    result.recovered_segments.append(record)
+    return record

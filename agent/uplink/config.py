@@ -1,0 +1,76 @@
+"""Uplink settings: one dataclass that plugs into the agent's TOML tree as ``[uplink]``.
+
+All fields are plain TOML types (paths are strings) so the agent's generic loader maps them.
+Example::
+
+    [uplink]
+    broker_host = "dock.local"
+    broker_port = 8883
+    ca_file = "/etc/bodycam/ca.pem"          # TLS when set; mutual TLS with cert/key
+    cert_file = "/etc/bodycam/device.pem"
+    key_file = "/etc/bodycam/device-tls.key"
+    receiver_key_file = "/etc/bodycam/receiver.pub"   # verifies receipts
+    window_bytes = 16777216
+    retention = "delete-after-receipt"        # or "keep"
+
+Failure posture: :meth:`UplinkConfig.validate` raises :class:`UplinkConfigError` naming the key
+before anything connects; no setting is guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.uplink.errors import UplinkConfigError
+
+RETENTION_KEEP = "keep"
+RETENTION_DELETE = "delete-after-receipt"
+RETENTIONS = (RETENTION_KEEP, RETENTION_DELETE)
+
+
+@dataclass
+class UplinkConfig:
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 1883
+    client_id: str = ""
+    """MQTT client id; empty: ``bodycam-<device id>`` (stable, so the session persists)."""
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    receiver_key_file: str = ""
+    """The receiver's receipt public key (PEM); empty: ``<spool>/state/receiver.pub``."""
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 24 * 3600
+    window_bytes: int = 16 * 1024 * 1024
+    """Bytes sent but not yet receipted, at most (at least one record always goes)."""
+    receipt_timeout_s: float = 15.0
+    """No receipt this long after the last send of a record: ask the receiver what it lacks."""
+    probe_timeout_s: float = 5.0
+    """At start, wait this long for the receiver to say what it already has before sending."""
+    retention: str = RETENTION_DELETE
+    retention_min_age_s: float = 0.0
+    """Receipted media younger than this (by segment end time) stay on the device."""
+    rescan_interval_s: float = 2.0
+    connect_timeout_s: float = 10.0
+
+    def receiver_key_path(self, spool: Path) -> Path:
+        return (
+            Path(self.receiver_key_file)
+            if self.receiver_key_file
+            else (spool / "state" / "receiver.pub")
+        )
+
+    def validate(self) -> None:
+        if self.retention not in RETENTIONS:
+            raise UplinkConfigError("retention", f"must be one of {', '.join(RETENTIONS)}")
+        if self.window_bytes <= 0:
+            raise UplinkConfigError("window_bytes", "must be > 0")
+        if self.receipt_timeout_s <= 0:
+            raise UplinkConfigError("receipt_timeout_s", "must be > 0")
+        if self.probe_timeout_s < 0:
+            raise UplinkConfigError("probe_timeout_s", "must be >= 0")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise UplinkConfigError("cert_file", "cert_file and key_file go together")
+        if self.cert_file is not None and self.ca_file is None:
+            raise UplinkConfigError("ca_file", "a client certificate needs ca_file (TLS)")

@@ -1,0 +1,202 @@
+"""Benchmark: end-to-end dock upload vs mosquitto_pub/mosquitto_sub through the same broker.
+
+Measures, in one run on one private Mosquitto:
+
+* **upload**: spool → uplink (paho, QoS 1, 256 KiB chunks) → broker → receiver service (a child
+  process: per-chunk hash checks, streaming reassembly, whole-file hash, content-addressed store,
+  SQLite WAL synchronous=FULL) → signed receipt back → media freed on the device;
+* **baseline**: as many bytes in as many messages of the segment size, published by one
+  ``mosquitto_pub -q 1 -f SEGMENT --repeat N`` and received by ``mosquitto_sub -q 1`` writing
+  to a file (no hashing, no fsync, no receipts: the raw broker path).
+
+Reports both throughputs, their ratio and the receiver's peak resident memory (VmHWM), which must
+stay flat as segments grow. Segment payloads are random bytes (the pipeline never decodes media).
+
+    python bench/bench_upload.py [--segments 16] [--segment-mib 4] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agent.uplink import UplinkConfig, run_dock_upload  # noqa: E402
+from evidence import layout  # noqa: E402
+from evidence.chain import DeviceChain  # noqa: E402
+from evidence.keys import generate_signing_key, save_public_key  # noqa: E402
+from evidence.media import digest_file  # noqa: E402
+from evidence.records import RecordType  # noqa: E402
+from evidence.testing import SteppingClock  # noqa: E402
+from tests.support.broker import MosquittoBroker  # noqa: E402
+from tests.support.receiver import ReceiverProcess  # noqa: E402
+
+DEVICE = "BENCH-01"
+
+
+def build_spool(root: Path, segments: int, segment_bytes: int) -> tuple[Path, list[Path]]:
+    key = generate_signing_key()
+    pub = root.parent / "device.pub"
+    save_public_key(pub, key.public_key())
+    chain = DeviceChain(root, DEVICE, key)
+    clock = SteppingClock()
+    session = "bench-session"
+    chain.append(RecordType.SESSION_OPEN, session, {"assignment": {"case": None}}, clock.tick(1))
+    files = []
+    for index in range(segments):
+        name = f"seg-{index:05d}.ts"
+        path = layout.media_path(root, DEVICE, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            for _ in range(segment_bytes // (1 << 20)):
+                f.write(os.urandom(1 << 20))
+        files.append(path)
+        body = {"index": index, "file": name, "media": digest_file(path).to_dict(), "stored": None}
+        chain.append(RecordType.SEGMENT, session, body, clock.tick(10))
+    chain.append(RecordType.SESSION_CLOSE, session, {"segments": segments}, clock.tick(1))
+    return pub, files
+
+
+def baseline(broker: MosquittoBroker, files: list[Path], work: Path) -> float:
+    """Seconds for mosquitto_pub → broker → mosquitto_sub (to a file) to move ``files``."""
+    out = work / "baseline.bin"
+    with out.open("wb") as sink:
+        sub = subprocess.Popen(
+            [
+                "mosquitto_sub",
+                "-h",
+                broker.host,
+                "-p",
+                str(broker.port),
+                "-q",
+                "1",
+                "-t",
+                "bench/baseline",
+                "-C",
+                str(len(files)),
+                "-N",
+                "-i",
+                "bench-sub",
+            ],
+            stdout=sink,
+        )
+        time.sleep(0.5)  # subscribed before the first publish
+        start = time.perf_counter()
+        # one publisher process, one message per segment (same sizes, same count)
+        subprocess.run(
+            [
+                "mosquitto_pub",
+                "-h",
+                broker.host,
+                "-p",
+                str(broker.port),
+                "-q",
+                "1",
+                "-t",
+                "bench/baseline",
+                "-f",
+                str(files[0]),
+                "--repeat",
+                str(len(files)),
+            ],
+            check=True,
+        )
+        sub.wait(timeout=300)
+        elapsed = time.perf_counter() - start
+    expected = files[0].stat().st_size * len(files)
+    if out.stat().st_size != expected:
+        raise RuntimeError(f"baseline moved {out.stat().st_size} of {expected} bytes")
+    return elapsed
+
+
+def peak_rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--segments", type=int, default=16)
+    p.add_argument("--segment-mib", type=int, default=4)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    for tool in ("mosquitto", "mosquitto_pub", "mosquitto_sub"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            print(f"bench: {tool} is not installed (scripts/setup installs it)", file=sys.stderr)
+            return 2
+    with tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp:
+        work = Path(tmp)
+        spool = work / "spool"
+        pub, files = build_spool(spool, args.segments, args.segment_mib << 20)
+        total = sum(f.stat().st_size for f in files)
+        # baseline reads the same bytes, so copy them before the upload frees them
+        base_dir = work / "baseline-src"
+        base_dir.mkdir()
+        base_files = [Path(shutil.copy(files[0], base_dir / files[0].name))] * len(files)
+        with MosquittoBroker(work / "broker") as broker:
+            rx = ReceiverProcess(work / "receiver", broker.host, broker.port)
+            with contextlib.redirect_stdout(io.StringIO()):  # keep --json output clean
+                rx.cli("identity", "--export-pub", str(work / "receiver.pub"))
+                rx.cli("device", "add", "--id", DEVICE, "--key", str(pub))
+            rx.start()
+            try:
+                cfg = UplinkConfig(
+                    broker_host=broker.host,
+                    broker_port=broker.port,
+                    receiver_key_file=str(work / "receiver.pub"),
+                )
+                start = time.perf_counter()
+                result = run_dock_upload(
+                    spool, cfg, threading.Event(), until_done=True, timeout_s=600
+                )
+                upload_s = time.perf_counter() - start
+                assert rx.proc is not None
+                rss = peak_rss_bytes(rx.proc.pid)
+            finally:
+                rx.stop()
+            if result.pending or result.quarantined:
+                print(f"bench: upload incomplete: {result}", file=sys.stderr)
+                return 1
+            base_s = baseline(broker, base_files, work)
+    mib = total / 2**20
+    report = {
+        "bytes": total,
+        "segments": args.segments,
+        "segment_mib": args.segment_mib,
+        "upload_s": round(upload_s, 3),
+        "upload_mib_per_s": round(mib / upload_s, 1),
+        "baseline_s": round(base_s, 3),
+        "baseline_mib_per_s": round(mib / base_s, 1),
+        "ratio_upload_to_baseline": round(base_s / upload_s, 3),
+        "receiver_peak_rss_mib": round(rss / 2**20, 1),
+        "receipted_records": result.receipted,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"moved {mib:.0f} MiB in {args.segments} segments of {args.segment_mib} MiB")
+        print(f"  dock upload (verified, stored, receipted): {report['upload_mib_per_s']} MiB/s")
+        print(f"  mosquitto_pub -> mosquitto_sub baseline:   {report['baseline_mib_per_s']} MiB/s")
+        print(f"  ratio upload/baseline: {report['ratio_upload_to_baseline']}")
+        print(f"  receiver peak RSS: {report['receiver_peak_rss_mib']} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Config files provisioning writes for the other parts: the agent's and the receiver's.
+
+They follow the schemas of ``agent/config.py`` (+ ``agent/uplink/config.py``) and
+``receiver/config.py``, whose loaders refuse unknown keys; settings those parts do not read yet
+are written as comments so the files still load.
+
+Failure posture: pure string rendering; nothing here touches the disk.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+#: Where a device keeps its identity; the agent's default config path lives here too.
+DEVICE_CONFIG_ROOT = Path("/etc/bodycam")
+
+
+def toml_str(value: object) -> str:
+    # JSON string escapes are valid TOML basic-string escapes.
+    return json.dumps(str(value))
+
+
+def render_agent_config(
+    device_id: str, broker_host: str, broker_port: int, *, root: Path = DEVICE_CONFIG_ROOT
+) -> str:
+    """The agent's TOML for a device whose provisioning files live in ``root`` on the device."""
+    return "\n".join(
+        [
+            "# bodycam-agent configuration written by bodycam-provision.",
+            "[device]",
+            f"id = {toml_str(device_id)}",
+            f"key_file = {toml_str(root / 'signing.key')}",
+            '# spool_dir = "/var/lib/bodycam/spool"',
+            "# Spool media is encrypted to the receiver's key (agent setting pending):",
+            f"# encryption_key_file = {toml_str(root / 'receiver-encryption.pub')}",
+            "",
+            "[uplink]",
+            f"broker_host = {toml_str(broker_host)}",
+            f"broker_port = {broker_port}",
+            f"ca_file = {toml_str(root / 'ca.pem')}",
+            f"cert_file = {toml_str(root / 'device.pem')}",
+            f"key_file = {toml_str(root / 'tls.key')}",
+            f"receiver_key_file = {toml_str(root / 'receiver-receipt.pub')}",
+            "",
+        ]
+    )
+
+
+def render_receiver_config(
+    *,
+    broker_port: int,
+    ca_file: Path,
+    cert_file: Path,
+    key_file: Path,
+    receipt_key: Path,
+    encryption_key: Path,
+    registry: Path,
+    crl: Path,
+) -> str:
+    """The receiver's TOML (merge into its config file) with the dock's TLS material."""
+    return "\n".join(
+        [
+            "# Receiver settings written by bodycam-provision (merge into the receiver's config).",
+            f"receipt_key = {toml_str(receipt_key)}",
+            "# Stored media are decrypted with this key (receiver setting pending):",
+            f"# encryption_key = {toml_str(encryption_key)}",
+            f"# Provisioning registry: {registry}",
+            f"# CRL: {crl}",
+            "",
+            "[broker]",
+            'host = "127.0.0.1"',
+            f"port = {broker_port}",
+            f"ca_file = {toml_str(ca_file)}",
+            f"cert_file = {toml_str(cert_file)}",
+            f"key_file = {toml_str(key_file)}",
+            "",
+        ]
+    )

@@ -1,0 +1,306 @@
+"""Cases, device assignments and the filing of sessions against cases (Art. 2, 8, 9, 22).
+
+Enforcement types carry the AV-recording level of Art. 8 (mandatory) and Art. 9 (recommended).
+A session is filed automatically to the case named in its signed ``session-open`` assignment when
+that case exists here; otherwise it waits in the "unfiled" inbox until a clerk files it.
+Failure posture: unknown types, stages and labels raise :class:`InvalidInputError`; filing into a
+missing case raises :class:`NotFoundError`; nothing is changed by a failed command.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from evidence.records import format_utc
+from receiver.errors import ConflictError, InvalidInputError, NotFoundError
+
+AV_MANDATORY = "mandatory"
+AV_RECOMMENDED = "recommended"
+AV_NONE = "none"
+
+#: enforcement type → AV level (Art. 8: mandatory; Art. 9: as the situation requires)
+ENFORCEMENT_TYPES: dict[str, str] = {
+    "sealing": AV_MANDATORY,
+    "unsealing": AV_MANDATORY,
+    "seizure": AV_MANDATORY,
+    "substitute-performance": AV_MANDATORY,
+    "personal-liberty": AV_MANDATORY,
+    "life-health": AV_MANDATORY,
+    "major-property": AV_MANDATORY,
+    "dispute": AV_RECOMMENDED,
+    "inspection": AV_RECOMMENDED,
+    "interview": AV_RECOMMENDED,
+    "hearing": AV_RECOMMENDED,
+    "penalty": AV_RECOMMENDED,
+    "service-by-leaving": AV_RECOMMENDED,
+    "service-by-notice": AV_RECOMMENDED,
+    "licensing": AV_NONE,
+    "confirmation": AV_NONE,
+    "other": AV_NONE,
+}
+#: Art. 2: the stages of the whole process (the names the agent's spoken preamble knows)
+STAGES = (
+    "start",
+    "investigation",
+    "inspection",
+    "decision",
+    "hearing",
+    "service",
+    "execution",
+    "archiving",
+)
+SENSITIVITY = ("public", "internal", "personal-privacy", "trade-secret", "state-secret")
+
+FILED_BY_ASSIGNMENT = "assignment"
+FILED_BY_CLERK = "clerk"
+
+
+def _now() -> str:
+    return format_utc(datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class Case:
+    number: str
+    enforcement_type: str
+    av_level: str
+    title: str
+    parties: list[str]
+    sensitivity: str
+    created_utc: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "enforcement_type": self.enforcement_type,
+            "av_level": self.av_level,
+            "title": self.title,
+            "parties": self.parties,
+            "sensitivity": self.sensitivity,
+            "created_utc": self.created_utc,
+        }
+
+
+@dataclass(frozen=True)
+class Assignment:
+    id: int
+    device: str
+    case: str
+    officers: list[str]
+    place: str
+    reason: str
+    target: str
+    stage: str
+    created_utc: str
+    active: bool
+    published_utc: str | None
+
+    def wire(self) -> dict[str, Any]:
+        """The retained message the device stores as state/assignment.json."""
+        return {
+            "case": self.case,
+            "officers": self.officers,
+            "place": self.place,
+            "reason": self.reason,
+            "target": self.target,
+            "stage": self.stage,
+        }
+
+
+def _case(row: sqlite3.Row) -> Case:
+    return Case(
+        number=row["number"],
+        enforcement_type=row["enforcement_type"],
+        av_level=row["av_level"],
+        title=row["title"],
+        parties=json.loads(row["parties"]),
+        sensitivity=row["sensitivity"],
+        created_utc=row["created_utc"],
+    )
+
+
+def _assignment(row: sqlite3.Row) -> Assignment:
+    return Assignment(
+        id=row["id"],
+        device=row["device"],
+        case=row["case_number"],
+        officers=json.loads(row["officers"]),
+        place=row["place"],
+        reason=row["reason"],
+        target=row["target"],
+        stage=row["stage"],
+        created_utc=row["created_utc"],
+        active=bool(row["active"]),
+        published_utc=row["published_utc"],
+    )
+
+
+class CaseBook:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    # -- cases ---------------------------------------------------------------------------
+    def create(
+        self,
+        number: str,
+        enforcement_type: str,
+        title: str,
+        *,
+        parties: list[str] | None = None,
+        sensitivity: str = "internal",
+    ) -> Case:
+        number = number.strip()
+        if not number:
+            raise InvalidInputError("number", "a case number is required")
+        if enforcement_type not in ENFORCEMENT_TYPES:
+            raise InvalidInputError(
+                "type", f"{enforcement_type!r}; known: {', '.join(sorted(ENFORCEMENT_TYPES))}"
+            )
+        if sensitivity not in SENSITIVITY:
+            raise InvalidInputError(
+                "sensitivity", f"{sensitivity!r}; known: {', '.join(SENSITIVITY)}"
+            )
+        if self.get(number) is not None:
+            raise ConflictError(f"case {number} already exists")
+        self.conn.execute(
+            "INSERT INTO cases (number, enforcement_type, av_level, title, parties, sensitivity, "
+            "created_utc) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                number,
+                enforcement_type,
+                ENFORCEMENT_TYPES[enforcement_type],
+                title,
+                json.dumps(parties or [], ensure_ascii=False),
+                sensitivity,
+                _now(),
+            ),
+        )
+        case = self.get(number)
+        assert case is not None
+        # sessions that arrived before the case existed but name it are filed now
+        for row in self.conn.execute(
+            "SELECT r.session, r.device, r.body FROM records r LEFT JOIN filings f "
+            "ON f.session = r.session WHERE r.type = 'session-open' AND f.session IS NULL"
+        ).fetchall():
+            if _case_of_open_body(row["body"]) == number:
+                self._file(row["session"], row["device"], number, FILED_BY_ASSIGNMENT)
+        return case
+
+    def get(self, number: str) -> Case | None:
+        row = self.conn.execute("SELECT * FROM cases WHERE number = ?", (number,)).fetchone()
+        return _case(row) if row else None
+
+    def require(self, number: str) -> Case:
+        case = self.get(number)
+        if case is None:
+            raise NotFoundError("case", number)
+        return case
+
+    def all(self) -> list[Case]:
+        return [_case(r) for r in self.conn.execute("SELECT * FROM cases ORDER BY number")]
+
+    # -- assignments ---------------------------------------------------------------------
+    def assign(
+        self,
+        device: str,
+        case: str,
+        *,
+        officers: list[str],
+        place: str,
+        reason: str,
+        target: str,
+        stage: str,
+    ) -> Assignment:
+        self.require(case)
+        if self.conn.execute("SELECT 1 FROM devices WHERE id = ?", (device,)).fetchone() is None:
+            raise NotFoundError("device", device)
+        if stage not in STAGES:
+            raise InvalidInputError("stage", f"{stage!r}; known: {', '.join(STAGES)}")
+        if not officers:
+            raise InvalidInputError("officers", "at least one officer is required")
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("UPDATE assignments SET active = 0 WHERE device = ?", (device,))
+            cur = self.conn.execute(
+                "INSERT INTO assignments (device, case_number, officers, place, reason, target, "
+                "stage, created_utc, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                (
+                    device,
+                    case,
+                    json.dumps(officers, ensure_ascii=False),
+                    place,
+                    reason,
+                    target,
+                    stage,
+                    _now(),
+                ),
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        row = self.conn.execute("SELECT * FROM assignments WHERE id = ?", (cur.lastrowid,))
+        return _assignment(row.fetchone())
+
+    def active_assignment(self, device: str) -> Assignment | None:
+        row = self.conn.execute(
+            "SELECT * FROM assignments WHERE device = ? AND active = 1", (device,)
+        ).fetchone()
+        return _assignment(row) if row else None
+
+    def unpublished_assignments(self) -> list[Assignment]:
+        rows = self.conn.execute(
+            "SELECT * FROM assignments WHERE active = 1 AND published_utc IS NULL ORDER BY id"
+        )
+        return [_assignment(r) for r in rows]
+
+    def mark_published(self, assignment_id: int) -> None:
+        self.conn.execute(
+            "UPDATE assignments SET published_utc = ? WHERE id = ?", (_now(), assignment_id)
+        )
+
+    # -- filing --------------------------------------------------------------------------
+    def file_on_open(self, session: str, device: str, open_body: dict[str, Any]) -> str | None:
+        """Auto-file a just-stored session-open; returns the case or None (inbox)."""
+        number = _case_of_open_body(json.dumps(open_body))
+        if number is None or self.get(number) is None:
+            return None
+        self._file(session, device, number, FILED_BY_ASSIGNMENT)
+        return number
+
+    def file_session(self, session: str, case: str) -> None:
+        """A clerk files an inbox (or misfiled) session against a case."""
+        self.require(case)
+        row = self.conn.execute(
+            "SELECT device FROM records WHERE session = ? LIMIT 1", (session,)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError("session", session)
+        self.conn.execute("DELETE FROM filings WHERE session = ?", (session,))
+        self._file(session, row["device"], case, FILED_BY_CLERK)
+
+    def _file(self, session: str, device: str, case: str, how: str) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO filings (session, device, case_number, how, filed_utc) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (session, device, case, how, _now()),
+        )
+
+    def filing(self, session: str) -> tuple[str, str] | None:
+        row = self.conn.execute(
+            "SELECT case_number, how FROM filings WHERE session = ?", (session,)
+        ).fetchone()
+        return (row["case_number"], row["how"]) if row else None
+
+
+def _case_of_open_body(body_json: str) -> str | None:
+    try:
+        body = json.loads(body_json)
+        case = body["assignment"]["case"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return case if isinstance(case, str) and case else None

@@ -1,0 +1,269 @@
+"""``bodycam-receiver``: the dock service and the clerk's commands.
+
+Exit status: 0 success; 1 the store or a case has verification problems (``reverify``,
+``case show``); 2 bad input (unknown case, bad key file, bad option). Failure posture: every
+error a user can cause is printed as one line naming what was wrong, never a traceback, and
+nothing is changed by a failed command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from evidence.errors import EvidenceError
+from evidence.keys import key_id, save_public_key
+from receiver import reports
+from receiver.cases import ENFORCEMENT_TYPES, SENSITIVITY, STAGES, CaseBook
+from receiver.config import ReceiverConfig, load_config
+from receiver.db import connect
+from receiver.errors import ReceiverError
+from receiver.identity import load_receipt_key, public_key_path
+from receiver.registry import DeviceRegistry
+from receiver.store import EvidenceStore
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bodycam-receiver", description=__doc__.split("\n")[0])
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument("--data-dir", type=Path, help="data directory (overrides the config)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the receiver service (systemd Type=notify)")
+    run.add_argument("--broker", help="HOST:PORT (overrides the config)")
+
+    dev = sub.add_parser("device", help="device registry").add_subparsers(
+        dest="action", required=True
+    )
+    add = dev.add_parser("add", help="register a device's Ed25519 public key")
+    add.add_argument("--id", required=True)
+    add.add_argument("--key", type=Path, required=True, help="PEM public key or certificate")
+    add.add_argument("--replace-key", action="store_true", help="re-enrol with a new key")
+    rev = dev.add_parser("revoke", help="refuse everything from a device from now on")
+    rev.add_argument("--id", required=True)
+    dl = dev.add_parser("list", help="devices: last seen, clock offset, pending segments")
+    dl.add_argument("--json", action="store_true")
+    sub.add_parser("devices", help="same as `device list`").add_argument(
+        "--json", action="store_true"
+    )
+
+    ses = sub.add_parser("sessions", help="recording sessions and where they are filed")
+    ses.add_argument("--inbox", action="store_true", help="only unfiled sessions")
+    ses.add_argument("--json", action="store_true")
+
+    case = sub.add_parser("case", help="cases").add_subparsers(dest="action", required=True)
+    cc = case.add_parser("create", help="create a case")
+    cc.add_argument("--number", required=True)
+    cc.add_argument("--type", required=True, choices=sorted(ENFORCEMENT_TYPES))
+    cc.add_argument("--title", required=True)
+    cc.add_argument("--party", action="append", default=[], help="repeat for each party")
+    cc.add_argument("--sensitivity", default="internal", choices=SENSITIVITY)
+    case.add_parser("list", help="list cases").add_argument("--json", action="store_true")
+    cs = case.add_parser("show", help="a case with its sessions and verification state")
+    cs.add_argument("number")
+    cs.add_argument("--json", action="store_true")
+    sub.add_parser("cases", help="same as `case list`").add_argument("--json", action="store_true")
+
+    asg = sub.add_parser("assign", help="assign a device to a case (pushed to the device)")
+    asg.add_argument("--device", required=True)
+    asg.add_argument("--case", required=True)
+    asg.add_argument("--officer", action="append", required=True, help="repeat for each officer")
+    asg.add_argument("--place", required=True)
+    asg.add_argument("--reason", required=True)
+    asg.add_argument("--target", required=True)
+    asg.add_argument("--stage", required=True, choices=STAGES)
+
+    fil = sub.add_parser("file", help="file an inbox session against a case")
+    fil.add_argument("--session", required=True)
+    fil.add_argument("--case", required=True)
+
+    sub.add_parser("quarantine", help="what failed verification, and why").add_argument(
+        "--json", action="store_true"
+    )
+    sub.add_parser("reverify", help="re-verify the whole store").add_argument(
+        "--json", action="store_true"
+    )
+    ident = sub.add_parser("identity", help="the receipt key id (and export its public key)")
+    ident.add_argument("--export-pub", type=Path, help="write the receipt public key (PEM) here")
+    return p
+
+
+def _config(args: argparse.Namespace) -> ReceiverConfig:
+    config = load_config(args.config)
+    if args.data_dir is not None:
+        config.data_dir = args.data_dir
+    return config
+
+
+def _print(rows: Any, as_json: bool, columns: Sequence[str] = ()) -> None:
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+    else:
+        print(reports.table(rows, columns))
+
+
+def _run(config: ReceiverConfig, broker: str | None) -> int:
+    from receiver.service import ReceiverService
+
+    if broker:
+        host, _, port = broker.rpartition(":")
+        config.broker.host, config.broker.port = host or "127.0.0.1", int(port)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    ReceiverService(config).run(stop)
+    return 0
+
+
+def _case_show(data: dict[str, Any]) -> str:
+    lines = [
+        f"Case {data['number']}: {data['title']}",
+        f"  type {data['enforcement_type']} (AV {data['av_level']}), "
+        f"sensitivity {data['sensitivity']}, parties: {', '.join(data['parties']) or '-'}",
+        f"  verification: {data['verification']}",
+        "",
+        reports.table(
+            data["sessions"],
+            ["session", "device", "start", "end", "segments", "markers", "gaps", "verification"],
+        ),
+    ]
+    for s in data["sessions"]:
+        for m in s["markers_list"]:
+            lines.append(f"  marker  {s['session']} seq {m['seq']}: {m['kind']} at {m['utc']}")
+        for g in s["gaps_list"]:
+            lines.append(
+                f"  gap     {s['session']} seq {g['seq']}: {g['cause']} "
+                f"{g['start_utc']} .. {g['end_utc']}"
+            )
+        for problem in s["problems"]:
+            lines.append(f"  PROBLEM {s['session']}: {problem}")
+    return "\n".join(lines)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.command == "run":
+        return _run(config, args.broker)
+    store = EvidenceStore(config.data_dir)
+    conn = connect(store.db_path)
+    try:
+        cmd, action = args.command, getattr(args, "action", None)
+        if cmd == "device" and action == "add":
+            d = DeviceRegistry(conn).add(args.id, args.key, replace_key=args.replace_key)
+            print(f"device {d.id} registered with key {d.key_id}")
+        elif cmd == "device" and action == "revoke":
+            DeviceRegistry(conn).revoke(args.id)
+            print(f"device {args.id} revoked: its uploads are quarantined from now on")
+        elif (cmd == "device" and action == "list") or cmd == "devices":
+            cols = [
+                "device",
+                "revoked",
+                "last_seen",
+                "clock_offset_s",
+                "pending_segments",
+                "oldest_pending",
+                "records",
+            ]
+            _print(reports.devices_view(conn), args.json, cols)
+        elif cmd == "sessions":
+            cols = [
+                "session",
+                "device",
+                "start",
+                "segments",
+                "markers",
+                "gaps",
+                "closed",
+                "quarantined",
+                "case",
+            ]
+            _print(reports.sessions_view(conn, inbox_only=args.inbox), args.json, cols)
+        elif cmd == "case" and action == "create":
+            c = CaseBook(conn).create(
+                args.number,
+                args.type,
+                args.title,
+                parties=args.party,
+                sensitivity=args.sensitivity,
+            )
+            print(f"case {c.number} created ({c.enforcement_type}, AV {c.av_level})")
+        elif (cmd == "case" and action == "list") or cmd == "cases":
+            cols = ["number", "enforcement_type", "av_level", "title", "sensitivity", "sessions"]
+            _print(reports.cases_view(conn), args.json, cols)
+        elif cmd == "case" and action == "show":
+            data = reports.case_view(store, conn, args.number)
+            print(json.dumps(data, ensure_ascii=False, indent=2) if args.json else _case_show(data))
+            return 0 if data["verification"] == "verified" else 1
+        elif cmd == "assign":
+            a = CaseBook(conn).assign(
+                args.device,
+                args.case,
+                officers=args.officer,
+                place=args.place,
+                reason=args.reason,
+                target=args.target,
+                stage=args.stage,
+            )
+            print(f"device {a.device} assigned to case {a.case} (pushed when the service runs)")
+        elif cmd == "file":
+            CaseBook(conn).file_session(args.session, args.case)
+            print(f"session {args.session} filed to case {args.case}")
+        elif cmd == "quarantine":
+            cols = ["id", "device", "seq", "type", "reason", "when"]
+            _print(reports.quarantine_view(conn), args.json, cols)
+        elif cmd == "reverify":
+            decryptor = None
+            if config.encryption_key is not None:
+                from evidence.decrypt import media_decryptor
+
+                decryptor = media_decryptor(config.encryption_key)
+            result = reports.reverify(store, conn, decryptor=decryptor)
+            if args.json:
+                print(json.dumps(result, ensure_ascii=False, indent=2))
+            else:
+                print(
+                    f"{result['records']} records, {result['objects']} objects, "
+                    f"{result['quarantined']} quarantined: "
+                    + ("all verified" if result["ok"] else "PROBLEMS")
+                )
+                for v in result["violations"]:
+                    print(f"  {v['kind']}: device {v['device']} seq {v['seq']}: {v['detail']}")
+                for o in result["bad_objects"]:
+                    print(f"  object {o['object']} now hashes to {o['actual_sha256']}")
+            return 0 if result["ok"] else 1
+        elif cmd == "identity":
+            key = load_receipt_key(config.receipt_key_path)
+            if args.export_pub:
+                save_public_key(args.export_pub, key.public_key())
+            print(f"{key_id(key.public_key())} {public_key_path(config.receipt_key_path)}")
+        return 0
+    finally:
+        conn.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return dispatch(args)
+    except (ReceiverError, EvidenceError) as exc:
+        print(f"bodycam-receiver: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The receiver's configuration: a TOML file mapped onto a small dataclass tree.
+
+Example (every key optional)::
+
+    data_dir = "/var/lib/bodycam-receiver"
+    receipt_key = "/etc/bodycam/receiver-receipt.key"   # default: <data_dir>/receipt.key
+    encryption_key = "/etc/bodycam/media.key"   # optional: reverify decrypts media with it
+
+    [broker]
+    host = "127.0.0.1"
+    port = 8883
+    client_id = "bodycam-receiver"
+    keepalive_s = 30
+    session_expiry_s = 604800
+    ca_file = "/etc/bodycam/ca.pem"          # TLS when set; mutual TLS with cert_file/key_file
+    cert_file = "/etc/bodycam/receiver.pem"
+    key_file = "/etc/bodycam/receiver.key"
+
+    [limits]
+    max_segment_bytes = 2147483648
+    max_transfers = 64
+    transfer_timeout_s = 900
+
+Failure posture: unknown keys and wrong types raise :class:`ConfigError` naming the key, so a
+typo is never silently ignored.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from receiver.errors import ConfigError
+
+
+@dataclass
+class BrokerConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = "bodycam-receiver"
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 24 * 3600
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass
+class LimitsConfig:
+    max_segment_bytes: int = 2 * 1024**3
+    max_transfers: int = 64
+    transfer_timeout_s: float = 900.0
+
+
+@dataclass
+class ReceiverConfig:
+    data_dir: Path = Path("receiver-data")
+    receipt_key: Path | None = None
+    #: X25519 key to decrypt media stored encrypted (``reverify`` then checks the plaintext)
+    encryption_key: Path | None = None
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    @property
+    def receipt_key_path(self) -> Path:
+        return self.receipt_key or self.data_dir / "receipt.key"
+
+
+def _fill(obj: Any, table: dict[str, Any], where: str, base: Path) -> None:
+    known = {f.name: f for f in fields(obj)}
+    for name, value in table.items():
+        if name not in known:
+            raise ConfigError(None, f"unknown setting {where}{name}")
+        current = getattr(obj, name)
+        if isinstance(current, (BrokerConfig, LimitsConfig)):
+            if not isinstance(value, dict):
+                raise ConfigError(None, f"{where}{name} must be a table")
+            _fill(current, value, f"{where}{name}.", base)
+            continue
+        ftype = str(known[name].type)
+        if "Path" in ftype:
+            if not isinstance(value, str):
+                raise ConfigError(None, f"{where}{name} must be a path string")
+            path = Path(value)
+            setattr(obj, name, path if path.is_absolute() else base / path)
+        elif ftype == "int":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(None, f"{where}{name} must be an integer")
+            setattr(obj, name, value)
+        elif ftype == "float":
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(None, f"{where}{name} must be a number")
+            setattr(obj, name, float(value))
+        else:
+            if not isinstance(value, str):
+                raise ConfigError(None, f"{where}{name} must be a string")
+            setattr(obj, name, value)
+
+
+def load_config(path: Path | None) -> ReceiverConfig:
+    """Defaults, overridden by the TOML file when given (relative paths are file-relative)."""
+    config = ReceiverConfig()
+    if path is None:
+        return config
+    try:
+        table = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(Path(path), f"cannot read: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(Path(path), f"not valid TOML: {exc}") from exc
+    try:
+        _fill(config, table, "", Path(path).resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(Path(path), exc.reason) from exc
+    return config

@@ -1,0 +1,103 @@
+"""The receiver's metadata database: SQLite in WAL mode with ``synchronous=FULL``.
+
+Media and record bytes live in the content-addressed store (:mod:`receiver.store`); this database
+indexes them and holds devices, cases, assignments, filings and the quarantine list. A commit
+returns only once SQLite has fsynced it, so a receipt is never sent for metadata a crash could
+lose. Failure posture: schema creation is idempotent; SQLite errors propagate to the caller,
+which decides whether the message that caused them is retried or dropped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    public_key_pem TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    added_utc TEXT NOT NULL,
+    last_seen_utc TEXT,
+    clock_offset_s REAL,
+    pending_segments INTEGER,
+    oldest_pending_utc TEXT
+);
+CREATE TABLE IF NOT EXISTS records (
+    hash TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    session TEXT NOT NULL,
+    type TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    utc TEXT NOT NULL,
+    body TEXT NOT NULL,
+    media_file TEXT,
+    media_sha256 TEXT,
+    media_size INTEGER,
+    stored_utc TEXT NOT NULL,
+    UNIQUE (device, seq)
+);
+CREATE INDEX IF NOT EXISTS records_session ON records (session);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL,
+    record_hash TEXT,
+    seq INTEGER,
+    session TEXT,
+    record_type TEXT,
+    reason TEXT NOT NULL,
+    path TEXT,
+    utc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cases (
+    number TEXT PRIMARY KEY,
+    enforcement_type TEXT NOT NULL,
+    av_level TEXT NOT NULL,
+    title TEXT NOT NULL,
+    parties TEXT NOT NULL,
+    sensitivity TEXT NOT NULL,
+    created_utc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS assignments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL,
+    case_number TEXT NOT NULL REFERENCES cases (number),
+    officers TEXT NOT NULL,
+    place TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    target TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    created_utc TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1,
+    published_utc TEXT
+);
+CREATE TABLE IF NOT EXISTS filings (
+    session TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    case_number TEXT NOT NULL REFERENCES cases (number),
+    how TEXT NOT NULL,
+    filed_utc TEXT NOT NULL
+);
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the database with the durability settings the store relies on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # autocommit off via isolation_level=None + explicit BEGIN in transactions
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.executescript(SCHEMA)
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)",
+        (str(SCHEMA_VERSION),),
+    )
+    return conn

@@ -1,0 +1,190 @@
+"""``bodycam-agent simulate`` end to end: verifies, plays, adds up, no frame lost at splits."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evidence import layout
+from evidence.records import Record, RecordType, parse_utc
+
+pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe not installed")
+
+FPS = 15  # simulated_config
+PRE_EVENT_US = 30_000_000
+
+
+def _agent(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _verify(spool: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "evidence.cli", str(spool)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _ffprobe(path: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_packets",
+            "-show_format",
+            "-show_streams",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    data: dict[str, Any] = json.loads(out.stdout)
+    return data
+
+
+def _records(spool: Path) -> list[Record]:
+    [device] = list(layout.iter_devices(spool))
+    return [Record.load(p) for p in layout.iter_record_files(spool, device)]
+
+
+@pytest.fixture(scope="module")
+def spool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sim") / "spool"
+    result = _agent("simulate", "--spool", str(root), "--seconds", "60")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "DEVELOPMENT signing key" in result.stdout
+    return root
+
+
+def test_simulated_session_verifies(spool: Path) -> None:
+    result = _verify(spool)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_segment_is_mpegts_with_h264_and_aac(spool: Path) -> None:
+    [device] = list(layout.iter_devices(spool))
+    segments = [r for r in _records(spool) if r.type == RecordType.SEGMENT]
+    assert len(segments) >= 7  # 30 s pre-event + >= 60 s, 10 s each (first holds the buffer)
+    total_packets = 0
+    for seg in segments:
+        probe = _ffprobe(layout.media_path(spool, device, seg.body["file"]))
+        assert probe["format"]["format_name"] == "mpegts"
+        codecs = sorted(s["codec_name"] for s in probe["streams"])
+        assert codecs == ["aac", "h264"], (seg.body["file"], codecs)
+        video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+        assert int(video["nb_read_packets"]) == seg.body["frames"]
+        total_packets += int(video["nb_read_packets"])
+    close = _records(spool)[-1]
+    assert close.type == RecordType.SESSION_CLOSE
+    assert close.body["frames"] == total_packets
+
+
+def test_durations_add_up_and_no_frame_is_lost_at_splits(spool: Path) -> None:
+    records = _records(spool)
+    segments = [r.body for r in records if r.type == RecordType.SEGMENT]
+    close = records[-1].body
+    assert segments[0]["media_start_us"] == 0
+    for before, after in itertools.pairwise(segments):
+        assert after["media_start_us"] == before["media_end_us"]  # contiguous timeline
+    duration_us = segments[-1]["media_end_us"]
+    assert sum(s["media_end_us"] - s["media_start_us"] for s in segments) == duration_us
+    assert close["duration_us"] == duration_us
+    assert duration_us >= PRE_EVENT_US + 60_000_000
+    # frame count = duration x frame rate, exactly (to the frame)
+    assert abs(close["frames"] - duration_us * FPS / 1e6) < 1.0
+    assert close["dropped_frames"] == 0 and close["gaps"] == 0
+
+
+def test_pre_event_buffer_is_at_the_start_of_the_first_segment(spool: Path) -> None:
+    records = _records(spool)
+    opened = records[0]
+    assert opened.type == RecordType.SESSION_OPEN
+    assert opened.body["pre_event_us"] == PRE_EVENT_US
+    first = next(r for r in records if r.type == RecordType.SEGMENT)
+    assert first.body["index"] == 0 and first.body["pre_event_us"] >= PRE_EVENT_US - 1_000_000
+    lead_s = (opened.time.datetime - parse_utc(first.body["utc_start"])).total_seconds()
+    assert 29.0 <= lead_s <= 31.5, lead_s
+    assert "现在开始全程录音录像" in opened.body["preamble"]["text"]
+    assert opened.body["preamble"]["voice"] == "cmn-latn-pinyin"
+    assert any(r.type == RecordType.MARKER for r in records)
+
+
+def test_a_second_run_continues_the_same_chain(spool: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "spool"
+    shutil.copytree(spool, copy)
+    before = _records(copy)
+    result = _agent("simulate", "--spool", str(copy), "--seconds", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "DEVELOPMENT signing key" not in result.stdout
+    after = _records(copy)
+    new = after[len(before) :]
+    assert new[0].type == RecordType.SESSION_OPEN and new[0].seq == before[-1].seq + 1
+    assert new[0].prev == before[-1].hash()
+    assert new[0].session != before[0].session
+    assert _verify(copy).returncode == 0
+    status = _agent("status", "--spool", str(copy), "--json")
+    assert status.returncode == 0, status.stderr
+    info = json.loads(status.stdout)
+    [dev] = info["devices"].values()
+    assert dev["sessions"] == 2 and dev["head_seq"] == after[-1].seq
+    assert dev["pending_upload_segments"] == dev["segments"]
+
+
+def _audio_rms_dbfs(path: Path, start_s: float, end_s: float) -> float:
+    """RMS level of the decoded AAC between two times measured from the file's first frame."""
+    import array
+    import math
+
+    import av
+
+    total = 0.0
+    count = 0
+    resampler = av.AudioResampler(format="s16", layout="mono")
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        origin: float | None = None
+        for frame in container.decode(stream):
+            if frame.time is None:
+                continue
+            origin = frame.time if origin is None else origin
+            if not start_s <= frame.time - origin < end_s:
+                continue
+            for out in resampler.resample(frame):
+                pcm = array.array("h", bytes(out.planes[0])[: out.samples * 2])
+                total += sum(v * v for v in pcm)
+                count += len(pcm)
+    assert count, "no audio in the window"
+    return 20 * math.log10(max(math.sqrt(total / count) / 32768, 1e-9))
+
+
+def test_the_spoken_preamble_is_in_the_recording(spool: Path) -> None:
+    [device] = list(layout.iter_devices(spool))
+    records = _records(spool)
+    first = next(r for r in records if r.type == RecordType.SEGMENT)
+    path = layout.media_path(spool, device, first.body["file"])
+    press_s = first.body["pre_event_us"] / 1e6  # the press is where the pre-event buffer ends
+    before = _audio_rms_dbfs(path, press_s - 10, press_s - 1)
+    during = _audio_rms_dbfs(path, press_s + 1, press_s + 9)
+    # the room is quiet (simulated ambience) until the speaker says the preamble
+    assert during > before + 10, (before, during)

@@ -1,0 +1,52 @@
+"""The agent's systemd unit: notify + watchdog + restart + own user + hardening, and it passes
+``systemd-analyze verify``."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+UNIT = Path(__file__).resolve().parents[1] / "systemd" / "bodycam-agent.service"
+
+
+def _service() -> configparser.SectionProxy:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(UNIT, encoding="utf-8")
+    return parser["Service"]
+
+
+def test_unit_declares_the_required_behaviour() -> None:
+    service = _service()
+    assert service["Type"] == "notify"
+    assert service["WatchdogSec"]
+    assert service["Restart"] == "always"
+    assert service["User"] == "bodycam" and service["User"] != "root"
+    for directive in ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp"):
+        assert directive in service, directive
+    assert "run" in service["ExecStart"].split()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    # verify checks that ExecStart exists: point it at this environment's console script
+    agent = Path(sys.executable).parent / "bodycam-agent"
+    if not agent.exists():
+        pytest.skip("bodycam-agent console script not installed in this environment")
+    text = UNIT.read_text(encoding="utf-8").replace("/usr/local/bin/bodycam-agent", str(agent))
+    unit = tmp_path / "bodycam-agent.service"
+    unit.write_text(text, encoding="utf-8")
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bodycam-agent.service" not in result.stderr, result.stderr

@@ -1,0 +1,88 @@
+"""The Clock implementations: simulated time moves only when told to, real time always does."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agent.clock import SIMULATED_BOOT_ID, SimulatedClock, SystemClock, read_boot_id
+
+START = datetime(2026, 11, 30, 8, 0, 0, tzinfo=UTC)
+
+
+def test_fast_simulated_clock_moves_only_when_advanced_or_slept() -> None:
+    clock = SimulatedClock(START)
+    mono = clock.monotonic_ns()
+    time.sleep(0.02)
+    assert clock.utc_now() == START
+    assert clock.monotonic_ns() == mono
+    clock.advance_ns(1_500_000_000)
+    clock.sleep(2.0)  # returns at once, time jumps
+    assert clock.utc_now() == START + timedelta(seconds=3.5)
+    assert clock.monotonic_ns() - mono == 3_500_000_000
+    assert clock.boot_id == SIMULATED_BOOT_ID
+
+
+def test_simulated_clock_refuses_to_go_back_and_naive_start() -> None:
+    clock = SimulatedClock(START)
+    with pytest.raises(ValueError, match="backwards"):
+        clock.advance_ns(-1)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        SimulatedClock(datetime(2026, 1, 1))
+
+
+def test_sleep_until_ns_on_a_fast_clock_lands_on_the_deadline() -> None:
+    clock = SimulatedClock(START)
+    target = clock.monotonic_ns() + 250_000_000
+    clock.sleep_until_ns(target)
+    assert clock.monotonic_ns() == target
+    clock.sleep_until_ns(target - 1)  # in the past: no-op
+    assert clock.monotonic_ns() == target
+
+
+def test_realtime_simulated_clock_follows_real_time_plus_jumps() -> None:
+    clock = SimulatedClock(START, realtime=True)
+    time.sleep(0.05)
+    elapsed = (clock.utc_now() - START).total_seconds()
+    assert 0.04 <= elapsed < 1.0
+    clock.advance_ns(10 * 10**9)
+    assert (clock.utc_now() - START).total_seconds() >= 10.04
+
+
+def test_fast_clock_is_consistent_across_threads() -> None:
+    clock = SimulatedClock(START)
+
+    def worker() -> None:
+        for _ in range(1000):
+            clock.advance_ns(1000)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert clock.utc_now() == START + timedelta(microseconds=4000)
+
+
+def test_system_clock_is_aware_utc_and_monotonic() -> None:
+    clock = SystemClock()
+    now = clock.utc_now()
+    assert now.tzinfo is not None and now.utcoffset() == timedelta(0)
+    assert abs((now - datetime.now(UTC)).total_seconds()) < 1
+    a = clock.monotonic_ns()
+    clock.sleep(0.01)
+    assert clock.monotonic_ns() - a >= 10_000_000
+    assert clock.boot_id
+
+
+def test_boot_id_falls_back_when_unreadable(tmp_path: Path) -> None:
+    first = read_boot_id(tmp_path / "missing")
+    second = read_boot_id(tmp_path / "missing")
+    assert first != second and len(first) == 36
+    real = tmp_path / "boot_id"
+    real.write_text("1234-abcd\n")
+    assert read_boot_id(real) == "1234-abcd"

@@ -1,0 +1,147 @@
+"""The receiver's protocol handler on its own (no broker): edge cases of init/chunk/fin/query."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from evidence import transfer as wire
+from evidence.chain import DeviceChain
+from evidence.keys import generate_signing_key
+from evidence.media import digest_file
+from evidence.receipt import Receipt
+from evidence.records import Record, RecordType
+from evidence.testing import SteppingClock
+from receiver.db import connect
+from receiver.identity import load_receipt_key
+from receiver.ingest import Ingest, Outgoing
+from receiver.store import EvidenceStore
+
+DEV = "BC-1"
+
+
+class Rig:
+    def __init__(self, tmp: Path) -> None:
+        self.key = generate_signing_key()
+        self.root = tmp / "spool"
+        self.chain = DeviceChain(self.root, DEV, self.key)
+        self.clock = SteppingClock()
+        store = EvidenceStore(tmp / "rdata")
+        self.ingest = Ingest(
+            store, connect(store.db_path), load_receipt_key(tmp / "rdata" / "r.key")
+        )
+        self.ingest.registry.add_key(DEV, self.key.public_key())
+
+    def segment(self, name: str, data: bytes, *, file: str | None = None) -> Record:
+        path = self.root / "devices" / DEV / "media" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        body = {"file": file or name, "media": digest_file(path, 1024).to_dict(), "stored": None}
+        return self.chain.append(RecordType.SEGMENT, "s1", body, self.clock.tick(1))
+
+    def send(self, kind: str, payload: bytes) -> list[Outgoing]:
+        return self.ingest.handle(wire.up_topic(DEV, kind), payload)
+
+    def init(self, record: Record) -> list[Outgoing]:
+        return self.send("init", wire.encode_json({"v": 1, "record": record.to_dict()}))
+
+    def chunk(self, record: Record, index: int, data: bytes) -> list[Outgoing]:
+        return self.send("chunk", wire.pack_chunk(record.hash(), index, index * 1024, data))
+
+    def fin(self, record: Record) -> list[Outgoing]:
+        m = record.body["media"]
+        msg = {
+            "v": 1,
+            "record": record.hash(),
+            "size": m["size"],
+            "sha256": m["sha256"],
+            "chunks": len(m["chunks"]),
+        }
+        return self.send("fin", wire.encode_json(msg))
+
+    def upload(self, record: Record, data: bytes) -> list[Outgoing]:
+        out = self.init(record)
+        for i in range(0, len(data), 1024):
+            out += self.chunk(record, i // 1024, data[i : i + 1024])
+        return out + self.fin(record)
+
+
+def _kinds(out: list[Outgoing]) -> list[str]:
+    return [o.topic.rsplit("/", 1)[1] for o in out]
+
+
+def _receipt(out: list[Outgoing]) -> Receipt:
+    (r,) = [Receipt.parse(o.payload) for o in out if o.topic.endswith("/receipt")]
+    return r
+
+
+def test_out_of_order_and_missing_chunks_are_requested_then_completed(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    data = bytes(range(256)) * 20  # 5120 bytes: 5 chunks
+    rec = rig.segment("a.ts", data)
+    rig.init(rec)
+    for i in (4, 2, 0):
+        rig.chunk(rec, i, data[i * 1024 : (i + 1) * 1024])
+    (need,) = rig.fin(rec)
+    assert json.loads(need.payload)["chunks"] == [1, 3]
+    # a query while partial names the same gaps; an unknown record needs everything
+    out = rig.send("query", wire.encode_json({"v": 1, "records": [rec.hash(), "0" * 64]}))
+    assert [json.loads(o.payload)["what"] for o in out] == ["chunks", "all"]
+    for i in (3, 1):
+        rig.chunk(rec, i, data[i * 1024 : (i + 1) * 1024])
+    assert _receipt(rig.fin(rec)).status == "stored"
+    stored = rig.ingest.store.object_path(rec.body["media"]["sha256"]).read_bytes()
+    assert stored == data
+
+
+def test_unsafe_name_name_clash_and_fork_are_quarantined(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    first = rig.segment("a.ts", b"x" * 2000)
+    assert _receipt(rig.upload(first, b"x" * 2000)).status == "stored"
+    clash = rig.segment("b.ts", b"y" * 2000, file="a.ts")  # other bytes under the same name
+    r = _receipt(rig.upload(clash, b"y" * 2000))
+    assert r.status == "quarantined" and "already holds other media" in (r.reason or "")
+    unsafe = rig.segment("c.ts", b"z" * 10, file="../../etc/passwd")
+    r = _receipt(rig.init(unsafe))
+    assert r.status == "quarantined" and "not a safe name" in (r.reason or "")
+    # a second, differently signed record for an already stored seq (a fork of the chain)
+    fork = Record.create(
+        type=RecordType.MARKER,
+        device=DEV,
+        session="s1",
+        seq=first.seq,
+        prev=first.prev,
+        time=rig.clock.tick(1),
+        public_key=rig.key.public_key(),
+        body={"kind": "x"},
+    ).sign(rig.key)
+    r = _receipt(rig.init(fork))
+    assert r.status == "quarantined" and "already stored" in (r.reason or "")
+    # the same bad evidence again: answered, but kept once
+    rig.init(fork)
+    rows = rig.ingest.conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
+    assert rows == 3
+
+
+def test_idle_transfers_expire_and_leave_no_temp_files(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rec = rig.segment("a.ts", b"q" * 3000)
+    rig.init(rec)
+    rig.chunk(rec, 0, b"q" * 1024)
+    assert list(rig.ingest.store.tmp.iterdir())
+    rig.ingest.transfer_timeout_s = 0.0
+    assert rig.ingest.expire() == 1
+    assert not list(rig.ingest.store.tmp.iterdir())
+    assert _kinds(rig.fin(rec)) == ["need"]  # unknown now: the device resends everything
+
+
+def test_a_device_learns_nothing_about_another_devices_records(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rec = rig.segment("a.ts", b"x" * 1500)
+    assert _receipt(rig.upload(rec, b"x" * 1500)).status == "stored"
+    other = generate_signing_key()
+    rig.ingest.registry.add_key("BC-2", other.public_key())
+    query = wire.encode_json({"v": 1, "records": [rec.hash()]})
+    (out,) = rig.ingest.handle(wire.up_topic("BC-2", "query"), query)
+    assert out.topic == wire.down_topic("BC-2", "need")
+    assert json.loads(out.payload)["what"] == "all"
