@@ -1,37 +1,43 @@
 """Encryption at rest of spooled media to the receiver's X25519 public key.
 
-Construction (scheme ``x25519-chacha20poly1305-stream/1``), modelled on age's STREAM payload and
+Construction (scheme ``x25519-chacha20poly1305-stream/2``), modelled on age's STREAM payload and
 built only from primitives in ``cryptography`` so no new dependency is needed; ChaCha20-Poly1305
 because a Pi 4 has no AES instructions:
 
-- header (76 bytes): magic ``BCAMENC\\x01`` | plaintext chunk size (u32, big endian) |
+- header (76 bytes): magic ``BCAMENC\\x02`` | largest plaintext chunk (u32, big endian) |
   ephemeral X25519 public key (32) | recipient id (16 = first half of SHA-256 of the recipient's
   raw public key) | random salt (16)
 - key = HKDF-SHA256(X25519(ephemeral, recipient), salt, info = label | ephemeral | recipient)
-- body: the plaintext cut into chunks of exactly ``chunk_size`` bytes (the last one may be short;
-  it is empty only when the whole plaintext is), each sealed with ChaCha20-Poly1305 under
-  nonce = 11-byte big-endian chunk counter | last-chunk flag (1 byte), the header as associated
-  data.
-
-Why not age via pyrage (installable here, 1.4.0): it would add a dependency for what the
-``cryptography`` package already provides, and its streaming API copies from one file object to
-another, so it cannot serve as the file object PyAV muxes into; :class:`EncryptingWriter` can,
-so media need never reach the card in plaintext.
+- body: frames ``u32 sealed length | sealed chunk``. A chunk holds 1..``chunk_size`` plaintext
+  bytes (the last one may be empty) and is sealed with ChaCha20-Poly1305 under nonce =
+  11-byte big-endian chunk counter | last-chunk flag (1 byte), the header as associated data.
+  Full chunks are written as data arrives; :meth:`EncryptingWriter.flush` also seals the bytes
+  buffered so far as a short chunk, so whatever the writer flushed (and the caller fsynced)
+  survives a crash as whole, authenticated chunks: the live recording is never in plaintext on
+  the card and a crash loses at most what was written since the last flush.
 
 So a chunk moved, swapped, dropped, altered or taken from another file fails authentication, a
 file cut at any point lacks a chunk sealed as last, and bytes appended after the last chunk are
 refused. A fresh ephemeral key per file means the device that wrote it cannot decrypt it.
 
-Failure posture: decryption either produces the whole plaintext or raises
-:class:`DecryptionError` (with the chunk index and what was wrong) and leaves no output file;
-nothing is ever decrypted "mostly". :func:`iter_decrypted_chunks` hands out authenticated chunks
-as it goes: a consumer must not act on them until the iterator has finished without error.
+A file cut by a crash (no last chunk) is refused by default. Only in the explicit
+*recovered-prefix* mode (``recovered_prefix=True``), used for segments the device sealed as
+recovered after a crash, does the reader accept a stream that ends on a whole non-last chunk,
+and it reports that stream as truncated by the crash (:class:`StreamStatus`). Without the key
+the device finds the crash-safe prefix of such a file with :func:`readable_prefix_bytes`.
+
+Failure posture: decryption either produces the whole plaintext (or, in recovered-prefix mode,
+the whole authenticated prefix) or raises :class:`DecryptionError` (with the chunk index and
+what was wrong) and leaves no output file; nothing is ever decrypted "mostly".
+:func:`iter_decrypted_chunks` hands out authenticated chunks as it goes: a consumer must not act
+on them until the iterator has finished without error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import struct
 from collections.abc import Iterator
@@ -49,17 +55,19 @@ from evidence.errors import EvidenceError, KeyFileError
 from evidence.fsutil import atomic_write, fsync_dir
 from evidence.media import CHUNK_SIZE, FileDigest, StreamingDigest
 
-SCHEME = "x25519-chacha20poly1305-stream/1"
-MAGIC = b"BCAMENC\x01"
+SCHEME = "x25519-chacha20poly1305-stream/2"
+MAGIC = b"BCAMENC\x02"
 RECIPIENT_ID_PREFIX = "x25519:"
 DEFAULT_CHUNK_SIZE_BYTES = 64 * 1024
 MIN_CHUNK_SIZE_BYTES = 1024
 # Bounds what a hostile header can make a reader allocate.
 MAX_CHUNK_SIZE_BYTES = 16 * 1024 * 1024
 TAG_SIZE_BYTES = 16
-_HKDF_INFO = b"bodycam encryption at rest v1"
+_HKDF_INFO = b"bodycam encryption at rest v2"
 _HEADER = struct.Struct(">8sI32s16s16s")
 HEADER_SIZE_BYTES = _HEADER.size
+_FRAME_PREFIX = struct.Struct(">I")
+FRAME_PREFIX_BYTES = _FRAME_PREFIX.size
 _MAX_COUNTER = 2**88 - 1
 
 
@@ -168,7 +176,11 @@ def _check_chunk_size(chunk_size_bytes: int) -> None:
 
 
 class Sink(Protocol):
-    """Where an EncryptingWriter puts the ciphertext: a binary file or anything alike."""
+    """Where an EncryptingWriter puts the ciphertext: a binary file or anything alike.
+
+    ``fileno`` is optional: :meth:`EncryptingWriter.fileno` passes it through so a caller can
+    fsync the file underneath.
+    """
 
     def write(self, data: bytes, /) -> int: ...
 
@@ -179,8 +191,10 @@ class EncryptingWriter:
     """A write-only binary stream that encrypts what is written into ``sink``.
 
     Usable as a file object for writers that never seek (e.g. PyAV's MPEG-TS muxer). Memory is
-    bounded by two chunks. :meth:`close` seals the last chunk and must be called, otherwise the
-    output is (detectably) truncated; it does not close ``sink``.
+    bounded by one chunk. :meth:`flush` seals what is buffered as a (short) chunk and flushes
+    ``sink``, so after ``flush()`` + ``os.fsync(writer.fileno())`` every byte written so far is
+    on disk in whole chunks. :meth:`close` seals the last chunk and must be called, otherwise
+    the output is (detectably) truncated; it does not close ``sink``.
     """
 
     def __init__(
@@ -217,7 +231,9 @@ class EncryptingWriter:
     def _seal(self, chunk: bytes, last: bool) -> None:
         if self._counter > _MAX_COUNTER:
             raise EncryptionError("too many chunks for one file")
-        self._emit(self._aead.encrypt(_nonce(self._counter, last), chunk, self.header))
+        sealed = self._aead.encrypt(_nonce(self._counter, last), chunk, self.header)
+        # One write per frame: a crash leaves whole frames and at most one cut-off frame.
+        self._emit(_FRAME_PREFIX.pack(len(sealed)) + sealed)
         self._counter += 1
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -232,7 +248,24 @@ class EncryptingWriter:
         return len(data)
 
     def flush(self) -> None:
+        """Seal the buffered bytes as a chunk of their own and flush the sink."""
+        if self._closed:
+            return
+        if self._buffer:
+            self._seal(bytes(self._buffer), last=False)
+            self._buffer.clear()
         self._sink.flush()
+
+    def fileno(self) -> int:
+        """The sink's descriptor (for fsync); ``io.UnsupportedOperation`` if it has none."""
+        fileno = getattr(self._sink, "fileno", None)
+        if fileno is None:
+            raise io.UnsupportedOperation("the sink has no file descriptor")
+        return int(fileno())
+
+    def tell(self) -> int:
+        """Plaintext bytes written so far (what a muxer writing into us expects)."""
+        return self.plaintext_bytes
 
     def writable(self) -> bool:
         return True
@@ -283,9 +316,7 @@ def _read_exactly(src: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
-def read_header(src: BinaryIO, *, path: Path | None = None) -> dict[str, Any]:
-    """Parse an encrypted file's header (no key needed): scheme, recipient id, chunk size."""
-    header = _read_exactly(src, HEADER_SIZE_BYTES)
+def _parse_header(header: bytes, *, path: Path | None) -> dict[str, Any]:
     if len(header) < HEADER_SIZE_BYTES or not header.startswith(MAGIC):
         raise DecryptionError("not an encrypted media file (missing or unknown header)", path=path)
     _magic, chunk_size, eph_raw, rec_digest, salt = _HEADER.unpack(header)
@@ -301,10 +332,92 @@ def read_header(src: BinaryIO, *, path: Path | None = None) -> dict[str, Any]:
     }
 
 
+def read_header(src: BinaryIO, *, path: Path | None = None) -> dict[str, Any]:
+    """Parse an encrypted file's header (no key needed): scheme, recipient id, chunk size."""
+    return _parse_header(_read_exactly(src, HEADER_SIZE_BYTES), path=path)
+
+
+def _sealed_size_ok(sealed_size: int, chunk_size: int) -> bool:
+    return TAG_SIZE_BYTES <= sealed_size <= chunk_size + TAG_SIZE_BYTES
+
+
+def readable_prefix_bytes(path: Path) -> int:
+    """Bytes of ``path`` that form a valid header plus whole frames (no key needed).
+
+    What a crash left of an encrypted file: the device keeps exactly this prefix (a cut-off
+    frame at the end cannot be authenticated by anyone). 0 when not even the header is whole.
+    """
+    with open(path, "rb") as f:
+        try:
+            head = _parse_header(_read_exactly(f, HEADER_SIZE_BYTES), path=Path(path))
+        except DecryptionError:
+            return 0
+        good = HEADER_SIZE_BYTES
+        while True:
+            prefix = _read_exactly(f, FRAME_PREFIX_BYTES)
+            if len(prefix) < FRAME_PREFIX_BYTES:
+                return good
+            (sealed_size,) = _FRAME_PREFIX.unpack(prefix)
+            if not _sealed_size_ok(sealed_size, head["chunk_size"]):
+                return good
+            if len(_read_exactly(f, sealed_size)) < sealed_size:
+                return good
+            good += FRAME_PREFIX_BYTES + sealed_size
+
+
+@dataclass
+class StreamStatus:
+    """Filled in by :func:`iter_decrypted_chunks` as it goes."""
+
+    chunks: int = 0
+    plaintext_bytes: int = 0
+    terminated: bool = False
+    """True once a chunk sealed as last was read; False at the end of a recovered prefix."""
+
+    @property
+    def truncated_by_crash(self) -> bool:
+        return not self.terminated
+
+
+def _read_frame(src: BinaryIO, chunk_size: int, counter: int, *, path: Path | None) -> bytes | None:
+    """The next sealed chunk, or None at the clean end of the file."""
+    prefix = _read_exactly(src, FRAME_PREFIX_BYTES)
+    if not prefix:
+        return None
+    if len(prefix) < FRAME_PREFIX_BYTES:
+        raise DecryptionError("truncated inside a chunk's length", path=path, chunk=counter)
+    (sealed_size,) = _FRAME_PREFIX.unpack(prefix)
+    if not _sealed_size_ok(sealed_size, chunk_size):
+        raise DecryptionError(
+            f"corrupt chunk length {sealed_size} (at most {chunk_size + TAG_SIZE_BYTES})",
+            path=path,
+            chunk=counter,
+        )
+    sealed = _read_exactly(src, sealed_size)
+    if len(sealed) < sealed_size:
+        raise DecryptionError(
+            f"truncated: chunk cut off after {len(sealed)} of {sealed_size} bytes",
+            path=path,
+            chunk=counter,
+        )
+    return sealed
+
+
 def iter_decrypted_chunks(
-    src: BinaryIO, private_key: X25519PrivateKey, *, path: Path | None = None
+    src: BinaryIO,
+    private_key: X25519PrivateKey,
+    *,
+    path: Path | None = None,
+    recovered_prefix: bool = False,
+    status: StreamStatus | None = None,
 ) -> Iterator[bytes]:
-    """Yield the plaintext chunk by chunk; raises DecryptionError at the first problem."""
+    """Yield the plaintext chunk by chunk; raises DecryptionError at the first problem.
+
+    ``recovered_prefix``: accept a stream that ends on a whole chunk not sealed as last (a
+    segment cut by a crash and sealed as recovered); ``status.terminated`` then says False.
+    Never use it for a segment that was sealed normally: it would hide a truncation.
+    """
+    status = status if status is not None else StreamStatus()
     head = read_header(src, path=path)
     rec_pub = private_key.public_key()
     if head["recipient"] != recipient_id(rec_pub):
@@ -318,41 +431,56 @@ def iter_decrypted_chunks(
     except ValueError as exc:
         raise DecryptionError(f"invalid ephemeral key in header ({exc})", path=path) from exc
     header: bytes = head["_header"]
+    chunk_size: int = head["chunk_size"]
     aead = ChaCha20Poly1305(_derive_key(shared, head["_salt"], eph_raw, _raw(rec_pub)))
-    sealed_size = head["chunk_size"] + TAG_SIZE_BYTES
     counter = 0
-    current = _read_exactly(src, sealed_size)
-    if not current:
+    current = _read_frame(src, chunk_size, counter, path=path)
+    if current is None:
         raise DecryptionError("truncated: the file has a header but no chunks", path=path)
     while True:
-        following = _read_exactly(src, sealed_size)
-        last = not following
-        try:
-            plain = aead.decrypt(_nonce(counter, last), current, header)
-        except InvalidTag:
+        following = _read_frame(src, chunk_size, counter + 1, path=path)
+        last = following is None
+        plain = _try_decrypt(aead, counter, current, header, last=last)
+        status.terminated = last
+        if plain is None and last and recovered_prefix:
+            plain = _try_decrypt(aead, counter, current, header, last=False)
+            status.terminated = False
+        if plain is None:
             raise DecryptionError(
                 _diagnose(aead, counter, current, header, last), path=path, chunk=counter
-            ) from None
+            )
+        status.chunks += 1
+        status.plaintext_bytes += len(plain)
         yield plain
-        if last:
+        if following is None:
             return
         counter += 1
         current = following
+
+
+def _try_decrypt(
+    aead: ChaCha20Poly1305, counter: int, sealed: bytes, header: bytes, *, last: bool
+) -> bytes | None:
+    try:
+        return aead.decrypt(_nonce(counter, last), sealed, header)
+    except InvalidTag:
+        return None
 
 
 def _diagnose(
     aead: ChaCha20Poly1305, counter: int, sealed: bytes, header: bytes, last: bool
 ) -> str:
     """Tell truncation and appended data apart from plain tampering, for the error message."""
-    try:
-        aead.decrypt(_nonce(counter, not last), sealed, header)
-    except InvalidTag:
+    if _try_decrypt(aead, counter, sealed, header, last=not last) is None:
         return (
             "authentication failed: the chunk was altered, moved, swapped or comes from another"
             " file"
         )
     if last:
-        return "truncated: the file ends before its final chunk"
+        return (
+            "truncated: the file ends before its final chunk (a segment cut by a crash can be"
+            " read only in recovered-prefix mode)"
+        )
     return "unexpected data after the final chunk"
 
 
@@ -462,19 +590,27 @@ def encrypt_for_spool(
     )
 
 
-def decrypt_file(src: Path, dst: Path, private_key: X25519PrivateKey) -> dict[str, Any]:
-    """Decrypt ``src`` into ``dst``; on any error raise DecryptionError and leave no ``dst``."""
+def decrypt_file(
+    src: Path, dst: Path, private_key: X25519PrivateKey, *, recovered_prefix: bool = False
+) -> dict[str, Any]:
+    """Decrypt ``src`` into ``dst``; on any error raise DecryptionError and leave no ``dst``.
+
+    The result has ``scheme``, ``recipient``, ``chunk_size``, ``plaintext_bytes`` and
+    ``truncated_by_crash`` (True only in ``recovered_prefix`` mode, for a stream without its
+    last chunk; see :func:`iter_decrypted_chunks`).
+    """
     src, dst = Path(src), Path(dst)
     tmp = dst.with_name(f".{dst.name}.dec-tmp{os.getpid()}")
-    plaintext_bytes = 0
+    status = StreamStatus()
     try:
         with open(src, "rb") as fin:
             head = read_header(fin, path=src)
             fin.seek(0)
             with open(tmp, "wb") as fout:
-                for chunk in iter_decrypted_chunks(fin, private_key, path=src):
+                for chunk in iter_decrypted_chunks(
+                    fin, private_key, path=src, recovered_prefix=recovered_prefix, status=status
+                ):
                     fout.write(chunk)
-                    plaintext_bytes += len(chunk)
                 fout.flush()
                 os.fsync(fout.fileno())
         os.replace(tmp, dst)
@@ -487,18 +623,27 @@ def decrypt_file(src: Path, dst: Path, private_key: X25519PrivateKey) -> dict[st
         "scheme": head["scheme"],
         "recipient": head["recipient"],
         "chunk_size": head["chunk_size"],
-        "plaintext_bytes": plaintext_bytes,
+        "plaintext_bytes": status.plaintext_bytes,
+        "truncated_by_crash": status.truncated_by_crash,
     }
 
 
-def decrypt_blocks(path: Path, private_key: X25519PrivateKey) -> Iterator[bytes]:
+def decrypt_blocks(
+    path: Path,
+    private_key: X25519PrivateKey,
+    *,
+    recovered_prefix: bool = False,
+    status: StreamStatus | None = None,
+) -> Iterator[bytes]:
     """Plaintext blocks of an encrypted file, for digesting without writing plaintext to disk.
 
     Raises DecryptionError (possibly after some blocks were yielded) if anything is wrong.
     """
     path = Path(path)
     with open(path, "rb") as f:
-        yield from iter_decrypted_chunks(f, private_key, path=path)
+        yield from iter_decrypted_chunks(
+            f, private_key, path=path, recovered_prefix=recovered_prefix, status=status
+        )
 
 
 # The names evidence.decrypt (the verifier's adapter) looks up.

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from evidence.encryption import (
+    FRAME_PREFIX_BYTES,
     HEADER_SIZE_BYTES,
     SCHEME,
     TAG_SIZE_BYTES,
@@ -33,7 +34,7 @@ from evidence.errors import KeyFileError
 from evidence.keys import generate_signing_key, save_signing_key
 
 CHUNK = 4096  # small chunks so a few MiB make many of them
-SEALED = CHUNK + TAG_SIZE_BYTES
+SEALED = FRAME_PREFIX_BYTES + CHUNK + TAG_SIZE_BYTES  # one full chunk's frame
 TS_PACKET = 188
 
 
@@ -117,7 +118,8 @@ def test_roundtrip_of_a_multi_mib_segment(
     assert info["plaintext_bytes"] == media.stat().st_size
     assert info["stored_bytes"] == enc.stat().st_size
     chunks = -(-media.stat().st_size // CHUNK)
-    assert enc.stat().st_size == HEADER_SIZE_BYTES + media.stat().st_size + chunks * TAG_SIZE_BYTES
+    overhead = chunks * (FRAME_PREFIX_BYTES + TAG_SIZE_BYTES)
+    assert enc.stat().st_size == HEADER_SIZE_BYTES + media.stat().st_size + overhead
     out = decrypt_file(enc, dec, key)
     assert out["plaintext_bytes"] == media.stat().st_size
     assert sha(dec) == sha(media)
@@ -266,7 +268,8 @@ def test_edge_sizes_roundtrip(size: int, key: X25519PrivateKey, tmp_path: Path) 
     if size:
         # Dropping the final chunk of a multi-chunk file is truncation, never a valid shorter file.
         data = enc.read_bytes()
-        last_start = HEADER_SIZE_BYTES + ((size - 1) // 1024) * (1024 + TAG_SIZE_BYTES)
+        frame = FRAME_PREFIX_BYTES + 1024 + TAG_SIZE_BYTES
+        last_start = HEADER_SIZE_BYTES + ((size - 1) // 1024) * frame
         if last_start > HEADER_SIZE_BYTES:
             _refused(data[:last_start], key, tmp_path)
 

@@ -78,9 +78,18 @@ def test_receiver_sigkill_mid_transfer(dock: Dock, big_spool: BuiltSpool) -> Non
     thread, stop, results = _upload_in_thread(dock, big_spool, window_bytes=64 * 1024)
     total = len(big_spool.records)
     _wait(lambda: dock.stored_records() >= 3, 20, "first records stored")
+    # freeze the receiver at a moment when a segment is half received, then kill it there
+    tmp = dock.rx.data_dir / "tmp"
+    for _ in range(500):
+        dock.rx.pause()
+        if any(p.stat().st_size > 0 for p in tmp.glob("*.part")):
+            break
+        dock.rx.resume()
+        time.sleep(0.002)
+    partial = [p.name for p in tmp.glob("*.part")]
     dock.rx.kill()
-    stored_at_kill = dock.stored_records()
-    assert stored_at_kill < total, "upload finished before the kill; make the spool bigger"
+    assert partial, "never caught a segment mid-transfer"
+    assert dock.stored_records() < total
     time.sleep(0.5)
     dock.rx.start()  # clears its partial temp files, then resumes from what is missing
     thread.join(60)
