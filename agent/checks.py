@@ -32,10 +32,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from agent.config import ChecksConfig
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+from agent.config import AgentConfig, ChecksConfig
+from agent.errors import ConfigError
 from agent.hardware.battery import BatteryGauge
 from agent.hardware.storage import StorageGauge
 from agent.media.base import CaptureHealth, CapturePipeline
+from evidence.encryption import load_encryption_public_key, recipient_id
+from evidence.errors import EvidenceError
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +320,52 @@ def check_spool(spool_dir: Path) -> CheckResult:
     except OSError as exc:
         return CheckResult("spool", Outcome.FAIL, f"spool not writable: {exc}")
     return CheckResult("spool", Outcome.PASS, f"writable ({spool_dir})")
+
+
+# --- encryption at rest ------------------------------------------------------------------
+
+
+PLAINTEXT_WARNING = (
+    "spool media are NOT encrypted: no [device] encryption_key_file configured; a lost or "
+    "stolen card shows every recording (acceptable for development only)"
+)
+
+
+def load_recipient(cfg: AgentConfig) -> X25519PublicKey | None:
+    """The receiver's encryption key from ``[device] encryption_key_file``; None if not set.
+
+    Raises :class:`~agent.errors.ConfigError` when it is set but unusable: a device told to
+    encrypt must not fall back to plaintext.
+    """
+    path = cfg.encryption_key_path
+    if path is None:
+        return None
+    try:
+        return load_encryption_public_key(path)
+    except EvidenceError as exc:
+        raise ConfigError(
+            "(agent)",
+            "device.encryption_key_file",
+            f"{exc} (a device told to encrypt never falls back to plaintext)",
+        ) from exc
+
+
+def check_encryption(cfg: AgentConfig) -> CheckResult:
+    """The ``encryption`` check item: pass when media are encrypted, warn when plaintext."""
+    path = cfg.encryption_key_path
+    try:
+        recipient = load_recipient(cfg)
+    except ConfigError as exc:
+        return CheckResult("encryption", Outcome.FAIL, exc.detail, {"key_file": str(path)})
+    if recipient is None:
+        return CheckResult("encryption", Outcome.WARN, PLAINTEXT_WARNING, {"encrypted": False})
+    rid = recipient_id(recipient)
+    return CheckResult(
+        "encryption",
+        Outcome.PASS,
+        f"spool media encrypted to the receiver key {rid}",
+        {"encrypted": True, "recipient": rid},
+    )
 
 
 # --- all together ------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
   loop; SIGTERM seals the open segment and closes the session; exit 0).
 - ``check [--config FILE]``: the Art. 11 checks, printed; exit 1 when a check fails.
 - ``status [--config FILE | --spool DIR] [--json]``: device id, chain head, sessions, segments
-  waiting for a receiver receipt, free storage, battery.
+  waiting for a receiver receipt, free storage, battery, whether media are encrypted at rest.
 - ``simulate --spool DIR --seconds N [--config FILE] [--realtime]``: a scripted session on
   simulated hardware (pre-event buffer fills, press, N s of media, a marker, hold to stop).
   Without a config it creates a development key and device id in the spool and says so.
@@ -77,10 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="capture at wall-clock rate (default: as fast as possible)",
     )
+    sub.add_parser(
+        "upload",
+        add_help=False,
+        help="upload the spool at the dock over MQTT (options: bodycam-agent upload --help)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["upload"]:
+        # The uploader is its own process with its own options (agent.uplink), so that the
+        # recorder never waits on the network.
+        from agent.uplink.__main__ import main as upload_main
+
+        return upload_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -197,6 +209,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
     finally:
         capture.stop()
+    from agent.checks import CheckReport, check_encryption
+
+    report = CheckReport(report.utc, [*report.results, check_encryption(cfg)])
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -232,7 +247,9 @@ def spool_status(spool_dir: Path, cfg: AgentConfig) -> dict[str, Any]:
                 names = {f"{record.seq:010d}.json", f"{record.hash()}.json", f"{name}.json"}
                 if not names & receipts:
                     pending += 1
-                    pending_bytes += int(record.body.get("media", {}).get("size", 0))
+                    # What travels is the stored form (ciphertext when encrypted).
+                    kept = record.body.get("stored") or record.body.get("media") or {}
+                    pending_bytes += int(kept.get("size", 0))
         out["devices"][device] = {
             "head_seq": head.seq if head else None,
             "head_hash": head.hash() if head else None,
@@ -255,6 +272,10 @@ def spool_status(spool_dir: Path, cfg: AgentConfig) -> dict[str, Any]:
         out.setdefault("errors", []).append(str(exc))
     reading = make_battery(cfg, create=False).read()
     out["battery"] = reading.to_dict() if reading else None
+    from agent.checks import check_encryption
+
+    enc = check_encryption(cfg)
+    out["encryption"] = {"outcome": str(enc.outcome), "detail": enc.reason, **enc.data}
     return out
 
 
@@ -286,6 +307,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"battery: {b['capacity_percent']}% {b['status']} ({b['supply']})")
     else:
         print("battery: no gauge found")
+    enc = status["encryption"]
+    label = {"pass": "on", "warn": "OFF (WARNING)", "fail": "BROKEN"}[enc["outcome"]]
+    print(f"encryption at rest: {label}: {enc['detail']}")
     return EXIT_OK
 
 

@@ -35,6 +35,10 @@ class DeviceConfig:
     spool_dir: str = "/var/lib/bodycam/spool"
     key_file: str = ""
     """Ed25519 signing key (PEM). Empty: ``<spool>/state/device.key``."""
+    encryption_key_file: str = ""
+    """The receiver's X25519 public key (PEM, ``receiver-encryption.pub`` from the provisioning
+    bundle): spooled media are encrypted to it. Empty: media stay plaintext on the card
+    (development only; the agent warns at start and ``check`` reports it)."""
 
 
 @dataclass
@@ -157,6 +161,10 @@ class AgentConfig:
     @property
     def spool_path(self) -> Path:
         return Path(self.device.spool_dir)
+
+    @property
+    def encryption_key_path(self) -> Path | None:
+        return Path(self.device.encryption_key_file) if self.device.encryption_key_file else None
 
     @property
     def key_path(self) -> Path:

@@ -35,6 +35,7 @@ from agent.checks import (
     CheckReport,
     ClockSyncState,
     Outcome,
+    check_encryption,
     recording_minutes,
     run_checks,
 )
@@ -293,6 +294,7 @@ class Recorder:
                 now=self.clock.utc_now,
             )
         )
+        report = CheckReport(report.utc, [*report.results, check_encryption(self.cfg)])
         self.last_report = report
         clock_result = report.get("clock")
         self.clock_synced = clock_result is not None and clock_result.outcome == Outcome.PASS

@@ -5,6 +5,13 @@ What a crash can leave behind, and what we do:
 - ``state/parts/X.part`` with no record: the interrupted segment. It is trimmed to whole 188-byte
   MPEG-TS packets (a cut-off TS still plays), its frames and duration are read back with PyAV,
   and it is sealed with ``recovered: true``.
+- an *encrypted* ``X.part`` (the spool encrypts to the receiver's key): the device cannot
+  decrypt it, so it keeps the crash-safe prefix (header + whole authenticated-length frames,
+  :func:`evidence.encryption.readable_prefix_bytes`), takes frames and media time from the
+  part's progress lines (``X.part.progress``, written at every flush) and seals it with
+  ``recovered: true``, ``media: null`` and ``stored`` = the digest of that prefix. The receiver
+  or verifier decrypts it in recovered-prefix mode, which reports it as truncated by the crash.
+  A plaintext part found while encryption is configured is encrypted when sealed.
 - ``X.part`` whose ``segment`` record already exists (crash between record and rename): the
   digest is checked and the rename completed.
 - ``state/session.json`` of a session that was never closed: a ``gap`` record (cause
@@ -33,8 +40,11 @@ from agent.spool import (
     SessionState,
     Spool,
     parse_segment_file_name,
+    read_progress,
+    remove_progress,
 )
 from evidence import layout
+from evidence.encryption import HEADER_SIZE_BYTES, is_encrypted_file, readable_prefix_bytes
 from evidence.fsutil import fsync_dir
 from evidence.media import digest_file
 from evidence.records import Record, RecordType, format_utc, parse_utc
@@ -266,8 +276,39 @@ def _complete_rename(
     os.replace(part, final)
     fsync_dir(final.parent)
     fsync_dir(part.parent)
+    remove_progress(part)
     result.completed_renames.append(name)
     log.warning("completed the interrupted rename of %s (seq %d)", name, record.seq)
+
+
+def trim_to_frames(path: Path) -> int:
+    """Cut an encrypted part back to its header and whole frames; returns the bytes removed."""
+    size = path.stat().st_size
+    keep = readable_prefix_bytes(path)
+    if keep != size:
+        with path.open("rb+") as fh:
+            fh.truncate(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return size - keep
+
+
+def probe_encrypted(part: Path) -> tuple[TsProbe, datetime | None]:
+    """What the part's progress lines say about the media in its (trimmed) encrypted prefix,
+    and the spool clock's time of the last flush they cover (None without any line)."""
+    progress = read_progress(part, part.stat().st_size) or {}
+    probe = TsProbe(
+        frames=int(progress.get("frames") or 0),
+        first_pts_us=None,
+        duration_us=int(progress.get("duration_us") or 0),
+        video={"codec": "h264"},
+        audio={"codec": "aac"} if progress.get("audio") else None,
+    )
+    try:
+        flushed = parse_utc(progress["utc"]) if progress.get("utc") else None
+    except ValueError:
+        flushed = None
+    return probe, flushed
 
 
 def _seal_recovered(
@@ -278,21 +319,32 @@ def _seal_recovered(
     state: SessionState,
     result: RecoveryResult,
 ) -> Record | None:
-    result.trimmed_bytes += trim_to_packets(part)
-    if part.stat().st_size == 0:
-        part.unlink()  # nothing was written: no media to keep
+    encrypted = part.stat().st_size > 0 and is_encrypted_file(part)
+    if encrypted:
+        result.trimmed_bytes += trim_to_frames(part)
+    else:
+        result.trimmed_bytes += trim_to_packets(part)
+    size = part.stat().st_size
+    if size == 0 or (encrypted and size <= HEADER_SIZE_BYTES):
+        part.unlink()  # nothing (or only an encryption header) was written: no media to keep
         fsync_dir(part.parent)
-        log.warning("removed empty part %s", part)
+        remove_progress(part)
+        log.warning("removed part %s holding no media", part)
         return None
-    probe = probe_ts(part)
+    if encrypted:
+        probe, last_write = probe_encrypted(part)
+    else:
+        probe, last_write = probe_ts(part), None
     first_of_recording = index == state.recording_index0 or state.last_media_end_us is None
     media_start = 0 if first_of_recording else int(state.last_media_end_us or 0)
     if state.last_utc_end and not first_of_recording:
         utc_start = parse_utc(state.last_utc_end)
     else:
-        # No sealed neighbour: the file's last write is the newest media, within the fsync cadence.
-        mtime = datetime.fromtimestamp(part.stat().st_mtime, UTC)
-        utc_start = mtime - timedelta(microseconds=probe.duration_us)
+        # No sealed neighbour: the file's last write is the newest media, within the fsync cadence
+        # (an encrypted part's progress says when, on the spool's own clock).
+        if last_write is None:
+            last_write = datetime.fromtimestamp(part.stat().st_mtime, UTC)
+        utc_start = last_write - timedelta(microseconds=probe.duration_us)
     stats = SegmentStats(
         index=index,
         media_start_us=media_start,

@@ -1,9 +1,11 @@
 """Builds a running agent from its configuration: spool, capture, controls, gauges, recorder.
 
-Failure posture: anything that makes recording impossible (no key, unusable spool, a capture
-backend that cannot start) raises an :class:`~agent.errors.AgentError` or
-:class:`~agent.media.base.MediaError` with the reason before any device is touched; optional
-hardware (buttons and LEDs) that cannot be claimed is logged and the agent runs without it.
+Failure posture: anything that makes recording impossible (no key, an unreadable receiver
+encryption key, unusable spool, a capture backend that cannot start) raises an
+:class:`~agent.errors.AgentError` or :class:`~agent.media.base.MediaError` with the reason
+before any device is touched; optional hardware (buttons and LEDs) that cannot be claimed is
+logged and the agent runs without it. No encryption key configured is allowed (development)
+but logged as a WARNING at every start.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.checks import read_clock_sync_state
+from agent.checks import PLAINTEXT_WARNING, load_recipient, read_clock_sync_state
 from agent.clock import Clock
 from agent.config import AgentConfig, BatteryConfig
 from agent.errors import HardwareError
@@ -28,6 +30,7 @@ from agent.recorder import Recorder
 from agent.recovery import RecoveryResult, recover
 from agent.spool import Spool
 from agent.tts import EspeakSynthesizer
+from evidence.encryption import recipient_id
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +113,12 @@ def build_runtime(
     spool_cls: type[Spool] = Spool,
 ) -> Runtime:
     """Open the spool, run crash recovery (before anything else), and wire the recorder."""
-    spool = spool_cls(cfg.spool_path, device_id, key, clock)
+    recipient = load_recipient(cfg)
+    if recipient is None:
+        log.warning("%s", PLAINTEXT_WARNING)
+    else:
+        log.info("spool media encrypted to the receiver key %s", recipient_id(recipient))
+    spool = spool_cls(cfg.spool_path, device_id, key, clock, recipient=recipient)
     recovery = recover(spool)
     capture = make_capture(cfg, clock, device_id)
     battery = make_battery(cfg)

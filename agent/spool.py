@@ -12,9 +12,18 @@ Layout (``docs/interfaces.md``)::
 
 Sealing a segment: the pipeline has written, flushed and fsynced ``<file>.part``; we fsync it
 again, hash it (:func:`evidence.media.digest_file`), turn it into its stored form
-(:func:`to_stored_form`, the seam for encryption at rest; identity today), append the signed
-``segment`` record, rename it to ``media/<file>`` and fsync both directories. A crash at any
-point leaves either a ``.part`` (recovered on the next start) or a sealed file.
+(:func:`to_stored_form`), append the signed ``segment`` record, rename it to ``media/<file>``
+and fsync both directories. A crash at any point leaves either a ``.part`` (recovered on the
+next start) or a sealed file.
+
+Encryption at rest (``[device] encryption_key_file``, the receiver's X25519 public key): the
+pipeline gets an :class:`EncryptedPart` instead of the bare file, so plaintext never reaches the
+card. It digests the plaintext on the way in (the record's ``media``), encrypts it with
+:class:`evidence.encryption.EncryptingWriter` (each ``flush`` seals what was written so far as
+whole chunks, so the pipeline's once-a-second flush + fsync bounds what a crash loses) and keeps
+``<file>.part.progress`` beside the part: one JSON line per flush with the bytes and the frames
+and media time so far, which is all crash recovery can know of a file the device cannot decrypt.
+Without a key the spool stays plaintext and says so (a WARNING at start; ``check`` warns).
 
 Failure posture: nothing here ever deletes media. Sealing problems raise
 :class:`~agent.errors.SealError` and leave the ``.part`` in place for crash recovery; records
@@ -36,21 +45,29 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from agent.clock import Clock
 from agent.errors import SealError, SigningKeyError, SpoolError
 from agent.media.base import SegmentStats
 from evidence import layout
 from evidence.chain import DeviceChain
+from evidence.encryption import (
+    EncryptingWriter,
+    encrypt_for_spool,
+    is_encrypted_file,
+    read_header,
+)
 from evidence.errors import EvidenceError
 from evidence.fsutil import atomic_write, fsync_dir
 from evidence.keys import generate_signing_key, load_signing_key, save_signing_key
-from evidence.media import FileDigest, digest_file
+from evidence.media import CHUNK_SIZE, FileDigest, StreamingDigest, digest_file
 from evidence.records import Record, RecordTime, RecordType, format_utc
 
 log = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part"
+PROGRESS_SUFFIX = ".progress"
 MEDIA_SUFFIX = ".ts"
 
 
@@ -113,19 +130,208 @@ def parse_segment_file_name(name: str) -> tuple[str, int] | None:
 @dataclass(frozen=True)
 class StoredForm:
     path: Path
-    """The file to rename into ``media/`` (the plaintext itself while there is no encryption)."""
+    """The file to rename into ``media/``."""
+    media: FileDigest | None
+    """Digest of the plaintext; None only for an encrypted part recovered after a crash."""
     stored: FileDigest | None
+    """Digest of the file as stored when it is encrypted (else None: ``media`` covers it)."""
     encryption: dict[str, Any] | None
 
 
-def to_stored_form(plain: Path) -> StoredForm:
-    """Turn a sealed plaintext segment into the bytes kept on the card.
+def to_stored_form(
+    part: Path,
+    recipient: X25519PublicKey | None = None,
+    *,
+    plaintext: FileDigest | None = None,
+    encryption: dict[str, Any] | None = None,
+) -> StoredForm:
+    """The bytes kept on the card for ``part`` and the digests the segment record signs.
 
-    Identity for now. Encryption at rest replaces this: write the ciphertext beside ``plain``,
-    return its path with ``stored`` = its digest and ``encryption`` = {"scheme", "recipient"}
-    (the signed ``media`` digest stays over the plaintext, so verification needs no device).
+    - plaintext part, no recipient: the part itself (``media`` = its digest);
+    - part written through :class:`EncryptedPart` (``plaintext`` and ``encryption`` given):
+      the part itself, ``stored`` = its digest, ``media`` = the plaintext digest;
+    - encrypted part with no ``plaintext`` digest (recovered after a crash): ``media`` None;
+    - plaintext part and a recipient (a part from before encryption was configured, recovered):
+      encrypted and swapped in under the part's name, so the plaintext does not stay on the
+      card.
     """
-    return StoredForm(plain, None, None)
+    if encryption is not None or is_encrypted_file(part):
+        if encryption is None:
+            encryption = _encryption_of(part)
+        return StoredForm(part, plaintext, digest_file(part), encryption)
+    if recipient is None:
+        return StoredForm(part, digest_file(part), None, None)
+    # Encrypted beside the part, then swapped in under the part's own name: a crash leaves the
+    # part either all plaintext or all ciphertext, never both or neither.
+    enc_path = part.with_name(f".{part.name}.enc")
+    result = encrypt_for_spool(part, enc_path, recipient)
+    os.replace(enc_path, part)
+    fsync_dir(part.parent)
+    return StoredForm(part, result.media, result.stored, result.encryption)
+
+
+def _encryption_of(path: Path) -> dict[str, Any]:
+    with path.open("rb") as fh:
+        head = read_header(fh, path=path)
+    return {"scheme": head["scheme"], "recipient": head["recipient"]}
+
+
+class _TsProgress:
+    """Counts video frames and their PTS span in the MPEG-TS passing through (no decoding).
+
+    An encrypted part cannot be read back by the device, so this is how crash recovery learns
+    how much media a cut-off segment holds.
+    """
+
+    def __init__(self) -> None:
+        self._carry = b""
+        self.frames = 0
+        self.first_pts: int | None = None
+        self.last_pts: int | None = None
+        self.frame_ticks = 0
+        self.audio = False
+
+    def feed(self, data: bytes) -> None:
+        buf = self._carry + data
+        whole = len(buf) - len(buf) % 188
+        for off in range(0, whole, 188):
+            if buf[off] != 0x47 or not buf[off + 1] & 0x40:
+                continue  # not a packet that starts a PES
+            control = (buf[off + 3] >> 4) & 3
+            pes = off + 4 + (1 + buf[off + 4] if control & 2 else 0)
+            if not control & 1 or pes + 14 > off + 188 or buf[pes : pes + 3] != b"\0\0\1":
+                continue
+            stream_id = buf[pes + 3]
+            if 0xC0 <= stream_id <= 0xDF:
+                self.audio = True
+            elif 0xE0 <= stream_id <= 0xEF and buf[pes + 7] & 0x80:
+                self._video_pts(_pes_pts(buf[pes + 9 : pes + 14]))
+        self._carry = buf[whole:]
+
+    def _video_pts(self, pts: int) -> None:
+        self.frames += 1
+        if self.last_pts is not None and pts > self.last_pts:
+            self.frame_ticks = pts - self.last_pts
+        self.first_pts = pts if self.first_pts is None else min(self.first_pts, pts)
+        self.last_pts = pts if self.last_pts is None else max(self.last_pts, pts)
+
+    def duration_us(self) -> int:
+        if self.first_pts is None or self.last_pts is None:
+            return 0
+        return (self.last_pts - self.first_pts + self.frame_ticks) * 1_000_000 // 90_000
+
+
+def _pes_pts(b: bytes) -> int:
+    return ((b[0] >> 1) & 0x07) << 30 | b[1] << 22 | (b[2] >> 1) << 15 | b[3] << 7 | b[4] >> 1
+
+
+class EncryptedPart:
+    """The file object the pipeline writes a segment into when the spool encrypts.
+
+    Behaves like the ``.part`` file (``write``/``flush``/``fileno``/``tell``/``close``) but what
+    reaches the file is ciphertext; see the module docstring for ``flush`` and progress.
+    """
+
+    def __init__(self, path: Path, fh: BinaryIO, recipient: X25519PublicKey, clock: Clock) -> None:
+        self.path = path
+        self._fh = fh
+        self._clock = clock
+        self._writer = EncryptingWriter(fh, recipient)
+        self._plain = StreamingDigest(CHUNK_SIZE)
+        self._ts = _TsProgress()
+        self._progress = path.with_name(path.name + PROGRESS_SUFFIX).open("ab")
+        self.plaintext: FileDigest | None = None
+        """The plaintext digest (the record's ``media``), once :meth:`close` succeeded."""
+        self.encryption: dict[str, Any] = {
+            "scheme": self._writer.info()["scheme"],
+            "recipient": self._writer.recipient,
+        }
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        block = bytes(data)
+        self._plain.update(block)
+        self._ts.feed(block)
+        return self._writer.write(block)
+
+    def flush(self) -> None:
+        if self._fh.closed:
+            return
+        self._writer.flush()
+        self._write_progress()
+
+    def _write_progress(self) -> None:
+        ts = self._ts
+        line = {
+            "plaintext_bytes": self._writer.plaintext_bytes,
+            "stored_bytes": self._writer.stored_bytes,
+            "frames": ts.frames,
+            "duration_us": ts.duration_us(),
+            "audio": ts.audio,
+            "utc": format_utc(self._clock.utc_now()),
+        }
+        self._progress.write(json.dumps(line).encode() + b"\n")
+        self._progress.flush()
+        # Before the caller fsyncs the part: a line may run ahead of the part, never behind it;
+        # recovery uses the last line the durable part actually covers.
+        os.fsync(self._progress.fileno())
+
+    def fileno(self) -> int:
+        return self._fh.fileno()
+
+    def tell(self) -> int:
+        return self._writer.plaintext_bytes
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return self._fh.closed
+
+    def close(self) -> None:
+        if self._fh.closed:
+            return
+        try:
+            self._writer.close()
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self.plaintext = self._plain.finish()
+        finally:
+            self._fh.close()
+            self._progress.close()
+
+
+def read_progress(part: Path, stored_limit_bytes: int) -> dict[str, Any] | None:
+    """The last progress line of ``part`` whose bytes the part really holds, or None."""
+    path = part.with_name(part.name + PROGRESS_SUFFIX)
+    try:
+        lines = path.read_bytes().splitlines()
+    except FileNotFoundError:
+        return None
+    best: dict[str, Any] | None = None
+    for raw in lines:
+        try:
+            entry = json.loads(raw)
+            if int(entry["stored_bytes"]) <= stored_limit_bytes:
+                best = entry
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by the crash
+    return best
+
+
+def remove_progress(part: Path) -> None:
+    path = part.with_name(part.name + PROGRESS_SUFFIX)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(path.parent)
 
 
 # --- session state ------------------------------------------------------------------------------
@@ -183,8 +389,11 @@ class Spool:
         clock: Clock,
         *,
         synced: Callable[[], bool] = lambda: False,
+        recipient: X25519PublicKey | None = None,
     ) -> None:
         self.root = Path(root)
+        self.recipient = recipient
+        """The receiver's encryption key; None: media stay plaintext (development only)."""
         self.device_id = device_id
         self.clock = clock
         self.synced = synced
@@ -227,12 +436,18 @@ class Spool:
         return self.parts_dir / (segment_file_name(session, index) + PART_SUFFIX)
 
     def open_part(self, session: str, index: int) -> BinaryIO:
+        """The file the pipeline writes segment ``index`` into (EncryptedPart if encrypting)."""
         path = self.part_path(session, index)
         try:
             fh = path.open("xb")
+            if self.recipient is not None:
+                part = EncryptedPart(path, fh, self.recipient, self.clock)
+                part.flush()  # the header is on disk before any media: recovery can read it
             fsync_dir(self.parts_dir)
         except OSError as exc:
             raise SealError(path, f"cannot create part file: {exc}") from exc
+        if self.recipient is not None:
+            return part  # type: ignore[return-value]  # a BinaryIO for every use the pipeline makes
         return fh
 
     def seal(
@@ -243,8 +458,14 @@ class Spool:
         stats: SegmentStats,
         *,
         recovered: bool = False,
+        plaintext: FileDigest | None = None,
+        encryption: dict[str, Any] | None = None,
     ) -> Record:
-        """Seal ``part`` as segment ``index`` of ``session``; returns the segment record."""
+        """Seal ``part`` as segment ``index`` of ``session``; returns the segment record.
+
+        ``plaintext`` and ``encryption`` come from the :class:`EncryptedPart` the part was
+        written through; an encrypted part without them must be ``recovered``.
+        """
         name = segment_file_name(session, index)
         final = layout.media_path(self.root, self.device_id, name)
         if final.exists():
@@ -252,11 +473,14 @@ class Spool:
         try:
             with part.open("rb+") as fh:
                 os.fsync(fh.fileno())
-            digest = digest_file(part)
-            stored = to_stored_form(part)
-        except OSError as exc:
+            stored = to_stored_form(
+                part, self.recipient, plaintext=plaintext, encryption=encryption
+            )
+        except (OSError, EvidenceError) as exc:
             raise SealError(part, str(exc)) from exc
-        body = segment_body(name, index, digest, stored, stats, recovered=recovered)
+        if stored.media is None and not recovered:
+            raise SealError(part, "encrypted part without its plaintext digest; left for recovery")
+        body = segment_body(name, index, stored.media, stored, stats, recovered=recovered)
         record = self.append(RecordType.SEGMENT, session, body)
         try:
             os.replace(stored.path, final)
@@ -265,10 +489,13 @@ class Spool:
         except OSError as exc:
             # The record is durable; recovery finds the .part and completes the rename.
             raise SealError(part, f"sealed as seq {record.seq} but rename failed: {exc}") from exc
+        remove_progress(part)
+        kept = stored.stored or stored.media
         log.info(
-            "sealed %s (%d bytes, %d frames%s)",
+            "sealed %s (%d bytes%s, %d frames%s)",
             name,
-            digest.size,
+            kept.size if kept is not None else 0,
+            ", encrypted" if stored.encryption else "",
             stats.frames,
             ", recovered" if recovered else "",
         )
@@ -303,16 +530,17 @@ class Spool:
 def segment_body(
     name: str,
     index: int,
-    digest: FileDigest,
+    media: FileDigest | None,
     stored: StoredForm,
     stats: SegmentStats,
     *,
     recovered: bool,
 ) -> dict[str, Any]:
+    """The ``segment`` record body; ``media`` None only for a recovered encrypted part."""
     return {
         "index": index,
         "file": name,
-        "media": digest.to_dict(),
+        "media": media.to_dict() if media is not None else None,
         "stored": stored.stored.to_dict() if stored.stored is not None else None,
         "encryption": stored.encryption,
         "utc_start": format_utc(stats.utc_start),
@@ -363,12 +591,22 @@ class SessionSink:
     def close_segment(self, index: int, stats: SegmentStats) -> None:
         with self._lock:
             fh = self._files.pop(index, None)
-        if fh is not None:
-            fh.close()
         session_index = self.state.recording_index0 + index
         part = self.spool.part_path(self.state.session, session_index)
         try:
-            record = self.spool.seal(part, self.state.session, session_index, stats)
+            plaintext = encryption = None
+            if fh is not None:
+                fh.close()
+            if isinstance(fh, EncryptedPart):
+                plaintext, encryption = fh.plaintext, fh.encryption
+            record = self.spool.seal(
+                part,
+                self.state.session,
+                session_index,
+                stats,
+                plaintext=plaintext,
+                encryption=encryption,
+            )
         except Exception as exc:
             log.error("segment %d not sealed (kept for recovery): %s", session_index, exc)
             if self.on_error is not None:

@@ -1,4 +1,10 @@
-"""Adapter from the verifier to encryption at rest: plaintext blocks of a stored media file."""
+"""Adapter from the verifier to encryption at rest: plaintext blocks of a stored media file.
+
+Failure posture: an unusable key file raises ``KeyFileError`` before any media is read; a file
+that does not decrypt raises ``DecryptionError`` from the blocks iterator, which the verifier
+reports as a violation of that segment. Recovered-prefix decryption (a stream cut by a crash)
+is used only when the verifier asks for it (``info["recovered_prefix"]``).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ def media_decryptor(private_key_path: Path) -> MediaDecryptor:
     key = encryption.load_private_key(private_key_path)
 
     def blocks(path: Path, info: dict[str, Any]) -> Iterator[bytes]:
-        yield from encryption.decrypt_blocks(path, key)
+        recovered = bool(info.get("recovered_prefix"))
+        yield from encryption.decrypt_blocks(path, key, recovered_prefix=recovered)
 
     return blocks

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "bodycam-agent.service"
+UPLINK_UNIT = UNIT.with_name("bodycam-uplink.service")
 
 
 def _service() -> configparser.SectionProxy:
@@ -32,14 +33,25 @@ def test_unit_declares_the_required_behaviour() -> None:
     assert "run" in service["ExecStart"].split()
 
 
+def test_uplink_unit_runs_the_upload_apart_from_the_recorder() -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read(UPLINK_UNIT, encoding="utf-8")
+    service = parser["Service"]
+    assert service["ExecStart"].split()[1:3] == ["upload", "--config"]
+    assert service["Restart"] == "always" and service["User"] == "bodycam"
+    assert int(service["Nice"]) > 0  # recording wins over upload
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
-def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+@pytest.mark.parametrize("unit_file", [UNIT, UPLINK_UNIT], ids=lambda p: p.name)
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path, unit_file: Path) -> None:
     # verify checks that ExecStart exists: point it at this environment's console script
     agent = Path(sys.executable).parent / "bodycam-agent"
     if not agent.exists():
         pytest.skip("bodycam-agent console script not installed in this environment")
-    text = UNIT.read_text(encoding="utf-8").replace("/usr/local/bin/bodycam-agent", str(agent))
-    unit = tmp_path / "bodycam-agent.service"
+    text = unit_file.read_text(encoding="utf-8")
+    text = text.replace("/usr/local/bin/bodycam-agent", str(agent))
+    unit = tmp_path / unit_file.name
     unit.write_text(text, encoding="utf-8")
     result = subprocess.run(
         ["systemd-analyze", "verify", str(unit)],
@@ -49,4 +61,4 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "bodycam-agent.service" not in result.stderr, result.stderr
+    assert unit_file.name not in result.stderr, result.stderr

@@ -2,8 +2,10 @@
 
 Example::
 
-    python -m agent.uplink --spool SPOOL --broker 127.0.0.1:1883 \\
-        --receiver-key receiver.pub --until-done --timeout-s 120
+    python -m agent.uplink --config /etc/bodycam/agent.toml --until-done --timeout-s 120
+
+(the config written by ``bodycam-provision device-install`` has the broker, the mutual-TLS files
+and the receiver's receipt key; flags override it).
 
 Exit status: 0 when nothing is left pending (with ``--until-done``) or on a clean stop;
 1 when records stay pending or were quarantined or refused; 2 on bad arguments or config.
@@ -35,12 +37,17 @@ def _parser() -> argparse.ArgumentParser:
         help="the agent's TOML config: [uplink] settings and device.spool_dir (flags override)",
     )
     p.add_argument("--spool", type=Path, help="the spool (default: device.spool_dir of --config)")
-    p.add_argument("--broker", help="HOST:PORT (default: the config's, else 127.0.0.1:1883)")
+    p.add_argument("--broker", help="HOST:PORT (default: the config's, else 127.0.0.1:8883)")
     p.add_argument("--device", help="device id (default: the only device in the spool)")
     p.add_argument("--receiver-key", help="receiver receipt public key (PEM)")
     p.add_argument("--ca", help="CA certificate: enables TLS")
     p.add_argument("--cert", help="client certificate (mutual TLS)")
     p.add_argument("--key", help="client certificate key (mutual TLS)")
+    p.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        help="plain TCP without certificates (development brokers only)",
+    )
     p.add_argument("--client-id")
     p.add_argument("--window-bytes", type=int)
     p.add_argument("--receipt-timeout-s", type=float)
@@ -65,7 +72,9 @@ def _progress(result: UploadResult, pending: int) -> None:
 
 
 def _settings(args: argparse.Namespace) -> tuple[UplinkConfig, Path]:
-    """The config file's [uplink] table (or defaults), with command-line flags on top."""
+    """The config file's [uplink] table (or defaults), with command-line flags on top.
+
+    The device id also comes from the config ([device] id) unless ``--device`` names it."""
     spool: Path | None = args.spool
     if args.config is not None:
         from agent.config import load_config
@@ -73,6 +82,8 @@ def _settings(args: argparse.Namespace) -> tuple[UplinkConfig, Path]:
         agent_config = load_config(args.config)
         config = replace(agent_config.uplink)
         spool = spool or agent_config.spool_path
+        # a freshly provisioned device docks before its first recording: its spool is empty
+        args.device = args.device or agent_config.device.id or None
     else:
         config = UplinkConfig()
     if spool is None:
@@ -96,6 +107,8 @@ def _settings(args: argparse.Namespace) -> tuple[UplinkConfig, Path]:
     for name, value in overrides.items():
         if value is not None:
             setattr(config, name, value)
+    if args.allow_insecure:
+        config.allow_insecure = True
     return config, spool
 
 

@@ -6,15 +6,17 @@ Example::
     [uplink]
     broker_host = "dock.local"
     broker_port = 8883
-    ca_file = "/etc/bodycam/ca.pem"          # TLS when set; mutual TLS with cert/key
+    ca_file = "/etc/bodycam/ca.pem"          # mutual TLS: all three are required
     cert_file = "/etc/bodycam/device.pem"
-    key_file = "/etc/bodycam/device-tls.key"
+    key_file = "/etc/bodycam/tls.key"
+    allow_insecure = false                   # true: plain TCP, development brokers only
     receiver_key_file = "/etc/bodycam/receiver.pub"   # verifies receipts
     window_bytes = 16777216
     retention = "delete-after-receipt"        # or "keep"
 
 Failure posture: :meth:`UplinkConfig.validate` raises :class:`UplinkConfigError` naming the key
-before anything connects; no setting is guessed.
+before anything connects; no setting is guessed. There is no anonymous default: without the
+three mutual-TLS files the uplink refuses to start unless ``allow_insecure`` is set.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ RETENTIONS = (RETENTION_KEEP, RETENTION_DELETE)
 @dataclass
 class UplinkConfig:
     broker_host: str = "127.0.0.1"
-    broker_port: int = 1883
+    broker_port: int = 8883
     client_id: str = ""
     """MQTT client id; empty: ``bodycam-<device id>`` (stable, so the session persists)."""
     ca_file: str | None = None
@@ -53,6 +55,8 @@ class UplinkConfig:
     """Receipted media younger than this (by segment end time) stay on the device."""
     rescan_interval_s: float = 2.0
     connect_timeout_s: float = 10.0
+    allow_insecure: bool = False
+    """Plain TCP without certificates: only for a development broker on a trusted host."""
 
     def receiver_key_path(self, spool: Path) -> Path:
         return (
@@ -74,3 +78,12 @@ class UplinkConfig:
             raise UplinkConfigError("cert_file", "cert_file and key_file go together")
         if self.cert_file is not None and self.ca_file is None:
             raise UplinkConfigError("ca_file", "a client certificate needs ca_file (TLS)")
+        if not self.allow_insecure:
+            missing = [n for n in ("ca_file", "cert_file", "key_file") if not getattr(self, n)]
+            if missing:
+                raise UplinkConfigError(
+                    missing[0],
+                    "the dock upload uses mutual TLS: set ca_file, cert_file and key_file"
+                    " (bodycam-provision device-install writes them; allow_insecure = true only"
+                    " for a development broker)",
+                )

@@ -147,6 +147,7 @@ class Uploader:
         client.reconnect_delay_set(min_delay=1, max_delay=5)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         return client
@@ -176,8 +177,16 @@ class Uploader:
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
+        if not self.connected.is_set():
+            # dropped before any CONNACK: with TLS 1.3 that is how a refused client certificate
+            # shows (the server checks it after the handshake)
+            self.events.put(("connect-failed", None))
+            return
         self.connected.clear()
         self.events.put(("disconnected", str(reason)))
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self.events.put(("connect-failed", None))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.events.put(("message", (msg.topic, bytes(msg.payload))))
@@ -312,6 +321,15 @@ class Uploader:
         elif kind == "error":
             log.error("%s", data)
             self.result.errors.append(str(data))
+        elif kind == "connect-failed":
+            cfg = self.config
+            msg = (
+                f"cannot connect to the broker {cfg.broker_host}:{cfg.broker_port}: unreachable,"
+                " or it refused this device's certificate (revoked, expired or another dock's)"
+            )
+            if msg not in self.result.errors:  # paho retries every few seconds
+                log.error("%s", msg)
+                self.result.errors.append(msg)
         elif kind == "refused":
             mid, reason = data
             owner = self.mid_owner.pop(mid, None)
