@@ -276,15 +276,21 @@ def check_clock(state: ClockSyncState, now: datetime, cfg: ChecksConfig) -> Chec
         return CheckResult(
             "clock", Outcome.PASS, "synchronised by NTP (kernel reports locked)", data
         )
-    if age_h is not None and 0 <= age_h <= cfg.dock_sync_max_age_h:
+    offset = abs(state.dock_offset_s or 0.0)
+    recent = age_h is not None and 0 <= age_h <= cfg.dock_sync_max_age_h
+    if recent and offset <= cfg.dock_offset_max_s:
         return CheckResult(
             "clock", Outcome.PASS, f"synchronised at the dock {age_h:.1f} h ago", data
         )
-    dock = (
-        "never synchronised at a dock"
-        if age_h is None
-        else f"last dock sync {age_h:.1f} h ago (limit {cfg.dock_sync_max_age_h:g} h)"
-    )
+    if recent:
+        dock = (
+            f"at the last dock sync the clock was {offset:.1f} s off the receiver's "
+            f"(limit {cfg.dock_offset_max_s:g} s)"
+        )
+    elif age_h is None:
+        dock = "never synchronised at a dock"
+    else:
+        dock = f"last dock sync {age_h:.1f} h ago (limit {cfg.dock_sync_max_age_h:g} h)"
     rtc = "RTC present" if state.rtc_present else "no RTC"
     outcome = Outcome.FAIL if cfg.clock_unsynced == "fail" else Outcome.WARN
     return CheckResult(

@@ -70,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     sim = sub.add_parser("simulate", help="scripted session on simulated hardware")
     sim.add_argument("--spool", type=Path, required=True)
-    sim.add_argument("--seconds", type=float, required=True, help="media after the press")
+    sim.add_argument(
+        "--seconds",
+        type=float,
+        required=True,
+        help="media after the press (at least as long as the spoken preamble)",
+    )
     sim.add_argument("--config", type=Path)
     sim.add_argument(
         "--realtime",
@@ -109,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_simulate(args)
     except (AgentError, MediaError) as exc:
         print(f"bodycam-agent: {exc}", file=sys.stderr)
+        return EXIT_SETUP
+    except OSError as exc:  # e.g. a spool path that is a file or cannot be created
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"bodycam-agent: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_SETUP
 
 
@@ -338,11 +347,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         cfg.hardware.backend = cfg.capture.backend = "simulated"
     else:
         cfg = simulated_config(spool_dir)
-        # The script holds the record button; 3 s of wall time is minutes of fast media.
-        cfg.hardware.controls = replace(cfg.hardware.controls, hold_time_s=0.3)
     cfg.device.spool_dir = str(spool_dir)
     # Fast unless asked: the config's capture.realtime is for `run` on simulated hardware.
     cfg.capture.realtime = bool(args.realtime)
+    if not cfg.capture.realtime:
+        # The script holds the record button; 3 s of wall time is a minute of fast media.
+        cfg.hardware.controls = replace(cfg.hardware.controls, hold_time_s=0.3)
     spool_dir.mkdir(parents=True, exist_ok=True)
     device_id = _device_id(cfg)
     key, created = ensure_dev_key(cfg.key_path)

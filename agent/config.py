@@ -107,6 +107,8 @@ class ChecksConfig:
     estimated_bitrate_bits_per_s: int = 4_000_000
     probe_timeout_s: float = 3.0
     dock_sync_max_age_h: float = 24.0
+    dock_offset_max_s: float = 2.0
+    """A dock sync counts only if the device clock was within this of the receiver's."""
     clock_unsynced: str = "warn"
     """Outcome when the clock is not known to be synchronised: "warn" or "fail"."""
 

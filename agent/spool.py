@@ -32,6 +32,7 @@ are appended under one lock so record times never go backwards in ``seq`` order.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -378,6 +379,30 @@ class SessionState:
 # --- the spool ----------------------------------------------------------------------------------
 
 
+_SPOOL_LOCKS: dict[Path, int] = {}
+SPOOL_LOCK_NAME = "agent.lock"
+
+
+def _lock_spool(state_dir: Path) -> None:
+    """Hold an exclusive lock on the spool for the life of this process.
+
+    Two recorder processes on one spool would race for the same sequence numbers; the second one
+    is refused here with a clear error instead. Repeated opens within one process share the lock.
+    """
+    path = (state_dir / SPOOL_LOCK_NAME).resolve()
+    if path in _SPOOL_LOCKS:
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise SpoolError(
+            state_dir.parent, "another agent process is using this spool (its lock is held)"
+        ) from exc
+    _SPOOL_LOCKS[path] = fd
+
+
 class Spool:
     """One device's spool: appends records, seals segments, keeps session state."""
 
@@ -409,6 +434,7 @@ class Spool:
                 layout.records_dir(self.root, device_id),
             ):
                 d.mkdir(parents=True, exist_ok=True)
+            _lock_spool(self.state_dir)
             self.chain = DeviceChain(self.root, device_id, key)
         except OSError as exc:
             raise SpoolError(self.root, f"cannot prepare spool: {exc}") from exc

@@ -41,7 +41,10 @@ def _check(value: Any, where: str) -> None:
 def canonical_bytes(value: Any) -> bytes:
     """Return the RFC 8785 canonical UTF-8 bytes of a JSON value (no floats)."""
     _check(value, "$")
-    return rfc8785.dumps(value)
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:  # e.g. a lone UTF-16 surrogate in a string
+        raise RecordFormatError(f"cannot be canonicalized: {exc}") from exc
 
 
 def parse_json(data: bytes) -> Any:

@@ -3,7 +3,9 @@
 One chain per device across all its sessions: every record gets the next ``seq`` and the hash of
 the record before it, is signed, and is written durably (temp → fsync → rename → fsync dir)
 before :meth:`DeviceChain.append` returns. Failure posture: if the newest record on disk cannot be
-read the chain refuses to extend (raising :class:`ChainError`) rather than start a fork.
+read the chain refuses to extend (raising :class:`ChainError`) rather than start a fork, and an
+existing record file is never replaced (a second writer on the same chain fails loudly instead of
+overwriting; the agent also holds an exclusive lock on its spool).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from evidence import layout
 from evidence.errors import ChainError, RecordFormatError
-from evidence.fsutil import atomic_write
+from evidence.fsutil import atomic_write, exclusive_write
 from evidence.keys import key_id, public_pem
 from evidence.records import DEVICE_ID_RE, GENESIS_PREV, Record, RecordTime
 
@@ -61,6 +63,12 @@ class DeviceChain:
                 body=body,
             ).sign(self._key)
             path = layout.record_path(self.root, self.device_id, record.seq)
-            atomic_write(path, record.canonical())
+            try:
+                exclusive_write(path, record.canonical())
+            except FileExistsError as exc:
+                raise ChainError(
+                    self.device_id,
+                    f"record seq {record.seq} already exists: refusing to replace it",
+                ) from exc
             self.head_seq, self.head_hash = record.seq, record.hash()
             return record

@@ -32,3 +32,25 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+
+
+def exclusive_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Durably create ``path`` with ``data``; raise :class:`FileExistsError` if it exists.
+
+    The bytes reach the disk under a temporary name first and are then hard-linked into place,
+    which fails rather than replaces: an existing record is never overwritten.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.new{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.link(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fsync_dir(path.parent)

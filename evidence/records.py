@@ -208,7 +208,7 @@ class Record:
         if not isinstance(d["body"], dict):
             raise RecordFormatError("body is not an object")
         _require_str(d, "sig")
-        canonical_bytes(d["body"])  # refuses floats and other non-canonical values
+        canonical_bytes(d)  # refuses floats, unsafe integers, lone surrogates anywhere
         return cls(
             type=d["type"],
             device=d["device"],

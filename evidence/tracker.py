@@ -48,6 +48,7 @@ class ChainTracker:
     keyring: KeyRing
     start_seq: int = 0
     file_names: dict[int, str] = field(default_factory=dict)
+    device_key: str | None = None  # the key this device's chain is signed with (first valid)
     last: Record | None = None
     last_valid_sig: bool = True
     last_time: Record | None = None
@@ -88,6 +89,19 @@ class ChainTracker:
             return False
         if not record.signature_valid(public):
             out.append(self._v(K.BAD_SIGNATURE, record, "signature does not verify"))
+            return False
+        if self.device_key is None:
+            self.device_key = record.key
+        elif record.key != self.device_key:
+            # Trusting a set of keys must not let one device's key vouch for another's chain.
+            out.append(
+                self._v(
+                    K.KEY_CHANGED,
+                    record,
+                    f"signed with {record.key}; the rest of this "
+                    f"device's chain is signed with {self.device_key}",
+                )
+            )
             return False
         return True
 

@@ -134,31 +134,30 @@ def verify_tree(
         )
         return report
     if keyring is None:
-        keyring = _keys_from_tree(root, devices, report)
+        report.notes.append(
+            "no trusted keys given: using the public keys stored in the tree itself; this proves "
+            "the evidence is intact and consistent, not who made it (pass --key to check origin)"
+        )
     for device in devices:
         scope = scopes.get(device, Scope(None))
-        verifier = _DeviceVerifier(root, device, keyring, scope, decryptor, report)
+        ring = keyring if keyring is not None else _keys_from_tree(root, device, report)
+        verifier = _DeviceVerifier(root, device, ring, scope, decryptor, report)
         verifier.receiver_keys = receiver_keys
         verifier.run()
     return report
 
 
-def _keys_from_tree(root: Path, devices: list[str], report: Report) -> KeyRing:
+def _keys_from_tree(root: Path, device: str, report: Report) -> KeyRing:
+    """The device's own ``device.pub``; the tree's ``keys/*.pub`` only if it has none."""
     ring = KeyRing()
-    candidates = [layout.device_dir(root, d) / layout.DEVICE_PUBLIC_KEY for d in devices]
+    own = layout.device_dir(root, device) / layout.DEVICE_PUBLIC_KEY
     keys_dir = root / "keys"
-    if keys_dir.is_dir():
-        candidates += sorted(keys_dir.glob("*.pub"))
+    candidates = [own] if own.exists() else sorted(keys_dir.glob("*.pub"))
     for path in candidates:
-        if path.exists():
-            try:
-                ring.add(load_public_key(path))
-            except KeyFileError as exc:
-                report.notes.append(f"ignored key file: {exc}")
-    report.notes.append(
-        "no trusted keys given: using the public keys stored in the tree itself; this proves "
-        "the evidence is intact and consistent, not who made it (pass --key to check origin)"
-    )
+        try:
+            ring.add(load_public_key(path))
+        except KeyFileError as exc:
+            report.notes.append(f"ignored key file: {exc}")
     return ring
 
 
@@ -204,7 +203,8 @@ class _DeviceVerifier:
     def run(self) -> None:
         records = self._load_records()
         for record in records:
-            self.tracker.file_names[record.seq] = layout.record_name(record.seq)
+            path = layout.record_path(self.root, self.device, record.seq)
+            self.tracker.file_names[record.seq] = self._rel(path)
         for record in records:
             boundary = self.scope.boundary(record.seq)
             for v in self.tracker.feed(record, boundary=boundary):

@@ -12,6 +12,7 @@ class ViolationKind(StrEnum):
     MISNAMED_RECORD = "misnamed-record"
     BAD_SIGNATURE = "bad-signature"
     UNKNOWN_KEY = "unknown-key"
+    KEY_CHANGED = "key-changed"
     FOREIGN_DEVICE = "foreign-device"
     MISSING_SEQ = "missing-seq"
     DUPLICATE_SEQ = "duplicate-seq"

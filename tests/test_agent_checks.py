@@ -97,6 +97,10 @@ def test_clock_decision_order(tmp_path: Path) -> None:
     stale = ClockSyncState(False, NOW - timedelta(hours=30), 0.2, True)
     result = check_clock(stale, NOW, CFG)
     assert result.outcome == Outcome.WARN and "30.0 h ago" in result.reason
+    # a recent dock sync that found the clock an hour off does not make it synchronised
+    off = ClockSyncState(False, NOW - timedelta(hours=1), -3600.0, True)
+    result = check_clock(off, NOW, CFG)
+    assert result.outcome == Outcome.WARN and "3600.0 s off" in result.reason
 
 
 def test_clock_state_read_from_the_dock_file(tmp_path: Path) -> None:

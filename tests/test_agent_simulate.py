@@ -188,3 +188,13 @@ def test_the_spoken_preamble_is_in_the_recording(spool: Path) -> None:
     during = _audio_rms_dbfs(path, press_s + 1, press_s + 9)
     # the room is quiet (simulated ambience) until the speaker says the preamble
     assert during > before + 10, (before, during)
+
+
+@pytest.mark.parametrize("kind", ["file", "under-a-file"])
+def test_unusable_spool_path_is_a_clear_error(tmp_path: Path, kind: str) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    target = blocker if kind == "file" else blocker / "spool"
+    proc = _agent("simulate", "--spool", str(target), "--seconds", "1")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "bodycam-agent: cannot use" in proc.stderr

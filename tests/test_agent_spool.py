@@ -171,3 +171,27 @@ def test_probe_reads_a_truncated_ts(tmp_path: Path, mpegts_clips: list[Path]) ->
     half = probe_ts(cut)
     assert 0 < half.frames < 15 and half.duration_us < whole.duration_us
     assert half.video["width"] == 320 and half.audio is not None
+
+
+def test_a_second_agent_process_on_the_same_spool_is_refused(tmp_path: Path) -> None:
+    """Two recorders on one spool would race for seq numbers; the second is refused loudly."""
+    import subprocess
+    import sys
+
+    _spool(tmp_path, "boot-1")  # this process now holds the spool
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from agent.clock import SimulatedClock\n"
+        "from agent.errors import SpoolError\n"
+        "from agent.spool import Spool\n"
+        "from evidence.keys import generate_signing_key\n"
+        "try:\n"
+        f"    Spool(Path({str(tmp_path)!r}), {DEVICE!r}, generate_signing_key(),\n"
+        "          SimulatedClock())\n"
+        "except SpoolError as exc:\n"
+        "    print(exc); sys.exit(3)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 3, result.stderr
+    assert "another agent process is using this spool" in result.stdout

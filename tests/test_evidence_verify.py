@@ -367,3 +367,71 @@ def test_media_freed_against_a_receipt_is_accepted_only_with_a_valid_one(
     (receipts / f"{record.hash()}.json").write_bytes(forged.canonical())
     report = verify_tree(tree, keyring, receiver_keys=receivers)
     assert kinds_at(report) == {"missing-media"} and "untrusted key" in report.violations[0].detail
+
+
+def test_one_trusted_key_cannot_vouch_for_another_devices_chain(
+    tree: Path, keyring: KeyRing, pristine: tuple[Path, Path]
+) -> None:
+    """With both devices' keys trusted, device A's record re-signed with B's key is caught."""
+    from dataclasses import replace
+
+    from evidence.keys import key_id
+
+    other_key = generate_signing_key()  # stands in for B's key, trusted too
+    ring = KeyRing([*(keyring.get(k) for k in keyring.ids()), other_key.public_key()])  # type: ignore[misc]
+    path = layout.record_path(tree, DEVICE, 7)
+    record = Record.load(path)
+    forged = replace(record, key=key_id(other_key.public_key()))
+    path.write_bytes(forged.sign(other_key).canonical())
+    report = verify_tree(tree, ring)
+    assert "key-changed" in kinds_at(report, 7)
+
+
+def test_key_dropped_into_the_tree_does_not_excuse_a_resigned_tail(tree: Path) -> None:
+    """Without --key the device's own device.pub is its key; keys/ cannot widen it."""
+    from dataclasses import replace
+
+    from evidence.keys import key_id
+
+    intruder = generate_signing_key()
+    (tree / "keys").mkdir()
+    save_public_key(tree / "keys" / "extra.pub", intruder.public_key())
+    path = layout.record_path(tree, DEVICE, 17)
+    record = Record.load(path)
+    path.write_bytes(replace(record, key=key_id(intruder.public_key())).sign(intruder).canonical())
+    assert "unknown-key" in kinds_at(verify_tree(tree), 17)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("session", "\ud800"), ("mono_ns", 2**60)],
+    ids=["lone-surrogate", "unsafe-integer"],
+)
+def test_uncanonicalizable_record_is_reported_and_verification_goes_on(
+    tree: Path, keyring: KeyRing, field: str, value: object
+) -> None:
+    media = media_of(tree, segment_seqs(tree)[7])
+    path = layout.record_path(tree, DEVICE, 5)
+    data = json.loads(path.read_bytes())
+    if field == "mono_ns":
+        data["time"]["mono_ns"] = value
+    else:
+        data[field] = value
+    path.write_text(json.dumps(data))  # json escapes the surrogate as \ud800
+    media.write_bytes(b"changed")
+    report = verify_tree(tree, keyring)
+    assert "unreadable-record" in kinds_at(report, 5)
+    assert "media-size-mismatch" in kinds_at(report)  # the rest of the tree was still checked
+
+
+def test_chain_never_overwrites_an_existing_record(tmp_path: Path) -> None:
+    """A second writer on the same chain fails loudly instead of replacing records."""
+    from evidence.errors import ChainError
+
+    clock = SteppingClock()
+    first = DeviceChain(tmp_path, DEVICE, generate_signing_key())
+    second = DeviceChain(tmp_path, DEVICE, generate_signing_key())
+    original = first.append(RecordType.MARKER, "s", {"kind": "arrival"}, clock.tick(1))
+    with pytest.raises(ChainError, match="already exists"):
+        second.append(RecordType.MARKER, "s", {"kind": "other"}, clock.tick(1))
+    assert Record.load(layout.record_path(tmp_path, DEVICE, 0)) == original
