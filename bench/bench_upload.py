@@ -1,18 +1,21 @@
 """Benchmark: end-to-end dock upload vs mosquitto_pub/mosquitto_sub through the same broker.
 
-Measures, in one run on one private Mosquitto:
+Measures, in one run on one private Mosquitto running the configuration provisioning generates
+(mutual TLS, per-device ACL, CRL; every client below has its own certificate from the dock CA):
 
 * **upload**: spool → uplink (paho, QoS 1, 256 KiB chunks) → broker → receiver service (a child
   process: per-chunk hash checks, streaming reassembly, whole-file hash, content-addressed store,
   SQLite WAL synchronous=FULL) → signed receipt back → media freed on the device;
+* **upload, encrypted at rest** (``--encrypted``): the same with segments encrypted to the
+  receiver's key, which decrypts each one, checks the plaintext digest and stores both;
 * **baseline**: as many bytes in as many messages of the segment size, published by one
   ``mosquitto_pub -q 1 -f SEGMENT --repeat N`` and received by ``mosquitto_sub -q 1`` writing
-  to a file (no hashing, no fsync, no receipts: the raw broker path).
+  to a file, both over mutual TLS (no hashing, no fsync, no receipts: the raw broker path).
 
 Reports both throughputs, their ratio and the receiver's peak resident memory (VmHWM), which must
 stay flat as segments grow. Segment payloads are random bytes (the pipeline never decodes media).
 
-    python bench/bench_upload.py [--segments 16] [--segment-mib 4] [--json]
+    python bench/bench_upload.py [--segments 16] [--segment-mib 4] [--encrypted] [--json]
 """
 
 from __future__ import annotations
@@ -30,27 +33,30 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.uplink import UplinkConfig, run_dock_upload  # noqa: E402
+from agent.uplink import run_dock_upload  # noqa: E402
 from evidence import layout  # noqa: E402
 from evidence.chain import DeviceChain  # noqa: E402
-from evidence.keys import generate_signing_key, save_public_key  # noqa: E402
+from evidence.encryption import encrypt_for_spool, load_encryption_public_key  # noqa: E402
+from evidence.keys import generate_signing_key  # noqa: E402
 from evidence.media import digest_file  # noqa: E402
 from evidence.records import RecordType  # noqa: E402
 from evidence.testing import SteppingClock  # noqa: E402
-from tests.support.broker import MosquittoBroker  # noqa: E402
-from tests.support.receiver import ReceiverProcess  # noqa: E402
+from tests.support.dock import Dock, running_dock  # noqa: E402
 
 DEVICE = "BENCH-01"
 
 
-def build_spool(root: Path, segments: int, segment_bytes: int) -> tuple[Path, list[Path]]:
+def build_spool(
+    root: Path, segments: int, segment_bytes: int, encrypt_to: Path | None = None
+) -> tuple[Any, list[Path]]:
+    """A spool of random segments; with ``encrypt_to`` (X25519 public key file) encrypted."""
     key = generate_signing_key()
-    pub = root.parent / "device.pub"
-    save_public_key(pub, key.public_key())
+    recipient = load_encryption_public_key(encrypt_to) if encrypt_to else None
     chain = DeviceChain(root, DEVICE, key)
     clock = SteppingClock()
     session = "bench-session"
@@ -60,23 +66,44 @@ def build_spool(root: Path, segments: int, segment_bytes: int) -> tuple[Path, li
         name = f"seg-{index:05d}.ts"
         path = layout.media_path(root, DEVICE, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
+        plain = path.with_suffix(".plain") if recipient else path
+        with open(plain, "wb") as f:
             for _ in range(segment_bytes // (1 << 20)):
                 f.write(os.urandom(1 << 20))
+        body: dict[str, Any] = {"index": index, "file": name, "encryption": None}
+        if recipient is None:
+            body |= {"media": digest_file(path).to_dict(), "stored": None}
+        else:
+            enc = encrypt_for_spool(plain, path, recipient)
+            plain.unlink()
+            body |= {
+                "media": enc.media.to_dict(),
+                "stored": enc.stored.to_dict(),
+                "encryption": enc.encryption,
+            }
         files.append(path)
-        body = {"index": index, "file": name, "media": digest_file(path).to_dict(), "stored": None}
         chain.append(RecordType.SEGMENT, session, body, clock.tick(10))
     chain.append(RecordType.SESSION_CLOSE, session, {"segments": segments}, clock.tick(1))
-    return pub, files
+    return key, files
 
 
-def baseline(broker: MosquittoBroker, files: list[Path], work: Path) -> float:
+def _tls_args(dock: Dock, name: str) -> list[str]:
+    cert, key = dock.client_identity(name)
+    return ["--cafile", str(dock.pki.paths.ca_cert), "--cert", str(cert), "--key", str(key)]
+
+
+BASELINE_ACL = ("user bench-pub", "topic write bench/#", "user bench-sub", "topic read bench/#")
+
+
+def baseline(dock: Dock, files: list[Path], work: Path) -> float:
     """Seconds for mosquitto_pub → broker → mosquitto_sub (to a file) to move ``files``."""
+    broker = dock.broker
     out = work / "baseline.bin"
     with out.open("wb") as sink:
         sub = subprocess.Popen(
             [
                 "mosquitto_sub",
+                *_tls_args(dock, "bench-sub"),
                 "-h",
                 broker.host,
                 "-p",
@@ -99,6 +126,7 @@ def baseline(broker: MosquittoBroker, files: list[Path], work: Path) -> float:
         subprocess.run(
             [
                 "mosquitto_pub",
+                *_tls_args(dock, "bench-pub"),
                 "-h",
                 broker.host,
                 "-p",
@@ -134,63 +162,71 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--segments", type=int, default=16)
     p.add_argument("--segment-mib", type=int, default=4)
+    p.add_argument("--encrypted", action="store_true", help="segments encrypted at rest")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     for tool in ("mosquitto", "mosquitto_pub", "mosquitto_sub"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             print(f"bench: {tool} is not installed (scripts/setup installs it)", file=sys.stderr)
             return 2
-    with tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp,
+        contextlib.redirect_stdout(io.StringIO()) if args.json else contextlib.nullcontext(),
+        running_dock(Path(tmp) / "dock", extra_acl=BASELINE_ACL) as dock,
+    ):
         work = Path(tmp)
         spool = work / "spool"
-        pub, files = build_spool(spool, args.segments, args.segment_mib << 20)
+        key, files = build_spool(
+            spool,
+            args.segments,
+            args.segment_mib << 20,
+            dock.pki.paths.encryption_pub if args.encrypted else None,
+        )
+        dock.enrol(DEVICE, key)
         total = sum(f.stat().st_size for f in files)
-        # baseline reads the same bytes, so copy them before the upload frees them
+        # the baseline moves as many messages of the (plaintext) segment size: an encrypted
+        # segment is a little larger than the broker's 4 MiB message limit allows in one message
         base_dir = work / "baseline-src"
         base_dir.mkdir()
-        base_files = [Path(shutil.copy(files[0], base_dir / files[0].name))] * len(files)
-        with MosquittoBroker(work / "broker") as broker:
-            rx = ReceiverProcess(work / "receiver", broker.host, broker.port)
-            with contextlib.redirect_stdout(io.StringIO()):  # keep --json output clean
-                rx.cli("identity", "--export-pub", str(work / "receiver.pub"))
-                rx.cli("device", "add", "--id", DEVICE, "--key", str(pub))
-            rx.start()
-            try:
-                cfg = UplinkConfig(
-                    broker_host=broker.host,
-                    broker_port=broker.port,
-                    receiver_key_file=str(work / "receiver.pub"),
-                )
-                start = time.perf_counter()
-                result = run_dock_upload(
-                    spool, cfg, threading.Event(), until_done=True, timeout_s=600
-                )
-                upload_s = time.perf_counter() - start
-                assert rx.proc is not None
-                rss = peak_rss_bytes(rx.proc.pid)
-            finally:
-                rx.stop()
-            if result.pending or result.quarantined:
-                print(f"bench: upload incomplete: {result}", file=sys.stderr)
-                return 1
-            base_s = baseline(broker, base_files, work)
+        base_file = base_dir / "segment.bin"
+        base_file.write_bytes(os.urandom(args.segment_mib << 20))
+        base_files = [base_file] * len(files)
+        cfg = dock.uplink_config(DEVICE)
+        cfg.receipt_timeout_s = 15.0
+        start = time.perf_counter()
+        result = run_dock_upload(spool, cfg, threading.Event(), until_done=True, timeout_s=600)
+        upload_s = time.perf_counter() - start
+        assert dock.rx.proc is not None
+        rss = peak_rss_bytes(dock.rx.proc.pid)
+        if result.pending or result.quarantined:
+            print(f"bench: upload incomplete: {result}", file=sys.stderr)
+            return 1
+        base_s = baseline(dock, base_files, work)
+        base_file_bytes = base_file.stat().st_size
     mib = total / 2**20
+    base_mib = base_file_bytes * args.segments / 2**20
     report = {
         "bytes": total,
         "segments": args.segments,
         "segment_mib": args.segment_mib,
+        "encrypted": args.encrypted,
+        "transport": "mqtt5 over mutual TLS (provisioned broker config)",
         "upload_s": round(upload_s, 3),
         "upload_mib_per_s": round(mib / upload_s, 1),
         "baseline_s": round(base_s, 3),
-        "baseline_mib_per_s": round(mib / base_s, 1),
-        "ratio_upload_to_baseline": round(base_s / upload_s, 3),
+        "baseline_mib_per_s": round(base_mib / base_s, 1),
+        "ratio_upload_to_baseline": round((mib / upload_s) / (base_mib / base_s), 3),
         "receiver_peak_rss_mib": round(rss / 2**20, 1),
         "receipted_records": result.receipted,
     }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"moved {mib:.0f} MiB in {args.segments} segments of {args.segment_mib} MiB")
+        how = "encrypted at rest, " if args.encrypted else ""
+        print(
+            f"moved {mib:.0f} MiB in {args.segments} segments of {args.segment_mib} MiB"
+            f" ({how}mutual TLS)"
+        )
         print(f"  dock upload (verified, stored, receipted): {report['upload_mib_per_s']} MiB/s")
         print(f"  mosquitto_pub -> mosquitto_sub baseline:   {report['baseline_mib_per_s']} MiB/s")
         print(f"  ratio upload/baseline: {report['ratio_upload_to_baseline']}")

@@ -5,7 +5,14 @@ The broker gets one TLS listener, nothing else: ``require_certificate true`` and
 gives
 
 - ``user receiver``: read and write on ``bodycam/v1/#``;
-- every client: ``pattern readwrite bodycam/v1/%u/#``, i.e. a device only under its own id.
+- every client (a device): write only its own ``bodycam/v1/<id>/up/#``, read and write its own
+  retained ``bodycam/v1/<id>/status``, read its own ``bodycam/v1/<id>/down/#`` and the
+  receiver's retained ``bodycam/v1/receiver/status`` (the wire table of
+  :mod:`evidence.transfer`). Nothing else: a publish elsewhere gets PUBACK "not authorized".
+
+``receiver.toml`` carries everything the receiver needs from the dock: the broker address and
+its mutual-TLS client files, the receipt and encryption keys, and ``dock_registry`` (the dock's
+device registry, which the receiver follows for enrolments and revocations).
 
 Revocation, measured with Mosquitto 2.0.11 in ``tests/test_broker_security.py``: a SIGHUP re-reads
 the CRL, so new connections of a revoked device are refused at once, but a session the device
@@ -24,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evidence.fsutil import atomic_write
-from provisioning import configs
+from provisioning.configs import toml_str
 from provisioning.dock import Dock
 from provisioning.errors import DockError
 from provisioning.ids import RECEIVER_CN
@@ -67,7 +74,11 @@ def render_acl() -> str:
             "",
             "# Every client (devices) only under its own id. Mosquitto refuses %u",
             "# substitution for usernames containing + or #; provisioning refuses such CNs too.",
-            f"pattern readwrite {TOPIC_ROOT}/%u/#",
+            f"pattern write {TOPIC_ROOT}/%u/up/#",
+            f"pattern readwrite {TOPIC_ROOT}/%u/status",
+            f"pattern read {TOPIC_ROOT}/%u/down/#",
+            "# Devices watch the receiver's retained status to know when to ask again.",
+            f"pattern read {TOPIC_ROOT}/{RECEIVER_CN}/status",
             "",
         ]
     )
@@ -143,22 +154,58 @@ def render_mosquitto_conf(
     )
 
 
-def render_receiver_config(dock: Dock, *, port: int | None = None) -> str:
+def _receiver_host(listen_host: str) -> str:
+    # The broker certificate always names the loopback addresses; a wildcard listener is
+    # reached there by the receiver on the same machine.
+    return "127.0.0.1" if listen_host in ("0.0.0.0", "::", "") else listen_host
+
+
+def render_receiver_config(
+    dock: Dock,
+    *,
+    port: int | None = None,
+    listen_host: str = "127.0.0.1",
+    data_dir: Path | None = None,
+) -> str:
+    """The receiver's TOML: broker and mutual TLS, receipt and encryption keys, dock registry."""
     p = dock.paths
-    return configs.render_receiver_config(
-        broker_port=port or dock.broker_port,
-        ca_file=p.ca_cert.resolve(),
-        cert_file=p.client_cert.resolve(),
-        key_file=p.client_key.resolve(),
-        receipt_key=p.receipt_key.resolve(),
-        encryption_key=p.encryption_key.resolve(),
-        registry=p.registry.resolve(),
-        crl=p.crl.resolve(),
+    data_line = (
+        f"data_dir = {toml_str(Path(data_dir).resolve())}"
+        if data_dir is not None
+        else '# data_dir = "/var/lib/bodycam-receiver"'
+    )
+    return "\n".join(
+        [
+            "# Receiver settings written by bodycam-provision broker-config.",
+            data_line,
+            f"receipt_key = {toml_str(p.receipt_key.resolve())}",
+            "# Spool media are encrypted to this key; segments are decrypted and checked on",
+            "# arrival. Without it every encrypted recording is lost: back it up offline.",
+            f"encryption_key = {toml_str(p.encryption_key.resolve())}",
+            "# Devices enrolled here are trusted, revoked ones refused (read on every change).",
+            f"dock_registry = {toml_str(p.registry.resolve())}",
+            "",
+            "[broker]",
+            f"host = {toml_str(_receiver_host(listen_host))}",
+            f"port = {port or dock.broker_port}",
+            f"ca_file = {toml_str(p.ca_cert.resolve())}",
+            f"cert_file = {toml_str(p.client_cert.resolve())}",
+            f"key_file = {toml_str(p.client_key.resolve())}",
+            "",
+        ]
     )
 
 
-def write_broker_config(dock: Dock, out_dir: Path, settings: BrokerSettings) -> BrokerFiles:
-    """Write mosquitto.conf, acl, persistence/ and receiver.toml into ``out_dir``."""
+def write_broker_config(
+    dock: Dock,
+    out_dir: Path,
+    settings: BrokerSettings,
+    *,
+    receiver_data_dir: Path | None = None,
+) -> BrokerFiles:
+    """Write mosquitto.conf, acl, persistence/ and receiver.toml into ``out_dir``.
+
+    ``receiver_data_dir`` goes into receiver.toml as ``data_dir`` (otherwise a comment)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = BrokerFiles(
@@ -185,6 +232,11 @@ def write_broker_config(dock: Dock, out_dir: Path, settings: BrokerSettings) -> 
     atomic_write(files.config, conf.encode("utf-8"))
     atomic_write(
         files.receiver_config,
-        render_receiver_config(dock, port=settings.port).encode("utf-8"),
+        render_receiver_config(
+            dock,
+            port=settings.port,
+            listen_host=settings.listen_host,
+            data_dir=receiver_data_dir,
+        ).encode("utf-8"),
     )
     return files

@@ -113,7 +113,10 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         "restart the broker now (e.g. systemctl restart mosquitto): a reload refuses new"
         " connections but leaves an open session of the device running"
     )
-    print("and revoke the device at the receiver too so its segments are quarantined")
+    print(
+        "a receiver following this dock's registry (dock_registry in receiver.toml) quarantines"
+        " the device's uploads from now on; any other receiver: bodycam-receiver device revoke"
+    )
     return 0
 
 
@@ -149,7 +152,9 @@ def _cmd_broker_config(args: argparse.Namespace) -> int:
         max_queued_bytes=args.max_queued_bytes,
         run_as_user=args.user,
     )
-    files = broker.write_broker_config(dock, args.out, settings)
+    files = broker.write_broker_config(
+        dock, args.out, settings, receiver_data_dir=args.receiver_data_dir
+    )
     print(f"mosquitto config: {files.config}")
     print(f"ACL: {files.acl}")
     print(f"receiver config snippet: {files.receiver_config}")
@@ -242,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queued-messages", type=int, default=broker.DEFAULT_MAX_QUEUED_MESSAGES)
     p.add_argument("--max-queued-bytes", type=int, default=broker.DEFAULT_MAX_QUEUED_BYTES)
     p.add_argument("--user", help="user Mosquitto runs as when started as root")
+    p.add_argument(
+        "--receiver-data-dir", type=Path, help="the receiver's data_dir, written to receiver.toml"
+    )
     p.set_defaults(func=_cmd_broker_config)
     return parser
 

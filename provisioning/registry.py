@@ -2,8 +2,8 @@
 
 It records, per device id: status (active/revoked), the Ed25519 evidence-signing public key the
 receiver must trust for it, and every certificate ever issued to it (serials feed the CRL).
-The receiver's own device registry (``bodycam-receiver device add``) can be filled from
-:meth:`Registry.entries`.
+The receiver follows this file (its ``dock_registry`` setting): it reads it with
+:func:`read_entries`, without the lock, which is safe because every write is an atomic rename.
 
 Failure posture: a registry file that cannot be parsed raises :class:`DockError` and is never
 overwritten; changes go through :meth:`Registry.update`, which holds ``registry.lock`` (flock)
@@ -58,6 +58,12 @@ class DeviceEntry:
     def from_dict(cls, d: dict[str, Any]) -> DeviceEntry:
         certs = [CertificateEntry(**c) for c in d.get("certificates", [])]
         return cls(**{**d, "certificates": certs})
+
+
+def read_entries(path: Path) -> list[DeviceEntry]:
+    """The entries of a registry file, read without taking its lock (for the receiver, which may
+    not be allowed to write in the dock directory). A missing file is an empty registry."""
+    return [e for _, e in sorted(Registry(path)._load().items())]
 
 
 class Registry:

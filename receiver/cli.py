@@ -1,9 +1,10 @@
 """``bodycam-receiver``: the dock service and the clerk's commands.
 
 Exit status: 0 success; 1 the store or a case has verification problems (``reverify``,
-``case show``); 2 bad input (unknown case, bad key file, bad option). Failure posture: every
-error a user can cause is printed as one line naming what was wrong, never a traceback, and
-nothing is changed by a failed command.
+``case show``) or an ``import`` refused or could not complete some records; 2 bad input
+(unknown case, bad key file, bad option). Failure posture: every error a user can cause is
+printed as one line naming what was wrong, never a traceback, and nothing is changed by a
+failed command.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Sequence
@@ -25,8 +27,8 @@ from receiver.cases import ENFORCEMENT_TYPES, SENSITIVITY, STAGES, CaseBook
 from receiver.config import ReceiverConfig, load_config
 from receiver.db import connect
 from receiver.errors import ReceiverError
-from receiver.identity import load_receipt_key, public_key_path
-from receiver.registry import DeviceRegistry
+from receiver.identity import load_media_key, load_receipt_key, public_key_path
+from receiver.registry import DeviceRegistry, DockRegistryFollower
 from receiver.store import EvidenceStore
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--replace-key", action="store_true", help="re-enrol with a new key")
     rev = dev.add_parser("revoke", help="refuse everything from a device from now on")
     rev.add_argument("--id", required=True)
+    rev.add_argument("--reason", help="why (e.g. 'lost on patrol'); shown in the quarantine")
     dl = dev.add_parser("list", help="devices: last seen, clock offset, pending segments")
     dl.add_argument("--json", action="store_true")
     sub.add_parser("devices", help="same as `device list`").add_argument(
@@ -93,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("reverify", help="re-verify the whole store").add_argument(
         "--json", action="store_true"
     )
+    imp = sub.add_parser(
+        "import", help="file a spool copy (e.g. from a card) with the checks of a dock upload"
+    )
+    imp.add_argument("spool", type=Path, help="the spool directory (its devices/ tree)")
+    imp.add_argument("--json", action="store_true")
     ident = sub.add_parser("identity", help="the receipt key id (and export its public key)")
     ident.add_argument("--export-pub", type=Path, help="write the receipt public key (PEM) here")
     return p
@@ -118,6 +126,7 @@ def _run(config: ReceiverConfig, broker: str | None) -> int:
     if broker:
         host, _, port = broker.rpartition(":")
         config.broker.host, config.broker.port = host or "127.0.0.1", int(port)
+    config.broker.check_tls()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -150,6 +159,40 @@ def _case_show(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _import(
+    config: ReceiverConfig,
+    store: EvidenceStore,
+    conn: sqlite3.Connection,
+    spool: Path,
+    as_json: bool,
+) -> int:
+    from receiver.importer import DUPLICATE, STORED, import_spool
+    from receiver.ingest import Ingest
+
+    ingest = Ingest(
+        store,
+        conn,
+        load_receipt_key(config.receipt_key_path),
+        max_segment_bytes=config.limits.max_segment_bytes,
+        dock_registry=config.dock_registry,
+        encryption_key=load_media_key(config.encryption_key),
+    )
+    try:
+        results = import_spool(ingest, spool)
+    finally:
+        ingest.close()
+    if as_json:
+        print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2))
+    else:
+        for r in results:
+            if r.outcome not in (STORED, DUPLICATE):
+                print(f"  {r.outcome.upper()} {r.device} seq {r.seq} ({r.file}): {r.reason}")
+        counts = {o: sum(r.outcome == o for r in results) for o in {r.outcome for r in results}}
+        summary = ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "no records"
+        print(f"imported {spool}: {summary}")
+    return 0 if all(r.outcome in (STORED, DUPLICATE) for r in results) else 1
+
+
 def dispatch(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.command == "run":
@@ -158,16 +201,20 @@ def dispatch(args: argparse.Namespace) -> int:
     conn = connect(store.db_path)
     try:
         cmd, action = args.command, getattr(args, "action", None)
+        if config.dock_registry is not None:
+            # listings and revocations reflect the dock's enrolments without a service running
+            DockRegistryFollower(DeviceRegistry(conn), config.dock_registry).sync()
         if cmd == "device" and action == "add":
             d = DeviceRegistry(conn).add(args.id, args.key, replace_key=args.replace_key)
             print(f"device {d.id} registered with key {d.key_id}")
         elif cmd == "device" and action == "revoke":
-            DeviceRegistry(conn).revoke(args.id)
+            DeviceRegistry(conn).revoke(args.id, args.reason)
             print(f"device {args.id} revoked: its uploads are quarantined from now on")
         elif (cmd == "device" and action == "list") or cmd == "devices":
             cols = [
                 "device",
                 "revoked",
+                "revoke_reason",
                 "last_seen",
                 "clock_offset_s",
                 "pending_segments",
@@ -221,6 +268,8 @@ def dispatch(args: argparse.Namespace) -> int:
         elif cmd == "quarantine":
             cols = ["id", "device", "seq", "type", "reason", "when"]
             _print(reports.quarantine_view(conn), args.json, cols)
+        elif cmd == "import":
+            return _import(config, store, conn, args.spool, args.json)
         elif cmd == "reverify":
             decryptor = None
             if config.encryption_key is not None:

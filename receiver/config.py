@@ -1,10 +1,11 @@
 """The receiver's configuration: a TOML file mapped onto a small dataclass tree.
 
-Example (every key optional)::
+Example (``bodycam-provision broker-config`` writes the dock-specific part)::
 
     data_dir = "/var/lib/bodycam-receiver"
-    receipt_key = "/etc/bodycam/receiver-receipt.key"   # default: <data_dir>/receipt.key
-    encryption_key = "/etc/bodycam/media.key"   # optional: reverify decrypts media with it
+    receipt_key = "/srv/bodycam/dock/receiver/receipt.key"  # default: <data_dir>/receipt.key
+    encryption_key = "/srv/bodycam/dock/receiver/encryption.key"  # decrypts spool media
+    dock_registry = "/srv/bodycam/dock/devices/registry.json"   # devices enrolled/revoked
 
     [broker]
     host = "127.0.0.1"
@@ -12,9 +13,10 @@ Example (every key optional)::
     client_id = "bodycam-receiver"
     keepalive_s = 30
     session_expiry_s = 604800
-    ca_file = "/etc/bodycam/ca.pem"          # TLS when set; mutual TLS with cert_file/key_file
-    cert_file = "/etc/bodycam/receiver.pem"
-    key_file = "/etc/bodycam/receiver.key"
+    ca_file = "/srv/bodycam/dock/ca/ca.pem"         # mutual TLS: all three are required
+    cert_file = "/srv/bodycam/dock/receiver/client.pem"
+    key_file = "/srv/bodycam/dock/receiver/client.key"
+    allow_insecure = false   # true: plain TCP without certificates, for development only
 
     [limits]
     max_segment_bytes = 2147483648
@@ -22,7 +24,8 @@ Example (every key optional)::
     transfer_timeout_s = 900
 
 Failure posture: unknown keys and wrong types raise :class:`ConfigError` naming the key, so a
-typo is never silently ignored.
+typo is never silently ignored. There is no anonymous default: :meth:`BrokerConfig.check_tls`
+refuses to connect without the mutual-TLS files unless ``allow_insecure`` is set explicitly.
 """
 
 from __future__ import annotations
@@ -38,13 +41,28 @@ from receiver.errors import ConfigError
 @dataclass
 class BrokerConfig:
     host: str = "127.0.0.1"
-    port: int = 1883
+    port: int = 8883
     client_id: str = "bodycam-receiver"
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 24 * 3600
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    #: plain TCP without certificates; for development against a throw-away broker only
+    allow_insecure: bool = False
+
+    def check_tls(self) -> None:
+        """Raise :class:`ConfigError` unless mutual TLS is configured (or explicitly waived)."""
+        if self.allow_insecure:
+            return
+        missing = [n for n in ("ca_file", "cert_file", "key_file") if getattr(self, n) is None]
+        if missing:
+            raise ConfigError(
+                None,
+                f"broker.{', broker.'.join(missing)} not set: the receiver connects only with"
+                " mutual TLS (bodycam-provision broker-config writes these settings; set"
+                " broker.allow_insecure = true only for a development broker)",
+            )
 
 
 @dataclass
@@ -58,8 +76,12 @@ class LimitsConfig:
 class ReceiverConfig:
     data_dir: Path = Path("receiver-data")
     receipt_key: Path | None = None
-    #: X25519 key to decrypt media stored encrypted (``reverify`` then checks the plaintext)
+    #: X25519 key that spool media are encrypted to: segments are decrypted and their plaintext
+    #: checked on arrival (and by ``reverify``)
     encryption_key: Path | None = None
+    #: the provisioning dock's ``devices/registry.json``: enrolled devices are trusted and revoked
+    #: ones refused without ``bodycam-receiver device add/revoke``
+    dock_registry: Path | None = None
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
@@ -85,6 +107,10 @@ def _fill(obj: Any, table: dict[str, Any], where: str, base: Path) -> None:
                 raise ConfigError(None, f"{where}{name} must be a path string")
             path = Path(value)
             setattr(obj, name, path if path.is_absolute() else base / path)
+        elif ftype == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(None, f"{where}{name} must be true or false")
+            setattr(obj, name, value)
         elif ftype == "int":
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(None, f"{where}{name} must be an integer")

@@ -12,7 +12,18 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Columns added after version 1: (table, column, type). Added to older databases on open.
+ADDED_COLUMNS = (
+    ("devices", "revoked_utc", "TEXT"),
+    ("devices", "revoke_reason", "TEXT"),
+    # "dock" when the device comes from the provisioning registry, else "manual"
+    ("devices", "source", "TEXT NOT NULL DEFAULT 'manual'"),
+    # the decrypted plaintext of an encrypted segment, stored as its own object
+    ("records", "plain_sha256", "TEXT"),
+    ("records", "plain_size", "INTEGER"),
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -96,8 +107,18 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.executescript(SCHEMA)
+    for table, column, kind in ADDED_COLUMNS:
+        have = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            except sqlite3.OperationalError as exc:
+                # another process opening the same database upgraded it first
+                if "duplicate column" not in str(exc):
+                    raise
     conn.execute(
-        "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)",
+        "INSERT INTO meta (name, value) VALUES ('schema_version', ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         (str(SCHEMA_VERSION),),
     )
     return conn

@@ -10,10 +10,21 @@ the metadata to SQLite, and only after that commit does it sign a receipt.
 Failure posture: it believes no device, broker or network. Malformed input (garbage, wrong JSON,
 oversized, unknown topic, a device publishing under another device's topic) is logged and
 ignored. Evidence that fails verification (unregistered or revoked device, wrong key, bad
-signature, tampered chunk or file, a second record for a stored seq) is quarantined with its
-reason and answered with a *quarantined* receipt; it is never filed as valid. A store error
-(disk full) is logged and answered with nothing, so the device keeps its copy and retries.
-:meth:`Ingest.handle` never raises.
+signature, tampered chunk or file, a second record for a stored seq, encrypted media that does
+not decrypt with the receiver's key or whose plaintext does not match its signed digest) is
+quarantined with its reason and answered with a *quarantined* receipt; it is never filed as
+valid. The same checks apply whatever the route: MQTT, or ``bodycam-receiver import`` of a spool
+copy (:mod:`receiver.importer`), which feeds the very same messages through :meth:`handle`.
+A store error (disk full) is logged and answered with nothing, so the device keeps its copy and
+retries. :meth:`Ingest.handle` never raises.
+
+Encryption at rest: a segment with ``stored`` + ``encryption`` arrives as ciphertext. Its chunks
+and whole file are checked against the signed ``stored`` digest, then it is decrypted with the
+receiver's X25519 key and the plaintext checked against the signed ``media`` digest (a segment
+recovered after a crash has ``media: null``; its authenticated prefix is accepted in the
+explicit recovered-prefix mode). Both are kept as content-addressed objects: the ciphertext is
+the original the device signed (the evidence tree verifies without a key), the plaintext is what
+playback and export use (see ``receiver/README.md``).
 """
 
 from __future__ import annotations
@@ -31,17 +42,18 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from evidence import layout
+from evidence import encryption, layout
 from evidence import transfer as wire
-from evidence.errors import RecordFormatError
+from evidence.errors import EvidenceError, RecordFormatError
 from evidence.keys import key_id
-from evidence.media import FileDigest
+from evidence.media import CHUNK_SIZE, FileDigest, StreamingDigest
 from evidence.receipt import STATUS_QUARANTINED, STATUS_STORED, Receipt
 from evidence.records import Record, RecordType, format_utc, parse_utc
 from receiver.cases import CaseBook
 from receiver.errors import ConflictError, ReceiverError
-from receiver.registry import DeviceRegistry
+from receiver.registry import DeviceRegistry, DockRegistryFollower
 from receiver.store import EvidenceStore, sha256_file
 
 log = logging.getLogger(__name__)
@@ -109,12 +121,21 @@ class Ingest:
         max_segment_bytes: int = 2 * 1024**3,
         max_transfers: int = 64,
         transfer_timeout_s: float = 900.0,
+        dock_registry: Path | None = None,
+        encryption_key: X25519PrivateKey | None = None,
     ) -> None:
         self.store = store
         self.conn = conn
         self.receipt_key = receipt_key
         self.receiver_id = key_id(receipt_key.public_key())
         self.registry = DeviceRegistry(conn)
+        self.follower = (
+            DockRegistryFollower(self.registry, dock_registry) if dock_registry else None
+        )
+        self.encryption_key = encryption_key
+        self.recipient = (
+            encryption.recipient_id(encryption_key.public_key()) if encryption_key else None
+        )
         self.cases = CaseBook(conn)
         self.max_segment_bytes = max_segment_bytes
         self.max_transfers = max_transfers
@@ -163,6 +184,7 @@ class Ingest:
 
     # -- hello / clock ---------------------------------------------------------------------
     def _on_hello(self, device: str, msg: dict[str, Any]) -> list[Outgoing]:
+        self.refresh_registry()
         dev = self.registry.get(device)
         if dev is None or dev.revoked:
             log.warning("hello from %s device %s ignored", "revoked" if dev else "unknown", device)
@@ -207,12 +229,18 @@ class Ingest:
             return []
         return self._open_transfer(record, record_hash)
 
+    def refresh_registry(self) -> None:
+        """Apply enrolments and revocations made at the dock since the last message."""
+        if self.follower is not None:
+            self.follower.refresh()
+
     def _check_record(self, record: Record) -> str | None:
+        self.refresh_registry()
         dev = self.registry.get(record.device)
         if dev is None:
             return f"device {record.device} is not registered"
         if dev.revoked:
-            return f"device {record.device} is revoked"
+            return dev.revocation
         if record.key != dev.key_id:
             return f"signed with key {record.key}, device is registered with {dev.key_id}"
         if not record.signature_valid(dev.public_key):
@@ -245,9 +273,12 @@ class Ingest:
                     record, record_hash, f"chunk size {digest.chunk_size} outside the wire limits"
                 )
             ]
+        problem = self._encryption_problem(body)
+        if problem is not None:
+            return [self._quarantine(record, record_hash, problem)]
         if self.store.has_object(digest.sha256):
             # same bytes already stored (re-sent after a crash between object and metadata)
-            return [self._commit(record, record_hash, (file_name, digest))]
+            return [self._store_segment(record, record_hash, file_name, digest, None)]
         self._evict_if_full()
         temp = self.store.temp_path(record_hash)
         fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -262,6 +293,12 @@ class Ingest:
             oldest = min(self.transfers.values(), key=lambda t: t.last_activity)
             log.warning("dropping idle transfer %s to make room", oldest.record_hash[:16])
             self._drop(oldest)
+
+    def abandon(self, record_hash: str) -> None:
+        """Forget an unfinished transfer and its temp file (nothing of it is kept)."""
+        tr = self.transfers.get(record_hash)
+        if tr is not None:
+            self._drop(tr)
 
     def _drop(self, tr: Transfer) -> None:
         tr.close()
@@ -341,9 +378,92 @@ class Ingest:
             sha, size = sha256_file(tr.temp)
         if sha != d.sha256 or size != d.size:
             return [self._quarantine_transfer(tr, "assembled file does not match its signed hash")]
-        self.store.commit_object(tr.temp, d.sha256)
+        self.refresh_registry()
+        dev = self.registry.get(device)
+        if dev is not None and dev.revoked:  # revoked while its media were in flight
+            return [self._quarantine_transfer(tr, dev.revocation)]
         self.transfers.pop(record_hash, None)
-        return [self._commit(tr.record, record_hash, (tr.file_name, d))]
+        return [self._store_segment(tr.record, record_hash, tr.file_name, d, tr.temp)]
+
+    # -- encrypted media -------------------------------------------------------------------
+    def _encryption_problem(self, body: dict[str, Any]) -> str | None:
+        """Why an encrypted segment cannot be accepted here at all (checked before its chunks)."""
+        enc = body.get("encryption")
+        if enc is None:
+            if body.get("media") is None:
+                return "malformed segment body: no media digest and not encrypted"
+            return None
+        if not isinstance(enc, dict) or body.get("stored") is None:
+            return "malformed segment body: 'encryption' needs a dict and a 'stored' digest"
+        if body.get("media") is None and not body.get("recovered"):
+            return "malformed segment body: 'media' is null but the segment is not recovered"
+        if enc.get("scheme") != encryption.SCHEME:
+            return f"media encrypted with unknown scheme {enc.get('scheme')!r}"
+        if self.encryption_key is None:
+            return (
+                "media are encrypted but this receiver has no encryption_key configured"
+                " (re-import the spool once it has)"
+            )
+        if enc.get("recipient") != self.recipient:
+            return (
+                f"media encrypted to {enc.get('recipient')}, not to this receiver's key"
+                f" {self.recipient}"
+            )
+        return None
+
+    def _decrypt(self, record: Record, record_hash: str, cipher: Path) -> FileDigest | str:
+        """Decrypt ``cipher`` into tmp/<hash>.plain and check it; the plaintext digest, or why
+        not (then no plaintext file is left)."""
+        assert self.encryption_key is not None  # _encryption_problem refused it otherwise
+        body = record.body
+        recovered = body.get("media") is None
+        expected = None if recovered else FileDigest.from_dict(body["media"])
+        out = self.store.plain_temp_path(record_hash)
+        digest = StreamingDigest(expected.chunk_size if expected else CHUNK_SIZE)
+        try:
+            with open(out, "wb") as f:
+                for block in encryption.decrypt_blocks(
+                    cipher, self.encryption_key, recovered_prefix=recovered
+                ):
+                    digest.update(block)
+                    f.write(block)
+        except (EvidenceError, OSError) as exc:
+            with contextlib.suppress(FileNotFoundError):
+                out.unlink()
+            return f"cannot decrypt: {exc}"
+        got = digest.finish()
+        if expected is not None and (
+            got.sha256 != expected.sha256
+            or got.size != expected.size
+            or got.chunks != expected.chunks
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                out.unlink()
+            return "decrypted media does not match its signed plaintext digest"
+        return got
+
+    def _store_segment(
+        self,
+        record: Record,
+        record_hash: str,
+        file_name: str,
+        digest: FileDigest,
+        temp: Path | None,
+    ) -> Outgoing:
+        """Store a segment whose bytes match the signed digest: ``temp`` in tmp/, or (None) an
+        object already in the store. Encrypted media are decrypted and checked first."""
+        plain: FileDigest | None = None
+        if record.body.get("encryption") is not None:
+            source = temp if temp is not None else self.store.object_path(digest.sha256)
+            checked = self._decrypt(record, record_hash, source)
+            if isinstance(checked, str):
+                return self._quarantine(record, record_hash, checked, media=temp)
+            plain = checked
+        if temp is not None:
+            self.store.commit_object(temp, digest.sha256)
+        if plain is not None:
+            self.store.commit_object(self.store.plain_temp_path(record_hash), plain.sha256)
+        return self._commit(record, record_hash, (file_name, digest), plain=plain)
 
     # -- query -----------------------------------------------------------------------------
     def _on_query(self, device: str, msg: dict[str, Any]) -> list[Outgoing]:
@@ -377,7 +497,12 @@ class Ingest:
 
     # -- commit and receipts ---------------------------------------------------------------
     def _commit(
-        self, record: Record, record_hash: str, media: tuple[str, FileDigest] | None
+        self,
+        record: Record,
+        record_hash: str,
+        media: tuple[str, FileDigest] | None,
+        *,
+        plain: FileDigest | None = None,
     ) -> Outgoing:
         data = record.canonical()
         if media is not None:
@@ -394,8 +519,8 @@ class Ingest:
         try:
             self.conn.execute(
                 "INSERT INTO records (hash, device, seq, session, type, prev, utc, body, "
-                "media_file, media_sha256, media_size, stored_utc) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "media_file, media_sha256, media_size, stored_utc, plain_sha256, plain_size) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record_hash,
                     record.device,
@@ -409,6 +534,8 @@ class Ingest:
                     media[1].sha256 if media else None,
                     media[1].size if media else None,
                     _now(),
+                    plain.sha256 if plain else None,
+                    plain.size if plain else None,
                 ),
             )
             if record.type == RecordType.SESSION_OPEN:

@@ -1,6 +1,7 @@
 """paho-mqtt client construction for the receiver (MQTT 5, persistent session, TLS from config).
 
-Failure posture: a TLS file that cannot be loaded raises :class:`ConfigError` before connecting;
+Failure posture: missing mutual-TLS settings (without an explicit ``allow_insecure``) or a TLS
+file that cannot be loaded raise :class:`ConfigError` before connecting;
 connection loss is handled by paho's reconnect loop and logged, never fatal.
 """
 
@@ -18,6 +19,7 @@ from receiver.errors import ConfigError
 
 
 def make_client(cfg: BrokerConfig) -> mqtt.Client:
+    cfg.check_tls()
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=cfg.client_id,

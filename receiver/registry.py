@@ -1,12 +1,21 @@
 """Device registry: each device's Ed25519 public key, revoked flag and dock status.
 
 A record is accepted only from a registered, non-revoked device and only when signed with the
-key registered for it. Failure posture: unreadable key files and unknown devices raise
-:class:`InvalidInputError`/:class:`NotFoundError`; nothing is half-registered.
+key registered for it. Devices come from two places: the provisioning dock's registry
+(``dock_registry`` in the receiver config, followed by :class:`DockRegistryFollower` on every
+change, so ``bodycam-provision enrol``/``revoke`` take effect here without a second command) and
+``bodycam-receiver device add/revoke`` for devices provisioned elsewhere.
+
+Failure posture: unreadable key files and unknown devices raise
+:class:`InvalidInputError`/:class:`NotFoundError`; nothing is half-registered. A revocation is
+never undone: neither a later ``device add`` nor the dock's registry clears it. A dock registry
+that cannot be read is logged and the last state read stays in force (revocations included).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +29,11 @@ from evidence.keys import key_id, load_public_key, public_pem
 from evidence.records import DEVICE_ID_RE, format_utc
 from receiver.errors import InvalidInputError, NotFoundError
 
+log = logging.getLogger(__name__)
+
+SOURCE_DOCK = "dock"
+SOURCE_MANUAL = "manual"
+
 
 @dataclass(frozen=True)
 class Device:
@@ -32,6 +46,15 @@ class Device:
     clock_offset_s: float | None
     pending_segments: int | None
     oldest_pending_utc: str | None
+    revoked_utc: str | None = None
+    revoke_reason: str | None = None
+    source: str = SOURCE_MANUAL
+
+    @property
+    def revocation(self) -> str:
+        """The quarantine reason for anything from this device (starts "device revoked")."""
+        detail = ", ".join(x for x in (self.revoked_utc, self.revoke_reason) if x)
+        return f"device revoked: {self.id}" + (f" ({detail})" if detail else "")
 
 
 def _now() -> str:
@@ -51,6 +74,9 @@ def _row_to_device(row: sqlite3.Row) -> Device:
         clock_offset_s=row["clock_offset_s"],
         pending_segments=row["pending_segments"],
         oldest_pending_utc=row["oldest_pending_utc"],
+        revoked_utc=row["revoked_utc"],
+        revoke_reason=row["revoke_reason"],
+        source=row["source"],
     )
 
 
@@ -68,7 +94,12 @@ class DeviceRegistry:
         return self.add_key(device_id, public, replace_key=replace_key)
 
     def add_key(
-        self, device_id: str, public: Ed25519PublicKey, *, replace_key: bool = False
+        self,
+        device_id: str,
+        public: Ed25519PublicKey,
+        *,
+        replace_key: bool = False,
+        source: str = SOURCE_MANUAL,
     ) -> Device:
         pem = public_pem(public).decode("ascii")
         existing = self.get(device_id)
@@ -79,19 +110,30 @@ class DeviceRegistry:
                 "pass --replace-key to re-enrol it",
             )
         self.conn.execute(
-            "INSERT INTO devices (id, public_key_pem, key_id, revoked, added_utc) "
-            "VALUES (?, ?, ?, 0, ?) ON CONFLICT (id) DO UPDATE SET "
-            "public_key_pem = excluded.public_key_pem, key_id = excluded.key_id",
-            (device_id, pem, key_id(public), _now()),
+            "INSERT INTO devices (id, public_key_pem, key_id, revoked, added_utc, source) "
+            "VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "public_key_pem = excluded.public_key_pem, key_id = excluded.key_id, "
+            "source = excluded.source",
+            (device_id, pem, key_id(public), _now(), source),
         )
         device = self.get(device_id)
         assert device is not None
         return device
 
-    def revoke(self, device_id: str) -> None:
-        if self.conn.execute("UPDATE devices SET revoked = 1 WHERE id = ?", (device_id,)).rowcount:
-            return
-        raise NotFoundError("device", device_id)
+    def revoke(
+        self, device_id: str, reason: str | None = None, *, revoked_utc: str | None = None
+    ) -> Device:
+        """Refuse everything from the device from now on (idempotent; first reason kept)."""
+        cur = self.conn.execute(
+            "UPDATE devices SET revoked = 1, revoked_utc = COALESCE(revoked_utc, ?), "
+            "revoke_reason = COALESCE(revoke_reason, ?) WHERE id = ?",
+            (revoked_utc or _now(), reason, device_id),
+        )
+        if not cur.rowcount:
+            raise NotFoundError("device", device_id)
+        device = self.get(device_id)
+        assert device is not None
+        return device
 
     def get(self, device_id: str) -> Device | None:
         row = self.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
@@ -120,3 +162,83 @@ class DeviceRegistry:
             self.conn.execute(
                 "UPDATE devices SET last_seen_utc = ? WHERE id = ?", (_now(), device_id)
             )
+
+
+@dataclass
+class SyncResult:
+    added: list[str]
+    revoked: list[str]
+
+
+class DockRegistryFollower:
+    """Mirrors the provisioning dock's device registry into the receiver's, on every change.
+
+    :meth:`refresh` costs one ``stat`` when nothing changed, so the ingest calls it for every
+    record it is about to judge: an enrolment or revocation counts from the next message on.
+    """
+
+    def __init__(self, registry: DeviceRegistry, path: Path) -> None:
+        self.registry = registry
+        self.path = Path(path)
+        self._seen: tuple[int, int, int] | None = None
+
+    def refresh(self) -> SyncResult | None:
+        """Re-read the dock registry if it changed; None when it did not (or is unreadable)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            stamp = (0, 0, 0)
+        except OSError as exc:
+            log.error("dock registry %s cannot be read: %s", self.path, exc)
+            return None
+        else:
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp == self._seen:
+            return None
+        # also after a failed read: it is logged once and retried when the file changes
+        self._seen = stamp
+        return self.sync()
+
+    def sync(self) -> SyncResult | None:
+        # imported here: provisioning is only needed where a dock registry is configured
+        from provisioning.errors import ProvisioningError
+        from provisioning.registry import REVOKED, read_entries
+
+        try:
+            entries = read_entries(self.path)
+        except ProvisioningError as exc:
+            log.error("dock registry not applied (last state stays in force): %s", exc)
+            return None
+        result = SyncResult([], [])
+        for entry in entries:
+            try:
+                public = serialization.load_pem_public_key(entry.signing_public_pem.encode())
+            except ValueError as exc:
+                log.error("dock registry: %s has an unusable key: %s", entry.device_id, exc)
+                continue
+            if not isinstance(public, Ed25519PublicKey) or not DEVICE_ID_RE.match(entry.device_id):
+                log.error("dock registry: %s is not a valid device entry", entry.device_id)
+                continue
+            current = self.registry.get(entry.device_id)
+            if current is None or current.key_id != key_id(public):
+                if current is not None:
+                    log.warning(
+                        "device %s: key %s from the dock registry replaces %s",
+                        entry.device_id,
+                        key_id(public),
+                        current.key_id,
+                    )
+                self.registry.add_key(entry.device_id, public, replace_key=True, source=SOURCE_DOCK)
+                result.added.append(entry.device_id)
+                log.info("device %s registered from the dock registry", entry.device_id)
+            if entry.status == REVOKED and not (current is not None and current.revoked):
+                self.registry.revoke(
+                    entry.device_id, entry.revoke_reason, revoked_utc=entry.revoked_utc
+                )
+                result.revoked.append(entry.device_id)
+                log.warning(
+                    "device %s revoked at the dock (%s): its uploads are quarantined from now on",
+                    entry.device_id,
+                    entry.revoke_reason,
+                )
+        return result

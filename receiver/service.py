@@ -4,7 +4,9 @@ One paho network thread feeds every message to :class:`receiver.ingest.Ingest` i
 and publishes its replies (QoS 1). The main thread publishes new assignments (retained), expires
 idle transfers and pets the systemd watchdog. Failure posture: bad input never stops the service
 (see :mod:`receiver.ingest`); a lost broker connection is retried forever; on start, temp files of
-transfers interrupted by a crash are deleted, because a partial segment is never stored.
+transfers interrupted by a crash are deleted, because a partial segment is never stored. It
+refuses to start (ConfigError) without mutual-TLS settings (unless ``allow_insecure``) or with an
+unreadable encryption key.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from receiver import sdnotify
 from receiver.cases import CaseBook
 from receiver.config import ReceiverConfig
 from receiver.db import connect
-from receiver.identity import load_receipt_key
+from receiver.identity import load_media_key, load_receipt_key
 from receiver.ingest import Ingest, Outgoing
 from receiver.mqtt import connect_properties, make_client
 from receiver.store import EvidenceStore
@@ -44,6 +46,8 @@ class ReceiverService:
         if removed:
             log.info("removed %d partial transfer file(s) left by an interrupted run", removed)
         self.receipt_key = load_receipt_key(config.receipt_key_path)
+        encryption_key = load_media_key(config.encryption_key)
+        config.broker.check_tls()
         self.ingest_conn = connect(self.store.db_path)
         self.main_conn = connect(self.store.db_path)
         lim = config.limits
@@ -54,7 +58,10 @@ class ReceiverService:
             max_segment_bytes=lim.max_segment_bytes,
             max_transfers=lim.max_transfers,
             transfer_timeout_s=lim.transfer_timeout_s,
+            dock_registry=config.dock_registry,
+            encryption_key=encryption_key,
         )
+        self.ingest.refresh_registry()
         self.instance = uuid.uuid4().hex
         self.connected = threading.Event()
         self.client = make_client(config.broker)

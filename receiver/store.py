@@ -3,6 +3,8 @@
 Layout under the data directory::
 
     objects/<sha[:2]>/<sha256>                     media bytes, named by their SHA-256, mode 0444
+                                                   (encrypted segments: the ciphertext as signed
+                                                   and the checked plaintext, each by its hash)
     evidence/devices/<dev>/records/<seq>.json      every verified record (an evidence tree that
     evidence/devices/<dev>/media/<file>            bodycam-verify reads; media are hard links)
     quarantine/<utc>-<hash>/                       what failed verification, with REASON
@@ -65,6 +67,10 @@ class EvidenceStore:
         if not _HEX64.match(record_hash):
             raise ValueError(f"not a record hash: {record_hash!r}")
         return self.tmp / f"{record_hash}.part"
+
+    def plain_temp_path(self, record_hash: str) -> Path:
+        """Where the decrypted plaintext of an encrypted segment is checked before commit."""
+        return self.temp_path(record_hash).with_suffix(".plain")
 
     def clear_temp(self) -> int:
         """Remove leftovers of transfers interrupted by a crash; returns how many."""

@@ -7,20 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.broker import MosquittoBroker
 from tests.support.dock import Dock
 from tests.support.media import make_clips
-
-
-@pytest.fixture
-def mosquitto_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    """A private Mosquitto (default limits, anonymous, plain TCP) on a free loopback port."""
-    broker = MosquittoBroker(tmp_path / "broker")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +19,9 @@ def mpegts_clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.fixture
 def dock(tmp_path: Path) -> Iterator[Dock]:
-    """Mosquitto + the receiver service (a child process), stopped after the test."""
+    """A provisioned dock: Mosquitto with the generated mutual-TLS config, ACL and CRL, and the
+    receiver service (a child process) with the generated receiver.toml; stopped after the test.
+    Enrol devices with ``dock.register(spool)`` / ``dock.enrol(id)``."""
     d = Dock(tmp_path / "dock")
     try:
         yield d.start()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import pwd
 import signal
 import ssl
 import threading
@@ -28,31 +27,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 from provisioning import broker as broker_config
 from provisioning import device, pki
 from provisioning.dock import Dock
-from tests.support.broker import MosquittoBroker
+from tests.support.broker import ProvisionedBroker
 
 WAIT_S = 5.0
 NOT_AUTHORIZED = 135
-
-
-class ProvisionedBroker(MosquittoBroker):
-    """The test-support broker lifecycle, but running the configuration provisioning generates."""
-
-    def __init__(self, workdir: Path, dock: Dock, settings: broker_config.BrokerSettings) -> None:
-        super().__init__(workdir)
-        self.dock = dock
-        self.broker_settings = settings
-
-    def config_text(self) -> str:
-        settings = broker_config.BrokerSettings(
-            listen_host=self.host,
-            port=self.port,
-            message_size_limit_bytes=self.broker_settings.message_size_limit_bytes,
-            max_queued_messages=self.broker_settings.max_queued_messages,
-            max_queued_bytes=self.broker_settings.max_queued_bytes,
-            run_as_user=pwd.getpwuid(os.getuid()).pw_name,
-        )
-        files = broker_config.write_broker_config(self.dock, self.workdir / "gen", settings)
-        return files.config.read_text("utf-8")
 
 
 @dataclass
@@ -235,7 +213,7 @@ def test_device_publishes_to_own_topic_but_not_authorized_on_another_device(worl
         assert not granted.is_failure
         own = a.client.publish("bodycam/v1/cam-a/status", b"own", qos=1)
         assert not a.wait_puback(own.mid).is_failure
-        forged = a.client.publish("bodycam/v1/cam-b/segment/init", b"forged", qos=1)
+        forged = a.client.publish("bodycam/v1/cam-b/up/init", b"forged", qos=1)
         rc = a.wait_puback(forged.mid)
         assert rc.value == NOT_AUTHORIZED, f"expected 'Not authorized', got {rc}"
         assert str(rc) == "Not authorized"
@@ -267,14 +245,14 @@ def test_device_cannot_read_another_devices_topics(world: World) -> None:
         assert not recv.wait_suback(recv.client.subscribe("bodycam/v1/cam-b/#", qos=1)[1])[
             0
         ].is_failure
-        live = b.client.publish("bodycam/v1/cam-b/segment/init", b"secret", qos=1)
+        live = b.client.publish("bodycam/v1/cam-b/up/init", b"secret", qos=1)
         assert not b.wait_puback(live.mid).is_failure
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline and len(recv.messages) < 2:
             time.sleep(0.01)
         assert sorted(recv.messages) == [
-            ("bodycam/v1/cam-b/segment/init", b"secret"),
             ("bodycam/v1/cam-b/status", b"retained"),
+            ("bodycam/v1/cam-b/up/init", b"secret"),
         ]
         time.sleep(0.3)
         assert a.messages == [], "device A read device B's messages"
@@ -292,11 +270,11 @@ def test_oversized_message_is_refused_and_not_delivered(world: World) -> None:
         assert not recv.wait_suback(recv.client.subscribe("bodycam/v1/cam-a/#", qos=1)[1])[
             0
         ].is_failure
-        fits = a.client.publish("bodycam/v1/cam-a/chunk", b"f" * (64 * 1024), qos=1)
+        fits = a.client.publish("bodycam/v1/cam-a/up/chunk", b"f" * (64 * 1024), qos=1)
         assert not a.wait_puback(fits.mid).is_failure
         # Mosquitto 2.0.11 answers PUBACK 149 "Packet too large" (not a valid PUBACK code in
         # MQTT 5); paho 2 treats that as a protocol error and drops the connection.
-        a.client.publish("bodycam/v1/cam-a/chunk", b"x" * (64 * 1024 + 1), qos=1)
+        a.client.publish("bodycam/v1/cam-a/up/chunk", b"x" * (64 * 1024 + 1), qos=1)
         assert a.ended.wait(WAIT_S), "oversized publish was accepted silently"
         time.sleep(0.3)
         assert [len(p) for _, p in recv.messages] == [64 * 1024]
@@ -445,11 +423,11 @@ def test_persistent_session_survives_reconnect_with_client_id_from_certificate(
     # The uplink relies on a persistent MQTT 5 session; the broker now keys it by the CN.
     first = open_session(world.broker.port, world.a, client_id="any-id-1", session_expiry_s=600)
     assert first.connected.is_set(), first.failure
-    first.wait_suback(first.client.subscribe("bodycam/v1/cam-a/receipt", qos=1)[1])
+    first.wait_suback(first.client.subscribe("bodycam/v1/cam-a/down/receipt", qos=1)[1])
     first.close()
     recv = open_session(world.broker.port, world.receiver)
     try:
-        info = recv.client.publish("bodycam/v1/cam-a/receipt", b"receipt-1", qos=1)
+        info = recv.client.publish("bodycam/v1/cam-a/down/receipt", b"receipt-1", qos=1)
         assert not recv.wait_puback(info.mid).is_failure
     finally:
         recv.close()
@@ -459,9 +437,9 @@ def test_persistent_session_survives_reconnect_with_client_id_from_certificate(
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline and not again.messages:
             time.sleep(0.01)
-        assert again.messages == [("bodycam/v1/cam-a/receipt", b"receipt-1")]
+        assert again.messages == [("bodycam/v1/cam-a/down/receipt", b"receipt-1")]
     finally:
-        again.client.unsubscribe("bodycam/v1/cam-a/receipt")
+        again.client.unsubscribe("bodycam/v1/cam-a/down/receipt")
         again.close()
 
 

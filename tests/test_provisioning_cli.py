@@ -46,7 +46,7 @@ def test_full_technician_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     conf = (tmp_path / "broker" / "mosquitto.conf").read_text()
     assert "listener 8884 0.0.0.0" in conf
     acl = (tmp_path / "broker" / "acl").read_text()
-    assert "pattern readwrite bodycam/v1/%u/#" in acl
+    assert "pattern write bodycam/v1/%u/up/#" in acl
     assert (tmp_path / "broker" / "persistence").is_dir()
     from receiver.config import load_config
 
@@ -55,6 +55,10 @@ def test_full_technician_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert receiver.broker.cert_file is not None and receiver.broker.cert_file.name == "client.pem"
     assert receiver.broker.port == 8884
     assert receiver.receipt_key is not None and receiver.receipt_key.name == "receipt.key"
+    # ...and it is complete: mutual TLS, the dock's registry and the media key
+    receiver.broker.check_tls()
+    assert receiver.dock_registry == (dock / "devices" / "registry.json").resolve()
+    assert receiver.encryption_key is not None and receiver.encryption_key.name == "encryption.key"
 
 
 @pytest.mark.parametrize("bad", ["cam+1", "cam#1", "cam/1", "cam 1"])

@@ -14,17 +14,25 @@ from tests.support.spool import build_spool
 
 
 def _publish_all(dock: Dock, messages: list[tuple[str, bytes]]) -> None:
-    client = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2, client_id="attacker", protocol=mqtt.MQTTv5
-    )
-    client.connect(dock.broker.host, dock.broker.port)
-    client.loop_start()
-    try:
-        for topic, payload in messages:
-            client.publish(topic, payload, qos=1).wait_for_publish(timeout=5)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    """Publish each message with the certificate of the device whose topic it uses (a
+    compromised device: the broker ACL lets nobody else write there)."""
+    for topic, payload in messages:
+        ident = dock.identities[topic.split("/")[2]]
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id="attacker",
+            protocol=mqtt.MQTTv5,
+        )
+        client.tls_set(ca_certs=str(ident.ca), certfile=str(ident.cert), keyfile=str(ident.key))
+        client.connect(dock.broker.host, dock.broker.port)
+        client.loop_start()
+        try:
+            info = client.publish(topic, payload, qos=1)
+            info.wait_for_publish(timeout=5)
+            assert info.is_published()
+        finally:
+            client.disconnect()
+            client.loop_stop()
 
 
 def test_garbage_is_ignored_and_next_upload_is_served(
@@ -32,6 +40,7 @@ def test_garbage_is_ignored_and_next_upload_is_served(
 ) -> None:
     spool = build_spool(tmp_path / "spool", mpegts_clips)
     dock.register(spool)
+    dock.enrol("BC-0002")
     dock.create_case()
     dev = spool.device
     good_record = spool.records[0].to_dict()

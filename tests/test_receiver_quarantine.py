@@ -68,6 +68,7 @@ def test_record_from_unregistered_device_is_quarantined(
     dock: Dock, mpegts_clips: list[Path], tmp_path: Path
 ) -> None:
     spool = build_spool(tmp_path / "spool", mpegts_clips, device="BC-7777")
+    dock.certificate_only(spool.device)  # the broker lets it in; nobody enrolled its key
     dock.create_case()
 
     result = dock.upload(spool)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.broker import MosquittoBroker
+from tests.support.dock import Dock, running_dock
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "bodycam-receiver.service"
 
@@ -32,9 +32,12 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert "Type=notify" in text and "WatchdogSec=" in text
 
 
-def test_service_notifies_ready_and_pets_watchdog(
-    tmp_path: Path, mosquitto_broker: MosquittoBroker
-) -> None:
+def test_service_notifies_ready_and_pets_watchdog(tmp_path: Path) -> None:
+    with running_dock(tmp_path / "dock", receiver=False) as dock:
+        _notify_check(tmp_path, dock)
+
+
+def _notify_check(tmp_path: Path, dock: Dock) -> None:
     path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))
@@ -45,11 +48,11 @@ def test_service_notifies_ready_and_pets_watchdog(
             sys.executable,
             "-m",
             "receiver",
+            "--config",
+            str(dock.receiver_config),
             "--data-dir",
             str(tmp_path / "data"),
             "run",
-            "--broker",
-            f"{mosquitto_broker.host}:{mosquitto_broker.port}",
         ],
         env=env,
         stdout=subprocess.DEVNULL,

@@ -1,4 +1,6 @@
-"""Dock upload end to end: spool → real Mosquitto → receiver process → signed receipts."""
+"""Dock upload end to end: spool → real Mosquitto (mutual TLS, provisioned ACL) → receiver
+process → signed receipts. Devices are enrolled at the provisioning dock only: the receiver
+learns them from the dock's registry."""
 
 from __future__ import annotations
 
@@ -123,11 +125,14 @@ def test_standalone_upload_command_reads_the_agent_config(
     from agent.uplink.__main__ import main as upload_main
 
     spool = build_spool(tmp_path / "spool", mpegts_clips[:1])
-    dock.register(spool)
+    ident = dock.register(spool)
+    # the agent.toml device-install wrote, pointed at this spool, with one setting tuned
+    text = ident.agent_toml.read_text()
+    assert '# spool_dir = "/var/lib/bodycam/spool"' in text
     config = tmp_path / "agent.toml"
     config.write_text(
-        f'[device]\nspool_dir = "{spool.root}"\n\n[uplink]\nbroker_port = {dock.broker.port}\n'
-        f'receiver_key_file = "{dock.receiver_pub}"\nretention = "keep"\n'
+        text.replace('# spool_dir = "/var/lib/bodycam/spool"', f'spool_dir = "{spool.root}"')
+        + 'retention = "keep"\n'
     )
     code = upload_main(["--config", str(config), "--until-done", "--timeout-s", "30", "--json"])
     assert code == 0
@@ -157,7 +162,7 @@ def test_dock_mode_uploads_new_records_until_stopped(
     results = []
     thread = threading.Thread(
         target=lambda: results.append(
-            run_dock_upload(spool.root, dock.uplink_config(), stop, device=spool.device)
+            run_dock_upload(spool.root, dock.uplink_config(spool), stop, device=spool.device)
         )
     )
     thread.start()

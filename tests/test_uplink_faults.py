@@ -11,13 +11,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.uplink import UploadResult, run_dock_upload
-from tests.support.dock import CASE, Dock
+from provisioning.broker import BrokerSettings
+from tests.support.dock import CASE, Dock, running_dock
 from tests.support.media import make_clips
 from tests.support.spool import BuiltSpool, build_spool
 
@@ -50,7 +52,7 @@ def _assert_complete_once(dock: Dock, spool: BuiltSpool) -> None:
 
 
 def _upload_in_thread(
-    dock: Dock, spool: BuiltSpool, **cfg: object
+    dock: Dock, spool: BuiltSpool, **cfg: Any
 ) -> tuple[threading.Thread, threading.Event, list[UploadResult]]:
     stop = threading.Event()
     results: list[UploadResult] = []
@@ -58,7 +60,7 @@ def _upload_in_thread(
     def run() -> None:
         results.append(
             run_dock_upload(
-                spool.root, dock.uplink_config(**cfg), stop, until_done=True, timeout_s=60
+                spool.root, dock.uplink_config(spool, **cfg), stop, until_done=True, timeout_s=60
             )
         )
 
@@ -121,10 +123,7 @@ def test_agent_restart_mid_transfer(dock: Dock, big_spool: BuiltSpool) -> None:
         "agent.uplink",
         "--spool",
         str(big_spool.root),
-        "--broker",
-        f"{dock.broker.host}:{dock.broker.port}",
-        "--receiver-key",
-        str(dock.receiver_pub),
+        *dock.uplink_args(big_spool.device),
         "--until-done",
         "--timeout-s",
         "60",
@@ -151,8 +150,18 @@ def test_agent_restart_mid_transfer(dock: Dock, big_spool: BuiltSpool) -> None:
     assert len(receipts) == len(big_spool.records)
 
 
-def test_receiver_more_than_1000_chunks_behind_loses_nothing(dock: Dock, tmp_path: Path) -> None:
-    # bigger clips, 1 KiB chunks: well over 1000 chunk messages, Mosquitto's default
+@pytest.fixture
+def dock_1000(tmp_path: Path) -> Iterator[Dock]:
+    """A dock whose broker has Mosquitto's default max_queued_messages (1000)."""
+    with running_dock(tmp_path / "dock1000", BrokerSettings(max_queued_messages=1000)) as dock:
+        yield dock
+
+
+def test_receiver_more_than_1000_chunks_behind_loses_nothing(
+    dock_1000: Dock, tmp_path: Path
+) -> None:
+    dock = dock_1000
+    # bigger clips, 1 KiB chunks: well over 1000 chunk messages, the broker's
     # max_queued_messages, while the receiver is frozen and its queue overflows
     clips = make_clips(tmp_path / "clips", 3, seconds=4.0)
     spool = build_spool(tmp_path / "spool", clips, sessions=3, chunk_size_bytes=SMALL_CHUNK)
@@ -172,9 +181,17 @@ def test_receiver_more_than_1000_chunks_behind_loses_nothing(dock: Dock, tmp_pat
     _assert_complete_once(dock, spool)
 
 
+MONITOR = "test-monitor"
+
+
 def test_unreceipted_bytes_in_flight_stay_within_the_window(
-    dock: Dock, big_spool: BuiltSpool
+    tmp_path: Path, big_spool: BuiltSpool
 ) -> None:
+    with running_dock(tmp_path / "dockmon", extra_acl=[f"user {MONITOR}", "topic read #"]) as dock:
+        _window_check(dock, big_spool)
+
+
+def _window_check(dock: Dock, big_spool: BuiltSpool) -> None:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -186,6 +203,8 @@ def test_unreceipted_bytes_in_flight_stay_within_the_window(
     monitor = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2, client_id="monitor", protocol=mqtt.MQTTv5
     )
+    cert, key = dock.client_identity(MONITOR)
+    monitor.tls_set(ca_certs=str(dock.pki.paths.ca_cert), certfile=str(cert), keyfile=str(key))
     monitor.on_message = lambda c, u, m: seen.append(len(m.payload) - wire.CHUNK_HEADER_BYTES)
     monitor.connect(dock.broker.host, dock.broker.port)
     monitor.subscribe(wire.up_topic(big_spool.device, "chunk"), qos=1)

@@ -9,8 +9,9 @@ Usage::
     with MosquittoBroker(tmp_path / "broker") as broker:
         client.connect(broker.host, broker.port)
 
-or the ``mosquitto_broker`` fixture from ``tests/conftest.py``.  TLS and ACL settings are passed
-in (see :class:`BrokerTLS`); the provisioning tests point them at mutual-TLS material.
+:class:`ProvisionedBroker` runs the configuration ``bodycam-provision broker-config`` generates
+(mutual TLS, ACL, CRL) instead; the integration tests use it through ``tests/support/dock.py``.
+The plain :class:`MosquittoBroker` refuses anonymous clients unless a test asks for them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from provisioning.broker import BrokerSettings as ProvisioningBrokerSettings
+    from provisioning.dock import Dock as ProvisioningDock
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -56,7 +62,7 @@ class BrokerSettings:
 
     tls: BrokerTLS | None = None
     acl_file: Path | None = None
-    allow_anonymous: bool = True
+    allow_anonymous: bool = False
     persistence: bool = True
     #: extra raw config lines, e.g. ``["max_queued_messages 1000"]``
     extra_config: Sequence[str] = field(default_factory=tuple)
@@ -219,3 +225,54 @@ class MosquittoBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class ProvisionedBroker(MosquittoBroker):
+    """The same lifecycle, running the configuration provisioning generates for ``dock``.
+
+    Every (re)start regenerates it, so a restart after a revocation picks up the new CRL, as
+    the technician's procedure does. ``extra_acl`` appends test-only ACL lines (e.g. a
+    monitoring identity); the generated rules stay as they are.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        dock: ProvisioningDock,
+        settings: ProvisioningBrokerSettings | None = None,
+        *,
+        port: int | None = None,
+        extra_acl: Sequence[str] = (),
+    ) -> None:
+        super().__init__(workdir, port=port)
+        from provisioning.broker import BrokerSettings as Generated
+
+        self.dock = dock
+        self.broker_settings = settings or Generated()
+        self.extra_acl = tuple(extra_acl)
+        self.generated_dir = self.workdir / "gen"
+        #: written into the generated receiver.toml as its data_dir
+        self.receiver_data_dir: Path | None = None
+
+    @property
+    def receiver_config(self) -> Path:
+        return self.generated_dir / "receiver.toml"
+
+    def config_text(self) -> str:
+        from dataclasses import replace
+
+        from provisioning.broker import write_broker_config
+
+        settings = replace(
+            self.broker_settings,
+            listen_host=self.host,
+            port=self.port,
+            run_as_user=_user_name(),
+        )
+        files = write_broker_config(
+            self.dock, self.generated_dir, settings, receiver_data_dir=self.receiver_data_dir
+        )
+        if self.extra_acl:
+            with files.acl.open("a", encoding="utf-8") as acl:
+                acl.write("\n".join(["# test-only", *self.extra_acl, ""]))
+        return files.config.read_text("utf-8")

@@ -25,9 +25,12 @@ class ReceiverProcess:
 
     def cli(self, *args: str) -> int:
         """Run a ``bodycam-receiver`` command in-process against this data dir."""
-        return receiver_cli(["--data-dir", str(self.data_dir), *args])
+        config = ["--config", str(self.config)] if self.config is not None else []
+        return receiver_cli([*config, "--data-dir", str(self.data_dir), *args])
 
     def start(self, timeout_s: float = 15.0) -> ReceiverProcess:
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("the receiver is already running (stop or kill it first)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
         marker = "connected to broker"

@@ -1,4 +1,9 @@
-"""Build device spools (evidence trees) in tests with the real evidence.chain writer."""
+"""Build device spools (evidence trees) in tests with the real evidence.chain writer.
+
+With ``encrypt_to`` (the receiver's X25519 public key) the media are encrypted at rest with
+:func:`evidence.encryption.encrypt_for_spool`, as an encrypting device stores them: the record
+signs the plaintext digest (``media``), the ciphertext digest (``stored``) and ``encryption``.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from evidence import layout
 from evidence.chain import DeviceChain
+from evidence.encryption import encrypt_for_spool
 from evidence.keys import generate_signing_key, save_public_key
 from evidence.media import CHUNK_SIZE, digest_file
 from evidence.records import Record, RecordType, format_utc
@@ -49,6 +56,7 @@ def add_session(
     chunk_size_bytes: int = CHUNK_SIZE,
     marker: bool = True,
     segment_s: int = 1,
+    encrypt_to: X25519PublicKey | None = None,
 ) -> list[Record]:
     session = uuid.uuid4().hex
     assignment = {
@@ -76,15 +84,28 @@ def add_session(
         name = f"{session[:12]}-{index:05d}.ts"
         dst = layout.media_path(chain.root, chain.device_id, name)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+        if encrypt_to is None:
+            shutil.copyfile(src, dst)
+            media_digest, stored, encryption = (
+                digest_file(dst, chunk_size_bytes).to_dict(),
+                None,
+                None,
+            )
+        else:
+            enc = encrypt_for_spool(src, dst, encrypt_to, digest_chunk_size_bytes=chunk_size_bytes)
+            media_digest, stored, encryption = (
+                enc.media.to_dict(),
+                enc.stored.to_dict(),
+                enc.encryption,
+            )
         start = clock.now or clock.start
         end = clock.tick(segment_s)
         body = {
             "index": index,
             "file": name,
-            "media": digest_file(dst, chunk_size_bytes).to_dict(),
-            "stored": None,
-            "encryption": None,
+            "media": media_digest,
+            "stored": stored,
+            "encryption": encryption,
             "utc_start": format_utc(start),
             "utc_end": end.utc,
             "media_start_us": index * segment_s * 1_000_000,
@@ -133,6 +154,7 @@ def build_spool(
     case: str | None = "JY-2026-0001",
     chunk_size_bytes: int = CHUNK_SIZE,
     key: Ed25519PrivateKey | None = None,
+    encrypt_to: X25519PublicKey | None = None,
 ) -> BuiltSpool:
     root.mkdir(parents=True, exist_ok=True)
     if key is None:
@@ -144,5 +166,7 @@ def build_spool(
     clock = SteppingClock()
     records: list[Record] = []
     for _ in range(sessions):
-        records += add_session(chain, media, clock, case=case, chunk_size_bytes=chunk_size_bytes)
+        records += add_session(
+            chain, media, clock, case=case, chunk_size_bytes=chunk_size_bytes, encrypt_to=encrypt_to
+        )
     return BuiltSpool(root, device, key, pub, records)
