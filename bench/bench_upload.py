@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -157,21 +158,10 @@ def peak_rss_bytes(pid: int) -> int:
     return 0
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.WARNING)
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--segments", type=int, default=16)
-    p.add_argument("--segment-mib", type=int, default=4)
-    p.add_argument("--encrypted", action="store_true", help="segments encrypted at rest")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args()
-    for tool in ("mosquitto", "mosquitto_pub", "mosquitto_sub"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            print(f"bench: {tool} is not installed (scripts/setup installs it)", file=sys.stderr)
-            return 2
+def one_round(args: argparse.Namespace) -> dict[str, Any]:
+    """One measurement on a fresh dock: our upload, then the raw broker path, same bytes."""
     with (
         tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp,
-        contextlib.redirect_stdout(io.StringIO()) if args.json else contextlib.nullcontext(),
         running_dock(Path(tmp) / "dock", extra_acl=BASELINE_ACL) as dock,
     ):
         work = Path(tmp)
@@ -190,7 +180,6 @@ def main() -> int:
         base_dir.mkdir()
         base_file = base_dir / "segment.bin"
         base_file.write_bytes(os.urandom(args.segment_mib << 20))
-        base_files = [base_file] * len(files)
         cfg = dock.uplink_config(DEVICE)
         cfg.receipt_timeout_s = 15.0
         start = time.perf_counter()
@@ -199,38 +188,74 @@ def main() -> int:
         assert dock.rx.proc is not None
         rss = peak_rss_bytes(dock.rx.proc.pid)
         if result.pending or result.quarantined:
-            print(f"bench: upload incomplete: {result}", file=sys.stderr)
-            return 1
-        base_s = baseline(dock, base_files, work)
-        base_file_bytes = base_file.stat().st_size
-    mib = total / 2**20
-    base_mib = base_file_bytes * args.segments / 2**20
+            raise RuntimeError(f"upload incomplete: {result}")
+        base_s = baseline(dock, [base_file] * len(files), work)
+        upload = total / 2**20 / upload_s
+        base = base_file.stat().st_size * args.segments / 2**20 / base_s
+        return {
+            "bytes": total,
+            "upload_mib_per_s": upload,
+            "baseline_mib_per_s": base,
+            "ratio": upload / base,
+            "receiver_peak_rss_mib": rss / 2**20,
+            "receipted_records": result.receipted,
+        }
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--segments", type=int, default=16)
+    p.add_argument("--segment-mib", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=3, help="measurements; medians are reported")
+    p.add_argument("--encrypted", action="store_true", help="segments encrypted at rest")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    for tool in ("mosquitto", "mosquitto_pub", "mosquitto_sub"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            print(f"bench: {tool} is not installed (scripts/setup installs it)", file=sys.stderr)
+            return 2
+    rounds = []
+    with contextlib.redirect_stdout(io.StringIO()) if args.json else contextlib.nullcontext():
+        for _ in range(args.rounds):
+            try:
+                rounds.append(one_round(args))
+            except RuntimeError as exc:
+                print(f"bench: {exc}", file=sys.stderr)
+                return 1
+
+    def median(name: str) -> float:
+        return round(statistics.median(r[name] for r in rounds), 3)
+
     report = {
-        "bytes": total,
+        "bytes": rounds[0]["bytes"],
         "segments": args.segments,
         "segment_mib": args.segment_mib,
         "encrypted": args.encrypted,
         "transport": "mqtt5 over mutual TLS (provisioned broker config)",
-        "upload_s": round(upload_s, 3),
-        "upload_mib_per_s": round(mib / upload_s, 1),
-        "baseline_s": round(base_s, 3),
-        "baseline_mib_per_s": round(base_mib / base_s, 1),
-        "ratio_upload_to_baseline": round((mib / upload_s) / (base_mib / base_s), 3),
-        "receiver_peak_rss_mib": round(rss / 2**20, 1),
-        "receipted_records": result.receipted,
+        "rounds": args.rounds,
+        "upload_mib_per_s_median": median("upload_mib_per_s"),
+        "baseline_mib_per_s_median": median("baseline_mib_per_s"),
+        "ratio_upload_to_baseline_median": median("ratio"),
+        "ratios": [round(r["ratio"], 3) for r in rounds],
+        "receiver_peak_rss_mib_max": round(max(r["receiver_peak_rss_mib"] for r in rounds), 1),
     }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         how = "encrypted at rest, " if args.encrypted else ""
         print(
-            f"moved {mib:.0f} MiB in {args.segments} segments of {args.segment_mib} MiB"
-            f" ({how}mutual TLS)"
+            f"moved {report['bytes'] / 2**20:.0f} MiB in {args.segments} segments of "
+            f"{args.segment_mib} MiB ({how}mutual TLS), {args.rounds} rounds, medians:"
         )
-        print(f"  dock upload (verified, stored, receipted): {report['upload_mib_per_s']} MiB/s")
-        print(f"  mosquitto_pub -> mosquitto_sub baseline:   {report['baseline_mib_per_s']} MiB/s")
-        print(f"  ratio upload/baseline: {report['ratio_upload_to_baseline']}")
-        print(f"  receiver peak RSS: {report['receiver_peak_rss_mib']} MiB")
+        upload, base = report["upload_mib_per_s_median"], report["baseline_mib_per_s_median"]
+        print(f"  dock upload (verified, stored, receipted): {upload} MiB/s")
+        print(f"  mosquitto_pub -> mosquitto_sub baseline:   {base} MiB/s")
+        print(
+            f"  ratio upload/baseline: {report['ratio_upload_to_baseline_median']} "
+            f"(per round: {report['ratios']})"
+        )
+        print(f"  receiver peak RSS (max over rounds): {report['receiver_peak_rss_mib_max']} MiB")
     return 0
 
 

@@ -13,20 +13,18 @@ caller can log why a receipt was not accepted.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from evidence.canonical import canonical_bytes, parse_json
+from evidence.canonical import parse_json
 from evidence.errors import EvidenceError, RecordFormatError
 from evidence.keys import key_id
 from evidence.records import DEVICE_ID_RE, format_utc
+from evidence.signing import CanonicallySigned, sign_canonical
 
 RECEIPT_VERSION = 1
 STATUS_STORED = "stored"
@@ -45,7 +43,7 @@ class ReceiptError(EvidenceError):
 
 
 @dataclass(frozen=True)
-class Receipt:
+class Receipt(CanonicallySigned):
     device: str
     record: str  # hash of the record this receipt is about
     seq: int
@@ -89,8 +87,7 @@ class Receipt:
             utc=format_utc(when or datetime.now(UTC)),
             key=key_id(receiver_key.public_key()),
         )
-        sig = base64.b64encode(receiver_key.sign(unsigned.signed_bytes())).decode("ascii")
-        return replace(unsigned, sig=sig)
+        return replace(unsigned, sig=sign_canonical(unsigned.unsigned_dict(), receiver_key))
 
     def unsigned_dict(self) -> dict[str, Any]:
         return {
@@ -108,15 +105,6 @@ class Receipt:
             "key": self.key,
         }
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.unsigned_dict(), "sig": self.sig}
-
-    def signed_bytes(self) -> bytes:
-        return canonical_bytes(self.unsigned_dict())
-
-    def canonical(self) -> bytes:
-        return canonical_bytes(self.to_dict())
-
     def verify(
         self,
         receiver_public_key: Ed25519PublicKey,
@@ -127,10 +115,7 @@ class Receipt:
         """``None`` when valid for the given record/device, else the reason it is not."""
         if self.key != key_id(receiver_public_key):
             return f"signed with key {self.key}, not the receiver key {key_id(receiver_public_key)}"
-        try:
-            raw = base64.b64decode(self.sig, validate=True)
-            receiver_public_key.verify(raw, self.signed_bytes())
-        except (InvalidSignature, binascii.Error, ValueError):
+        if not self.signature_valid(receiver_public_key):
             return "receipt signature does not verify"
         if record_hash is not None and self.record != record_hash:
             return f"receipt is for record {self.record[:16]}…, not {record_hash[:16]}…"

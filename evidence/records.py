@@ -9,8 +9,6 @@ record (64 zeros for the first, ``seq`` 0).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 from dataclasses import dataclass, field, replace
@@ -19,13 +17,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from evidence import FORMAT_VERSION
 from evidence.canonical import canonical_bytes, parse_json
 from evidence.errors import RecordFormatError
 from evidence.keys import key_id
+from evidence.signing import CanonicallySigned, sign_canonical
 
 GENESIS_PREV = "0" * 64
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -113,7 +111,7 @@ def current_boot_id() -> str:
 
 
 @dataclass(frozen=True)
-class Record:
+class Record(CanonicallySigned):
     """One signed record. Build unsigned with :meth:`create`, then :meth:`sign`."""
 
     type: str
@@ -155,32 +153,13 @@ class Record:
             "body": self.body,
         }
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.unsigned_dict(), "sig": self.sig}
-
-    def signed_bytes(self) -> bytes:
-        """The bytes the signature covers: canonical encoding of everything but ``sig``."""
-        return canonical_bytes(self.unsigned_dict())
-
-    def canonical(self) -> bytes:
-        return canonical_bytes(self.to_dict())
-
     def hash(self) -> str:
         return hashlib.sha256(self.canonical()).hexdigest()
 
     def sign(self, key: Ed25519PrivateKey) -> Record:
         if key_id(key.public_key()) != self.key:
             raise ValueError("signing key does not match the record's key id")
-        sig = base64.b64encode(key.sign(self.signed_bytes())).decode("ascii")
-        return replace(self, sig=sig)
-
-    def signature_valid(self, public_key: Ed25519PublicKey) -> bool:
-        try:
-            raw = base64.b64decode(self.sig, validate=True)
-            public_key.verify(raw, self.signed_bytes())
-        except (InvalidSignature, binascii.Error, ValueError):
-            return False
-        return True
+        return replace(self, sig=sign_canonical(self.unsigned_dict(), key))
 
     @classmethod
     def from_dict(cls, d: Any) -> Record:

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from evidence import layout
 from evidence.chain import DeviceChain
-from evidence.media import digest_file
+from evidence.encryption import encrypt_for_spool
+from evidence.media import CHUNK_SIZE, digest_file
 from evidence.records import Record, RecordTime, RecordType, format_utc
 
 
@@ -48,23 +50,47 @@ def default_assignment() -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class SessionMarker:
+    """The one marker record a built session carries."""
+
+    kind: str = "important"
+    after_segment: int | None = None
+    """Index of the segment it follows; None: after the last segment (also when there is none)."""
+    advance_s: float = 0.5
+    """How far the clock moves for the marker record."""
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """What :func:`write_session` puts into each session it appends."""
+
+    assignment: dict[str, Any] = field(default_factory=default_assignment)
+    segment_s: int = 10
+    chunk_size_bytes: int = CHUNK_SIZE
+    encrypt_to: X25519PublicKey | None = None
+    """The receiver's key: media are then stored encrypted as an encrypting device stores them."""
+    marker: SessionMarker | None = field(default_factory=SessionMarker)
+    close: bool = True
+
+
 def write_session(
     chain: DeviceChain,
     media: Sequence[Path],
     *,
     clock: SteppingClock,
-    segment_s: int = 10,
     session: str | None = None,
-    close: bool = True,
+    plan: SessionPlan | None = None,
 ) -> list[Record]:
-    """Append one complete session (open, one segment per media file, a marker, close)."""
+    """Append one session: open, one segment per media file, the plan's marker, close."""
+    plan = plan or SessionPlan()
     session = session or uuid.uuid4().hex
     out = [
         chain.append(
             RecordType.SESSION_OPEN,
             session,
             {
-                "assignment": default_assignment(),
+                "assignment": dict(plan.assignment),
                 "checks": {"result": "pass", "items": []},
                 "preamble": {"text": "现在开始录音录像", "lang": "zh", "voice": "cmn-latn-pinyin"},
                 "pre_event_us": 0,
@@ -72,45 +98,15 @@ def write_session(
             clock.tick(1),
         )
     ]
+    marker = plan.marker
     for index, src in enumerate(media):
-        name = f"{session[:12]}-{index:05d}.ts"
-        dst = layout.media_path(chain.root, chain.device_id, name)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-        start = clock.now or clock.start
-        end_time = clock.tick(segment_s)
-        body = {
-            "index": index,
-            "file": name,
-            "media": digest_file(dst).to_dict(),
-            "stored": None,
-            "encryption": None,
-            "utc_start": format_utc(start),
-            "utc_end": end_time.utc,
-            "media_start_us": index * segment_s * 1_000_000,
-            "media_end_us": (index + 1) * segment_s * 1_000_000,
-            "frames": segment_s * 15,
-            "dropped_frames": 0,
-            "video": {"codec": "h264", "width": 320, "height": 240, "fps": 15},
-            "audio": {"codec": "aac", "sample_rate": 16000, "channels": 1},
-            "pre_event_us": 0,
-            "recovered": False,
-        }
-        out.append(chain.append(RecordType.SEGMENT, session, body, end_time))
-    out.append(
-        chain.append(
-            RecordType.MARKER,
-            session,
-            {
-                "kind": "important",
-                "utc": (clock.now or clock.start).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "media_us": None,
-                "note": "",
-            },
-            clock.tick(0.5),
-        )
-    )
-    if close:
+        out.append(_write_segment(chain, session, index, src, clock, plan))
+        if marker is not None and marker.after_segment == index:
+            out.append(_write_marker(chain, session, clock, marker))
+    if marker is not None and marker.after_segment is None:
+        out.append(_write_marker(chain, session, clock, marker))
+    if plan.close:
+        segment_s = plan.segment_s
         out.append(
             chain.append(
                 RecordType.SESSION_CLOSE,
@@ -129,6 +125,58 @@ def write_session(
     return out
 
 
+def _write_segment(
+    chain: DeviceChain,
+    session: str,
+    index: int,
+    src: Path,
+    clock: SteppingClock,
+    plan: SessionPlan,
+) -> Record:
+    name = f"{session[:12]}-{index:05d}.ts"
+    dst = layout.media_path(chain.root, chain.device_id, name)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    stored: dict[str, Any] | None = None
+    encryption: dict[str, Any] | None = None
+    if plan.encrypt_to is None:
+        shutil.copyfile(src, dst)
+        media_digest = digest_file(dst, plan.chunk_size_bytes).to_dict()
+    else:
+        enc = encrypt_for_spool(
+            src, dst, plan.encrypt_to, digest_chunk_size_bytes=plan.chunk_size_bytes
+        )
+        media_digest, stored, encryption = enc.media.to_dict(), enc.stored.to_dict(), enc.encryption
+    segment_s = plan.segment_s
+    start = clock.now or clock.start
+    end_time = clock.tick(segment_s)
+    body = {
+        "index": index,
+        "file": name,
+        "media": media_digest,
+        "stored": stored,
+        "encryption": encryption,
+        "utc_start": format_utc(start),
+        "utc_end": end_time.utc,
+        "media_start_us": index * segment_s * 1_000_000,
+        "media_end_us": (index + 1) * segment_s * 1_000_000,
+        "frames": segment_s * 15,
+        "dropped_frames": 0,
+        "video": {"codec": "h264", "width": 320, "height": 240, "fps": 15},
+        "audio": {"codec": "aac", "sample_rate": 16000, "channels": 1},
+        "pre_event_us": 0,
+        "recovered": False,
+    }
+    return chain.append(RecordType.SEGMENT, session, body, end_time)
+
+
+def _write_marker(
+    chain: DeviceChain, session: str, clock: SteppingClock, marker: SessionMarker
+) -> Record:
+    utc = format_utc(clock.now or clock.start)
+    body = {"kind": marker.kind, "utc": utc, "media_us": None, "note": ""}
+    return chain.append(RecordType.MARKER, session, body, clock.tick(marker.advance_s))
+
+
 def build_chain(
     root: Path,
     device: str,
@@ -137,11 +185,12 @@ def build_chain(
     *,
     sessions: int = 3,
     clock: SteppingClock | None = None,
+    plan: SessionPlan | None = None,
 ) -> list[Record]:
-    """A device chain of ``sessions`` complete sessions, each with one segment per media file."""
+    """A device chain of ``sessions`` sessions, each with one segment per media file."""
     chain = DeviceChain(root, device, key)
     clock = clock or SteppingClock()
     records: list[Record] = []
     for _ in range(sessions):
-        records += write_session(chain, media, clock=clock)
+        records += write_session(chain, media, clock=clock, plan=plan)
     return records

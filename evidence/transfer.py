@@ -102,6 +102,11 @@ STATUS: dict[str, type | tuple[type, ...]] = {"v": int, "state": str, "instance"
 
 NEED_ALL = "all"
 NEED_CHUNKS = "chunks"
+#: "not now: resend this record after a back-off" (a refusal whose cause can be fixed at the
+#: receiver, e.g. a device not registered yet or a full disk); the device keeps its copy.
+NEED_LATER = "later"
+#: The retained assignment message of a device the receiver unassigned.
+ASSIGNMENT_CLEARED: dict[str, object] = {"cleared": True}
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 

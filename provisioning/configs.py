@@ -45,35 +45,3 @@ def render_agent_config(
             "",
         ]
     )
-
-
-def render_receiver_config(
-    *,
-    broker_port: int,
-    ca_file: Path,
-    cert_file: Path,
-    key_file: Path,
-    receipt_key: Path,
-    encryption_key: Path,
-    registry: Path,
-    crl: Path,
-) -> str:
-    """The receiver's TOML (merge into its config file) with the dock's TLS material."""
-    return "\n".join(
-        [
-            "# Receiver settings written by bodycam-provision (merge into the receiver's config).",
-            f"receipt_key = {toml_str(receipt_key)}",
-            "# Stored media are decrypted with this key (receiver setting pending):",
-            f"# encryption_key = {toml_str(encryption_key)}",
-            f"# Provisioning registry: {registry}",
-            f"# CRL: {crl}",
-            "",
-            "[broker]",
-            'host = "127.0.0.1"',
-            f"port = {broker_port}",
-            f"ca_file = {toml_str(ca_file)}",
-            f"cert_file = {toml_str(cert_file)}",
-            f"key_file = {toml_str(key_file)}",
-            "",
-        ]
-    )

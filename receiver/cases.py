@@ -4,12 +4,15 @@ Enforcement types carry the AV-recording level of Art. 8 (mandatory) and Art. 9 
 A session is filed automatically to the case named in its signed ``session-open`` assignment when
 that case exists here; otherwise it waits in the "unfiled" inbox until a clerk files it.
 Failure posture: unknown types, stages and labels raise :class:`InvalidInputError`; filing into a
-missing case raises :class:`NotFoundError`; nothing is changed by a failed command.
+missing case raises :class:`NotFoundError`; moving an already filed session to another case
+without ``move`` raises :class:`ConflictError` naming the current case; nothing is changed by a
+failed command.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +20,8 @@ from typing import Any
 
 from evidence.records import format_utc
 from receiver.errors import ConflictError, InvalidInputError, NotFoundError
+
+log = logging.getLogger(__name__)
 
 AV_MANDATORY = "mandatory"
 AV_RECOMMENDED = "recommended"
@@ -246,6 +251,38 @@ class CaseBook:
         row = self.conn.execute("SELECT * FROM assignments WHERE id = ?", (cur.lastrowid,))
         return _assignment(row.fetchone())
 
+    def unassign(self, device: str) -> Assignment | None:
+        """Clear the device's assignment: the service publishes an empty retained message on
+        its assignment topic, so the device falls back to its configured defaults. Recorded in
+        ``unassignments``; returns the assignment that was active, if any."""
+        if self.conn.execute("SELECT 1 FROM devices WHERE id = ?", (device,)).fetchone() is None:
+            raise NotFoundError("device", device)
+        active = self.active_assignment(device)
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("UPDATE assignments SET active = 0 WHERE device = ?", (device,))
+            self.conn.execute(
+                "INSERT INTO unassignments (device, created_utc) VALUES (?, ?)", (device, _now())
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return active
+
+    def unpublished_unassignments(self) -> list[tuple[int, str]]:
+        """(id, device) of clears not yet published. The service publishes these before any
+        unpublished assignment, so the newest of the two wins (a clear deactivates older ones)."""
+        rows = self.conn.execute(
+            "SELECT id, device FROM unassignments WHERE published_utc IS NULL ORDER BY id"
+        )
+        return [(r["id"], r["device"]) for r in rows]
+
+    def mark_unassignment_published(self, unassignment_id: int) -> None:
+        self.conn.execute(
+            "UPDATE unassignments SET published_utc = ? WHERE id = ?", (_now(), unassignment_id)
+        )
+
     def active_assignment(self, device: str) -> Assignment | None:
         row = self.conn.execute(
             "SELECT * FROM assignments WHERE device = ? AND active = 1", (device,)
@@ -272,16 +309,41 @@ class CaseBook:
         self._file(session, device, number, FILED_BY_ASSIGNMENT)
         return number
 
-    def file_session(self, session: str, case: str) -> None:
-        """A clerk files an inbox (or misfiled) session against a case."""
+    def file_session(self, session: str, case: str, *, move: bool = False) -> str | None:
+        """A clerk files an inbox session against a case. A session already filed elsewhere is
+        moved only with ``move`` (the move is logged and kept in ``filing_moves``); returns the
+        case it was in before, if any."""
         self.require(case)
         row = self.conn.execute(
             "SELECT device FROM records WHERE session = ? LIMIT 1", (session,)
         ).fetchone()
         if row is None:
             raise NotFoundError("session", session)
-        self.conn.execute("DELETE FROM filings WHERE session = ?", (session,))
-        self._file(session, row["device"], case, FILED_BY_CLERK)
+        current = self.filing(session)
+        if current is not None and current[0] == case:
+            return case
+        if current is not None and not move:
+            raise ConflictError(
+                f"session {session} is already filed to case {current[0]} (by {current[1]}); "
+                f"give --move to move it to case {case}"
+            )
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("DELETE FROM filings WHERE session = ?", (session,))
+            self._file(session, row["device"], case, FILED_BY_CLERK)
+            if current is not None:
+                self.conn.execute(
+                    "INSERT INTO filing_moves (session, from_case, to_case, moved_utc) "
+                    "VALUES (?, ?, ?, ?)",
+                    (session, current[0], case, _now()),
+                )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        if current is not None:
+            log.warning("session %s moved from case %s to case %s", session, current[0], case)
+        return current[0] if current else None
 
     def _file(self, session: str, device: str, case: str, how: str) -> None:
         self.conn.execute(

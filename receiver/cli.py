@@ -26,7 +26,7 @@ from receiver import reports
 from receiver.cases import ENFORCEMENT_TYPES, SENSITIVITY, STAGES, CaseBook
 from receiver.config import ReceiverConfig, load_config
 from receiver.db import connect
-from receiver.errors import ReceiverError
+from receiver.errors import ConfigError, ReceiverError
 from receiver.identity import load_media_key, load_receipt_key, public_key_path
 from receiver.registry import DeviceRegistry, DockRegistryFollower
 from receiver.store import EvidenceStore
@@ -86,13 +86,21 @@ def _parser() -> argparse.ArgumentParser:
     asg.add_argument("--target", required=True)
     asg.add_argument("--stage", required=True, choices=STAGES)
 
+    una = sub.add_parser(
+        "unassign", help="clear a device's assignment (it falls back to its configured defaults)"
+    )
+    una.add_argument("--device", required=True)
+
     fil = sub.add_parser("file", help="file an inbox session against a case")
     fil.add_argument("--session", required=True)
     fil.add_argument("--case", required=True)
-
-    sub.add_parser("quarantine", help="what failed verification, and why").add_argument(
-        "--json", action="store_true"
+    fil.add_argument(
+        "--move", action="store_true", help="move a session already filed to another case"
     )
+
+    sub.add_parser(
+        "quarantine", help="what failed verification, and what waits for a fix (and why)"
+    ).add_argument("--json", action="store_true")
     sub.add_parser("reverify", help="re-verify the whole store").add_argument(
         "--json", action="store_true"
     )
@@ -193,14 +201,41 @@ def _import(
     return 0 if all(r.outcome in (STORED, DUPLICATE) for r in results) else 1
 
 
+#: commands that only read: they never create a data directory (a mistyped --data-dir is
+#: reported, not silently turned into an empty store)
+READ_ONLY = frozenset(
+    {
+        ("devices", None),
+        ("device", "list"),
+        ("sessions", None),
+        ("cases", None),
+        ("case", "list"),
+        ("case", "show"),
+        ("quarantine", None),
+        ("reverify", None),
+    }
+)
+
+
+def _check_data_dir(data_dir: Path, *, must_exist: bool) -> None:
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(data_dir, "is not a directory (--data-dir / data_dir names a file)")
+    if must_exist and not (data_dir / "receiver.db").is_file():
+        what = "does not exist" if not data_dir.exists() else "holds no receiver.db"
+        raise ConfigError(
+            data_dir, f"{what}: not a receiver data directory (check --data-dir / data_dir)"
+        )
+
+
 def dispatch(args: argparse.Namespace) -> int:
     config = _config(args)
-    if args.command == "run":
+    cmd, action = args.command, getattr(args, "action", None)
+    _check_data_dir(config.data_dir, must_exist=(cmd, action) in READ_ONLY)
+    if cmd == "run":
         return _run(config, args.broker)
     store = EvidenceStore(config.data_dir)
     conn = connect(store.db_path)
     try:
-        cmd, action = args.command, getattr(args, "action", None)
         if config.dock_registry is not None:
             # listings and revocations reflect the dock's enrolments without a service running
             DockRegistryFollower(DeviceRegistry(conn), config.dock_registry).sync()
@@ -262,12 +297,27 @@ def dispatch(args: argparse.Namespace) -> int:
                 stage=args.stage,
             )
             print(f"device {a.device} assigned to case {a.case} (pushed when the service runs)")
+        elif cmd == "unassign":
+            was = CaseBook(conn).unassign(args.device)
+            print(
+                f"device {args.device} unassigned"
+                + (f" from case {was.case}" if was else " (it had no active assignment)")
+                + " (cleared on the device when the service runs)"
+            )
         elif cmd == "file":
-            CaseBook(conn).file_session(args.session, args.case)
-            print(f"session {args.session} filed to case {args.case}")
+            before = CaseBook(conn).file_session(args.session, args.case, move=args.move)
+            if before is not None and before != args.case:
+                print(f"session {args.session} moved from case {before} to case {args.case}")
+            else:
+                print(f"session {args.session} filed to case {args.case}")
         elif cmd == "quarantine":
-            cols = ["id", "device", "seq", "type", "reason", "when"]
-            _print(reports.quarantine_view(conn), args.json, cols)
+            rows = reports.quarantine_view(conn) + reports.waiting_view(conn)
+            if not args.json:
+                rows = [
+                    {**r, "reason": f"waiting: {r['reason']}"} if r["status"] == "waiting" else r
+                    for r in rows
+                ]
+            _print(rows, args.json, ["id", "device", "seq", "type", "reason", "when"])
         elif cmd == "import":
             return _import(config, store, conn, args.spool, args.json)
         elif cmd == "reverify":
@@ -310,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return dispatch(args)
     except (ReceiverError, EvidenceError) as exc:
+        print(f"bodycam-receiver: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.DatabaseError) as exc:  # e.g. a data dir without permission
         print(f"bodycam-receiver: {exc}", file=sys.stderr)
         return 2
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Columns added after version 1: (table, column, type). Added to older databases on open.
 ADDED_COLUMNS = (
@@ -65,6 +65,26 @@ CREATE TABLE IF NOT EXISTS quarantine (
     path TEXT,
     utc TEXT NOT NULL
 );
+-- records refused for a reason that goes away (device not yet registered, local storage or I/O
+-- failure, no decryption key configured): the device keeps them and resends; cleared on storage
+CREATE TABLE IF NOT EXISTS waiting (
+    record_hash TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    seq INTEGER,
+    session TEXT,
+    record_type TEXT,
+    reason TEXT NOT NULL,
+    first_utc TEXT NOT NULL,
+    last_utc TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1
+);
+-- the clerk cleared a device's assignment; published_utc once the empty retained message went
+CREATE TABLE IF NOT EXISTS unassignments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL,
+    created_utc TEXT NOT NULL,
+    published_utc TEXT
+);
 CREATE TABLE IF NOT EXISTS cases (
     number TEXT PRIMARY KEY,
     enforcement_type TEXT NOT NULL,
@@ -93,6 +113,14 @@ CREATE TABLE IF NOT EXISTS filings (
     case_number TEXT NOT NULL REFERENCES cases (number),
     how TEXT NOT NULL,
     filed_utc TEXT NOT NULL
+);
+-- a clerk moved a filed session to another case (--move): who was where, and when
+CREATE TABLE IF NOT EXISTS filing_moves (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session TEXT NOT NULL,
+    from_case TEXT NOT NULL,
+    to_case TEXT NOT NULL,
+    moved_utc TEXT NOT NULL
 );
 """
 

@@ -4,7 +4,9 @@ A clerk gets spools that never reach the dock over MQTT: a device that cannot do
 out of a broken recorder. :func:`import_spool` feeds every record of the copy, in seq order, and
 each segment's media as chunks and fin, through :meth:`receiver.ingest.Ingest.handle`: the very
 messages and checks of an MQTT upload, so a revoked or unregistered device, a bad signature,
-tampered or undecryptable media are refused and quarantined exactly as they would be there.
+tampered or undecryptable media are refused and quarantined exactly as they would be there. What
+the receiver cannot take *yet* (device not registered, no ``encryption_key``, disk full) is
+reported as ``waiting``: import the copy again once that is fixed.
 
 Failure posture: the spool copy is only read, never changed (no receipts are written into it:
 the device learns what the receiver has when it next docks). A record that cannot be parsed or
@@ -26,7 +28,7 @@ from evidence.errors import EvidenceError
 from evidence.media import FileDigest
 from evidence.receipt import Receipt
 from evidence.records import Record
-from receiver.ingest import Ingest, Outgoing
+from receiver.ingest import NEED_LATER, Ingest, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ STORED = "stored"
 DUPLICATE = "already-stored"
 QUARANTINED = "quarantined"
 INCOMPLETE = "incomplete"
+WAITING = "waiting"
 UNREADABLE = "unreadable"
 
 
@@ -54,6 +57,16 @@ def _receipt(replies: list[Outgoing]) -> Receipt | None:
     for out in replies:
         if out.topic.endswith("/" + wire.DOWN_RECEIPT):
             return Receipt.parse(out.payload)
+    return None
+
+
+def _deferral(replies: list[Outgoing]) -> str | None:
+    """The reason of a "resend later" answer among ``replies``, if any."""
+    for out in replies:
+        if out.topic.endswith("/" + wire.DOWN_NEED):
+            need = wire.parse_json(out.payload, wire.NEED, out.topic)
+            if need["what"] == NEED_LATER:
+                return str(need["reason"])
     return None
 
 
@@ -100,6 +113,9 @@ def _import_record(ingest: Ingest, root: Path, device: str, path: Path) -> Impor
             ingest.abandon(record_hash)
             return ImportedRecord(device, record.seq, record.type, rel, INCOMPLETE, reason)
     receipt = _receipt(replies)
+    waiting = _deferral(replies)
+    if receipt is None and waiting is not None:
+        return ImportedRecord(device, record.seq, record.type, rel, WAITING, waiting)
     if receipt is None:
         # the ingest ignored it (e.g. a record of another device in this device's directory)
         return ImportedRecord(

@@ -9,14 +9,18 @@ the metadata to SQLite, and only after that commit does it sign a receipt.
 
 Failure posture: it believes no device, broker or network. Malformed input (garbage, wrong JSON,
 oversized, unknown topic, a device publishing under another device's topic) is logged and
-ignored. Evidence that fails verification (unregistered or revoked device, wrong key, bad
-signature, tampered chunk or file, a second record for a stored seq, encrypted media that does
-not decrypt with the receiver's key or whose plaintext does not match its signed digest) is
-quarantined with its reason and answered with a *quarantined* receipt; it is never filed as
-valid. The same checks apply whatever the route: MQTT, or ``bodycam-receiver import`` of a spool
-copy (:mod:`receiver.importer`), which feeds the very same messages through :meth:`handle`.
-A store error (disk full) is logged and answered with nothing, so the device keeps its copy and
-retries. :meth:`Ingest.handle` never raises.
+ignored. Evidence that fails verification for good (revoked device, wrong key, bad signature,
+tampered chunk or file, a second record for a stored seq, encrypted media that are not for this
+receiver, do not decrypt or whose plaintext does not match its signed digest) is quarantined
+with its reason and answered with a *quarantined* receipt (the device stops resending it); it is
+never filed as valid. A refusal whose cause can go away (the device is not registered *yet*, no
+``encryption_key`` is configured, a local storage or I/O failure such as a full disk) is never a
+quarantine: the record is listed in the ``waiting`` table and answered with a ``need`` of kind
+:data:`NEED_LATER`, so the device keeps its copy and resends after a back-off; once the cause is
+fixed the next attempt is stored and receipted (Art. 14: nothing stranded on the device). The
+same checks apply whatever the route: MQTT, or ``bodycam-receiver import`` of a spool copy
+(:mod:`receiver.importer`), which feeds the very same messages through :meth:`handle`.
+:meth:`Ingest.handle` never raises.
 
 Encryption at rest: a segment with ``stored`` + ``encryption`` arrives as ciphertext. Its chunks
 and whole file are checked against the signed ``stored`` digest, then it is decrypted with the
@@ -36,6 +40,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,11 +57,16 @@ from evidence.media import CHUNK_SIZE, FileDigest, StreamingDigest
 from evidence.receipt import STATUS_QUARANTINED, STATUS_STORED, Receipt
 from evidence.records import Record, RecordType, format_utc, parse_utc
 from receiver.cases import CaseBook
-from receiver.errors import ConflictError, ReceiverError
+from receiver.errors import ConflictError, ReceiverError, StoreError
 from receiver.registry import DeviceRegistry, DockRegistryFollower
 from receiver.store import EvidenceStore, sha256_file
 
 log = logging.getLogger(__name__)
+
+NEED_LATER = wire.NEED_LATER
+
+# Local failures while storing: retryable, never a verdict on the evidence.
+_LOCAL_FAILURES = (OSError, StoreError, sqlite3.OperationalError)
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,7 @@ class IngestStats:
     stored: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    deferred: int = 0
     ignored: int = 0
     chunks: int = 0
     bytes_stored: int = 0
@@ -219,11 +230,17 @@ class Ingest:
         if stored is not None:
             self.stats.duplicates += 1
             return [stored]
+        self.refresh_registry()
+        if self.registry.get(record.device) is None:
+            # enrolment may simply come later (docked before the clerk registered it)
+            return [self._defer(record, record_hash, f"device {record.device} is not registered")]
         problem = self._check_record(record)
         if problem is not None:
             return [self._quarantine(record, record_hash, problem)]
         if record.type != RecordType.SEGMENT:
-            return [self._commit(record, record_hash, None)]
+            return [
+                self._or_defer(record, record_hash, lambda: self._commit(record, record_hash, None))
+            ]
         if record_hash in self.transfers:
             self.transfers[record_hash].last_activity = time.monotonic()
             return []
@@ -235,6 +252,7 @@ class Ingest:
             self.follower.refresh()
 
     def _check_record(self, record: Record) -> str | None:
+        """Why a record of a registered device is refused for good, or None."""
         self.refresh_registry()
         dev = self.registry.get(record.device)
         if dev is None:
@@ -273,15 +291,33 @@ class Ingest:
                     record, record_hash, f"chunk size {digest.chunk_size} outside the wire limits"
                 )
             ]
+        if body.get("encryption") is not None and self.encryption_key is None:
+            return [
+                self._defer(
+                    record,
+                    record_hash,
+                    "media are encrypted but this receiver has no encryption_key configured",
+                )
+            ]
         problem = self._encryption_problem(body)
         if problem is not None:
             return [self._quarantine(record, record_hash, problem)]
         if self.store.has_object(digest.sha256):
             # same bytes already stored (re-sent after a crash between object and metadata)
-            return [self._store_segment(record, record_hash, file_name, digest, None)]
+            return [
+                self._or_defer(
+                    record,
+                    record_hash,
+                    lambda: self._store_segment(record, record_hash, file_name, digest, None),
+                )
+            ]
         self._evict_if_full()
         temp = self.store.temp_path(record_hash)
-        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            reason = f"receiver cannot store it now: {exc.strerror or exc}"
+            return [self._defer(record, record_hash, reason)]
         self.transfers[record_hash] = Transfer(record, record_hash, digest, file_name, temp, fd)
         if digest.size == 0:
             return []
@@ -337,7 +373,12 @@ class Ingest:
         if chunk.sha256 != d.chunks[chunk.index]:
             tr.problem = f"chunk {chunk.index} does not match its signed hash (tampered)"
             return []
-        os.pwrite(tr.fd, chunk.data, chunk.offset)
+        try:
+            os.pwrite(tr.fd, chunk.data, chunk.offset)
+        except OSError as exc:  # e.g. disk full: the device resends the whole segment later
+            self._drop(tr)
+            reason = f"receiver cannot store it now: {exc.strerror or exc}"
+            return [self._defer(tr.record, tr.record_hash, reason)]
         tr.received.add(chunk.index)
         if chunk.index == tr.next_in_order:
             tr.running.update(chunk.data)
@@ -353,6 +394,12 @@ class Ingest:
             return [known]
         tr = self.transfers.get(record_hash)
         if tr is None:
+            waiting = self.conn.execute(
+                "SELECT reason FROM waiting WHERE record_hash = ? AND device = ?",
+                (record_hash, device),
+            ).fetchone()
+            if waiting is not None:  # its init was just answered "later": say so again
+                return [self._need(device, record_hash, NEED_LATER, [], waiting["reason"])]
             return [self._need(device, record_hash, wire.NEED_ALL, [], "no transfer in progress")]
         if tr.device != device:
             raise wire.WireError(f"fin for a transfer of {tr.device!r} published by {device!r}")
@@ -383,7 +430,14 @@ class Ingest:
         if dev is not None and dev.revoked:  # revoked while its media were in flight
             return [self._quarantine_transfer(tr, dev.revocation)]
         self.transfers.pop(record_hash, None)
-        return [self._store_segment(tr.record, record_hash, tr.file_name, d, tr.temp)]
+        return [
+            self._or_defer(
+                tr.record,
+                record_hash,
+                lambda: self._store_segment(tr.record, record_hash, tr.file_name, d, tr.temp),
+                cleanup=(tr.temp, self.store.plain_temp_path(record_hash)),
+            )
+        ]
 
     # -- encrypted media -------------------------------------------------------------------
     def _encryption_problem(self, body: dict[str, Any]) -> str | None:
@@ -400,10 +454,7 @@ class Ingest:
         if enc.get("scheme") != encryption.SCHEME:
             return f"media encrypted with unknown scheme {enc.get('scheme')!r}"
         if self.encryption_key is None:
-            return (
-                "media are encrypted but this receiver has no encryption_key configured"
-                " (re-import the spool once it has)"
-            )
+            return "media are encrypted but this receiver has no encryption_key configured"
         if enc.get("recipient") != self.recipient:
             return (
                 f"media encrypted to {enc.get('recipient')}, not to this receiver's key"
@@ -413,7 +464,8 @@ class Ingest:
 
     def _decrypt(self, record: Record, record_hash: str, cipher: Path) -> FileDigest | str:
         """Decrypt ``cipher`` into tmp/<hash>.plain and check it; the plaintext digest, or why
-        not (then no plaintext file is left)."""
+        not (then no plaintext file is left). A local I/O failure (reading the ciphertext,
+        writing the plaintext) is not a verdict on the media: the OSError propagates."""
         assert self.encryption_key is not None  # _encryption_problem refused it otherwise
         body = record.body
         recovered = body.get("media") is None
@@ -427,10 +479,14 @@ class Ingest:
                 ):
                     digest.update(block)
                     f.write(block)
-        except (EvidenceError, OSError) as exc:
+        except EvidenceError as exc:
             with contextlib.suppress(FileNotFoundError):
                 out.unlink()
             return f"cannot decrypt: {exc}"
+        except OSError:
+            with contextlib.suppress(OSError):
+                out.unlink()
+            raise
         got = digest.finish()
         if expected is not None and (
             got.sha256 != expected.sha256
@@ -538,6 +594,7 @@ class Ingest:
                     plain.size if plain else None,
                 ),
             )
+            self.conn.execute("DELETE FROM waiting WHERE record_hash = ?", (record_hash,))
             if record.type == RecordType.SESSION_OPEN:
                 case = self.cases.file_on_open(record.session, record.device, record.body)
                 log.info(
@@ -606,6 +663,7 @@ class Ingest:
                 _now(),
             ),
         )
+        self.conn.execute("DELETE FROM waiting WHERE record_hash = ?", (record_hash,))
         self.stats.quarantined += 1
         log.warning(
             "quarantined %s seq %d (%s): %s", record.device, record.seq, record.type, reason
@@ -613,6 +671,64 @@ class Ingest:
         return self._receipt(
             record.device, record_hash, record.seq, record.type, STATUS_QUARANTINED, reason
         )
+
+    def _or_defer(
+        self,
+        record: Record,
+        record_hash: str,
+        store: Callable[[], Outgoing],
+        *,
+        cleanup: tuple[Path, ...] = (),
+    ) -> Outgoing:
+        """Run ``store``; a local failure (disk full, I/O error, database locked) leaves nothing
+        half-kept and asks the device to resend later instead of refusing the evidence."""
+        try:
+            return store()
+        except _LOCAL_FAILURES as exc:
+            for path in cleanup:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            detail = exc.reason if isinstance(exc, StoreError) else (str(exc) or repr(exc))
+            return self._defer(record, record_hash, f"receiver cannot store it now: {detail}")
+
+    def _defer(self, record: Record, record_hash: str, reason: str) -> Outgoing:
+        """Not accepted *yet*: list it as waiting and tell the device to resend it later."""
+        now = _now()
+        try:
+            self.conn.execute(
+                "INSERT INTO waiting (record_hash, device, seq, session, record_type, reason, "
+                "first_utc, last_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (record_hash) DO UPDATE SET reason = excluded.reason, "
+                "last_utc = excluded.last_utc, attempts = attempts + 1",
+                (
+                    record_hash,
+                    record.device,
+                    record.seq,
+                    record.session,
+                    record.type,
+                    reason,
+                    now,
+                    now,
+                ),
+            )
+        except sqlite3.Error as exc:  # a full disk may refuse this too; the device retries anyway
+            log.error("could not list %s seq %d as waiting: %s", record.device, record.seq, exc)
+        self.stats.deferred += 1
+        log.warning(
+            "not accepted yet: %s seq %d (%s): %s; the device keeps it and resends later",
+            record.device,
+            record.seq,
+            record.type,
+            reason,
+        )
+        msg = {
+            "v": wire.PROTOCOL_VERSION,
+            "record": record_hash,
+            "what": NEED_LATER,
+            "chunks": [],
+            "reason": reason,
+        }
+        return Outgoing(wire.down_topic(record.device, wire.DOWN_NEED), wire.encode_json(msg))
 
     def _stored_receipt(self, record_hash: str, device: str) -> Outgoing | None:
         # only ever about the asking device's own records: no device learns of another's

@@ -138,11 +138,34 @@ def quarantine_view(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             "type": r["record_type"],
             "session": r["session"],
             "record": r["record_hash"][:16] if r["record_hash"] else None,
+            "status": "quarantined",
             "reason": r["reason"],
             "when": r["utc"],
             "path": r["path"],
         }
         for r in conn.execute("SELECT * FROM quarantine ORDER BY id")
+    ]
+
+
+def waiting_view(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Records refused for a cause that can be fixed (device not registered yet, no decryption
+    key, local storage failure): the device keeps them and resends; stored once fixed."""
+    return [
+        {
+            "id": None,
+            "device": r["device"],
+            "seq": r["seq"],
+            "type": r["record_type"],
+            "session": r["session"],
+            "record": r["record_hash"][:16],
+            "status": "waiting",
+            "reason": r["reason"],
+            "when": r["last_utc"],
+            "first": r["first_utc"],
+            "attempts": r["attempts"],
+            "path": None,
+        }
+        for r in conn.execute("SELECT * FROM waiting ORDER BY first_utc, device, seq")
     ]
 
 

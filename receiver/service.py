@@ -1,7 +1,8 @@
 """The receiver service: MQTT ingest loop, assignment publisher, systemd notify and watchdog.
 
 One paho network thread feeds every message to :class:`receiver.ingest.Ingest` in arrival order
-and publishes its replies (QoS 1). The main thread publishes new assignments (retained), expires
+and publishes its replies (QoS 1). The main thread publishes new assignments (retained) and
+cleared ones (a retained "cleared" message), expires
 idle transfers and pets the systemd watchdog. Failure posture: bad input never stops the service
 (see :mod:`receiver.ingest`); a lost broker connection is retried forever; on start, temp files of
 transfers interrupted by a crash are deleted, because a partial segment is never stored. It
@@ -118,6 +119,18 @@ class ReceiverService:
             return 0
         book = CaseBook(self.main_conn)
         count = 0
+        for clear_id, device in book.unpublished_unassignments():
+            # a retained "cleared" state rather than an empty message (which would only delete
+            # the retained one): every later connection of the device, in whatever session,
+            # learns that it has no assignment and drops its state/assignment.json
+            topic = wire.down_topic(device, wire.DOWN_ASSIGNMENT)
+            payload = json.dumps(wire.ASSIGNMENT_CLEARED).encode("utf-8")
+            info = self.client.publish(topic, payload, qos=1, retain=True)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return count  # keep the order: nothing newer goes before this clear
+            book.mark_unassignment_published(clear_id)
+            log.info("assignment of %s cleared", device)
+            count += 1
         for a in book.unpublished_assignments():
             topic = wire.down_topic(a.device, wire.DOWN_ASSIGNMENT)
             payload = json.dumps(a.wire(), ensure_ascii=False, sort_keys=True).encode("utf-8")

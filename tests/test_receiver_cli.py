@@ -246,3 +246,80 @@ def test_assignment_stages_are_the_ones_the_device_can_speak() -> None:
     from receiver.cases import STAGES
 
     assert set(STAGES) == set(STAGES_ZH)
+
+
+def test_filed_session_moves_to_another_case_only_with_move_and_the_move_is_recorded(
+    data: Path, tmp_path: Path, mpegts_clips: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    spool = build_spool(tmp_path / "s1", mpegts_clips[:1], case=None)
+    assert run(data, "device", "add", "--id", spool.device, "--key", str(spool.pub_path))[0] == 0
+    assert all(r.status == "stored" for r in feed(_ingest(data), spool))
+    for number in ("JY-A", "JY-B"):
+        assert (
+            run(data, "case", "create", "--number", number, "--type", "dispute", "--title", "t")[0]
+            == 0
+        )
+    session = spool.records[0].session
+    assert run(data, "file", "--session", session, "--case", "JY-A")[0] == 0
+    capsys.readouterr()
+
+    code, _ = run(data, "file", "--session", session, "--case", "JY-B")
+
+    err = capsys.readouterr().err
+    assert code == 2 and "already filed to case JY-A" in err and "--move" in err
+    assert len(err.strip().splitlines()) == 1
+    assert [s["session"] for s in run_json(data, "case", "show", "JY-A")["sessions"]] == [session]
+    assert run_json(data, "case", "show", "JY-B")["sessions"] == []
+    # filing again to the same case is a no-op, not an error
+    assert run(data, "file", "--session", session, "--case", "JY-A")[0] == 0
+
+    code, text = run(data, "file", "--session", session, "--case", "JY-B", "--move")
+
+    assert code == 0 and "moved from case JY-A to case JY-B" in text
+    assert run_json(data, "case", "show", "JY-A")["sessions"] == []
+    assert [s["session"] for s in run_json(data, "case", "show", "JY-B")["sessions"]] == [session]
+    conn = connect(data / "receiver.db")
+    try:
+        moves = [tuple(r)[1:4] for r in conn.execute("SELECT * FROM filing_moves")]
+    finally:
+        conn.close()
+    assert moves == [(session, "JY-A", "JY-B")]
+
+
+@pytest.mark.parametrize(
+    "listing",
+    [
+        ["devices"],
+        ["device", "list"],
+        ["sessions"],
+        ["cases"],
+        ["case", "show", "C1"],
+        ["quarantine"],
+        ["reverify"],
+    ],
+)
+def test_bad_data_dir_is_one_line_exit_2_and_listings_create_nothing(
+    tmp_path: Path, listing: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "receiver.toml"
+    a_file.write_text("not a directory\n")
+    assert run(a_file, *listing)[0] == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "is not a directory" in err
+    assert "Traceback" not in err
+
+    typo = tmp_path / "reciever-data"
+    assert run(typo, *listing)[0] == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not a receiver data directory" in err
+    assert not typo.exists(), "a read-only listing must not create a data directory"
+
+
+def test_service_refuses_a_file_as_data_dir_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "data"
+    a_file.write_text("")
+    assert main(["--data-dir", str(a_file), "run", "--broker", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a directory" in err and "Traceback" not in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from evidence import transfer as wire
 from evidence.chain import DeviceChain
@@ -145,3 +146,89 @@ def test_a_device_learns_nothing_about_another_devices_records(tmp_path: Path) -
     (out,) = rig.ingest.handle(wire.up_topic("BC-2", "query"), query)
     assert out.topic == wire.down_topic("BC-2", "need")
     assert json.loads(out.payload)["what"] == "all"
+
+
+def _need(out: list[Outgoing]) -> dict[str, object]:
+    """The one distinct need answer of an upload (init and fin both say "later")."""
+    needs = {o.payload for o in out if o.topic.endswith("/need")}
+    assert len(needs) == 1, needs
+    return dict(json.loads(needs.pop()))
+
+
+def test_full_disk_while_storing_asks_the_device_to_resend_later_not_quarantine(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path)
+    data = b"d" * 3000
+    rec = rig.segment("a.ts", data)
+    sha = rec.body["media"]["sha256"]
+    # the object's directory cannot be created (stands in for a full or failing disk)
+    blocker = rig.ingest.store.objects / sha[:2]
+    blocker.write_bytes(b"")
+
+    out = rig.upload(rec, data)
+
+    assert not [o for o in out if o.topic.endswith("/receipt")], "no verdict on the evidence"
+    need = _need(out)
+    assert need["what"] == "later" and "cannot store it now" in str(need["reason"])
+    conn = rig.ingest.conn
+    assert conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0] == 0
+    assert conn.execute("SELECT COUNT(*) FROM waiting").fetchone()[0] == 1
+    assert not list(rig.ingest.store.tmp.iterdir()), "nothing half-kept"
+
+    blocker.unlink()  # the administrator frees the disk; the device resends
+    assert _receipt(rig.upload(rec, data)).status == "stored"
+    assert conn.execute("SELECT COUNT(*) FROM waiting").fetchone()[0] == 0
+    assert rig.ingest.store.object_path(sha).read_bytes() == data
+
+
+def test_decrypt_path_io_failure_and_missing_key_are_retried_not_quarantined(
+    tmp_path: Path, mpegts_clips: list[Path]
+) -> None:
+    from evidence.encryption import encrypt_for_spool, generate_encryption_key
+
+    rig = Rig(tmp_path)
+    media_key = generate_encryption_key()
+    media = rig.root / "devices" / DEV / "media" / "e.ts"
+    media.parent.mkdir(parents=True, exist_ok=True)
+    enc = encrypt_for_spool(mpegts_clips[0], media, media_key.public_key())
+    body: dict[str, Any] = {
+        "file": "e.ts",
+        "media": enc.media.to_dict(),
+        "stored": digest_file(media, 1024).to_dict(),
+        "encryption": enc.encryption,
+        "recovered": False,
+    }
+    rec = rig.chain.append(RecordType.SEGMENT, "s1", body, rig.clock.tick(1))
+    data = media.read_bytes()
+    stored = body["stored"]
+
+    def upload() -> list[Outgoing]:
+        out = rig.init(rec)
+        for i in range(0, len(data), 1024):
+            out += rig.chunk(rec, i // 1024, data[i : i + 1024])
+        fin = {
+            "v": 1,
+            "record": rec.hash(),
+            "size": stored["size"],
+            "sha256": stored["sha256"],
+            "chunks": len(stored["chunks"]),
+        }
+        return out + rig.send("fin", wire.encode_json(fin))
+
+    # no decryption key configured yet: waiting, not quarantined
+    out = upload()
+    assert _need(out)["what"] == "later" and "no encryption_key" in str(_need(out)["reason"])
+    # key configured, but the plaintext cannot be written (local I/O failure)
+    rig.ingest.encryption_key = media_key
+    rig.ingest.recipient = enc.encryption["recipient"]
+    rig.ingest.store.plain_temp_path(rec.hash()).mkdir()
+    out = upload()
+    assert _need(out)["what"] == "later" and "cannot store it now" in str(_need(out)["reason"])
+    assert rig.ingest.conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0] == 0
+
+    rig.ingest.store.plain_temp_path(rec.hash()).rmdir()
+    receipt = _receipt(upload())
+    assert receipt.status == "stored"
+    plain = rig.ingest.store.object_path(enc.media.sha256).read_bytes()
+    assert plain == mpegts_clips[0].read_bytes()

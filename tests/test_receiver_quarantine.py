@@ -64,22 +64,57 @@ def test_forged_record_is_quarantined_and_its_session_not_filed(
     assert [s["session"] for s in sessions] == [opening.session]
 
 
-def test_record_from_unregistered_device_is_quarantined(
+def test_device_docked_before_registration_keeps_everything_and_completes_once_registered(
     dock: Dock, mpegts_clips: list[Path], tmp_path: Path
 ) -> None:
+    import threading
+    import time
+
+    from agent.uplink import run_dock_upload
+
     spool = build_spool(tmp_path / "spool", mpegts_clips, device="BC-7777")
-    dock.certificate_only(spool.device)  # the broker lets it in; nobody enrolled its key
+    dock.certificate_only(spool.device)  # the broker lets it in; the clerk has not enrolled it
     dock.create_case()
 
-    result = dock.upload(spool)
+    result = dock.upload(spool, timeout_s=20)
 
-    assert result.quarantined == len(spool.records) and result.receipted == 0
-    reasons = _reasons(dock)
-    assert len(reasons) == len(spool.records)
-    assert all("not registered" in r for r in reasons)
-    assert dock.cli_json("sessions") == []
+    # not a verdict on the evidence: nothing quarantined, nothing freed, everything still pending
+    assert result.quarantined == 0 and result.receipted == 0
+    assert result.deferred >= len(spool.records) and result.pending == len(spool.records)
+    assert any("not registered" in e for e in result.errors)
+    assert all(spool.media_path(s).exists() for s in spool.segments())
+    assert not list((spool.root / "state" / "rejected").glob("*.json"))
     listed = dock.cli_json("quarantine")
-    assert {q["device"] for q in listed} == {"BC-7777"}
+    assert len(listed) == len(spool.records)
+    assert {(q["device"], q["status"]) for q in listed} == {("BC-7777", "waiting")}
+    assert all("not registered" in q["reason"] for q in listed)
+    code, text = dock.cli_text("quarantine")
+    assert code == 0 and "waiting: device BC-7777 is not registered" in text
+    assert not list((dock.data_dir / "quarantine").rglob("REASON"))
+
+    # the same (dock-mode) uplink run keeps retrying; the clerk enrols the device meanwhile
+    receipts = spool.root / "state" / "receipts"
+    stop = threading.Event()
+    cfg = dock.uplink_config(spool, retry_backoff_s=0.5)
+    results = []
+    thread = threading.Thread(
+        target=lambda: results.append(run_dock_upload(spool.root, cfg, stop, device=spool.device))
+    )
+    thread.start()
+    try:
+        time.sleep(1.5)  # at least one more refusal before the enrolment
+        dock.register(spool)
+        deadline = time.monotonic() + 30
+        while len(list(receipts.glob("*.json"))) < len(spool.records):
+            assert time.monotonic() < deadline, "records not receipted after registration"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(15)
+    assert not thread.is_alive() and results[0].pending == 0 and results[0].quarantined == 0
+    assert not any(spool.media_path(s).exists() for s in spool.segments())
+    assert dock.cli_json("quarantine") == []
+    assert dock.cli_json("case", "show", CASE)["verification"] == "verified"
 
 
 def test_chain_with_missing_segment_is_flagged(

@@ -201,3 +201,48 @@ def test_unreadable_media_is_reported_and_the_rest_still_uploads(
     assert result.pending == 1 and result.receipted == len(spool.records) - 1
     assert any("unreadable" in e for e in result.errors)
     assert not (spool.root / "state" / "receipts" / f"{lost.hash()}.json").exists()
+
+
+def test_unassign_clears_the_assignment_on_the_device_and_is_recorded(
+    dock: Dock, mpegts_clips: list[Path], tmp_path: Path
+) -> None:
+    import sqlite3
+    import time
+
+    spool = build_spool(tmp_path / "spool", mpegts_clips[:1])
+    dock.register(spool)
+    dock.create_case()
+    assign = ["assign", "--device", spool.device, "--case", CASE, "--officer", "王芳"]
+    assign += ["--place", "太原", "--reason", "检查", "--target", "某校", "--stage", "start"]
+    assert dock.cli_text(*assign)[0] == 0
+    path = spool.root / "state" / "assignment.json"
+    deadline = time.monotonic() + 15
+    while not path.exists():
+        assert time.monotonic() < deadline, "assignment never reached the device"
+        dock.upload(spool, timeout_s=5)
+
+    code, text = dock.cli_text("unassign", "--device", spool.device)
+
+    assert code == 0 and f"unassigned from case {CASE}" in text
+    deadline = time.monotonic() + 15
+    while path.exists():
+        assert time.monotonic() < deadline, "the cleared assignment stayed on the device"
+        dock.upload(spool, timeout_s=5)
+    # the preamble now falls back to the configured defaults
+    from agent.config import AssignmentConfig
+    from agent.preamble import Assignment, load_assignment
+
+    defaults = AssignmentConfig()
+    assert load_assignment(path.parent, defaults) == Assignment.from_config(defaults)
+    # docking with a new MQTT session: the broker holds no stale retained assignment either
+    dock.upload(spool, timeout_s=5, client_id="bodycam-fresh-session")
+    assert not path.exists()
+    conn = sqlite3.connect(dock.data_dir / "receiver.db")
+    try:
+        rows = conn.execute("SELECT device, published_utc FROM unassignments").fetchall()
+        active = conn.execute("SELECT COUNT(*) FROM assignments WHERE active = 1").fetchone()[0]
+    finally:
+        conn.close()
+    assert len(rows) == 1 and rows[0][0] == spool.device and rows[0][1] is not None
+    assert active == 0
+    assert dock.cli_text("unassign", "--device", "BC-404")[0] == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 import array
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import av
 
@@ -25,6 +26,19 @@ def rms_dbfs(samples: Sequence[float]) -> float:
     if mean_square <= 0.0:
         return SILENCE_DBFS
     return max(SILENCE_DBFS, 10.0 * math.log10(mean_square))
+
+
+def float_frame_dbfs(frame: Any) -> float:
+    """RMS level in dBFS of the first plane of a float PyAV audio frame (``flt``/``fltp``).
+
+    :data:`SILENCE_DBFS` for an empty or all-zero frame.
+    """
+    samples: array.array[float] = array.array("f")
+    samples.frombytes(bytes(frame.planes[0])[: frame.samples * 4])
+    if not samples:
+        return SILENCE_DBFS
+    mean_square = math.fsum(s * s for s in samples) / len(samples)
+    return 10 * math.log10(mean_square) if mean_square > 0 else SILENCE_DBFS
 
 
 def s16le_to_float_mono(

@@ -12,7 +12,9 @@ arguments) raises a :class:`MediaError` subclass with a clear message and change
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -134,6 +136,13 @@ class CaptureHealth:
 
 FaultCallback = Callable[[FaultKind, datetime, str], None]
 ResumeCallback = Callable[[FaultKind, datetime], None]
+Event = Callable[[], None]
+"""A callback collected under the pipeline's lock and called once it is released."""
+
+
+def fire_events(events: list[Event]) -> None:
+    for event in events:
+        event()
 
 
 class CapturePipeline(ABC):
@@ -146,11 +155,14 @@ class CapturePipeline(ABC):
     or duplicated; the open file is flushed and fsynced about every ``sync_interval_s``.
 
     Subclasses must override :meth:`start`, :meth:`start_recording`, :meth:`stop_recording`,
-    :meth:`stop`, :meth:`play_audio`, :meth:`probe`, :attr:`media_time_us` and
-    :attr:`recording`. They must call ``on_fault`` only after the current segment was closed via
-    ``close_segment``, and ``on_resume`` only once the next segment is open; callbacks are called
-    from a pipeline thread and must not call back into the pipeline's recording methods. They may
-    override :meth:`_notify_fault` / :meth:`_notify_resume` (e.g. to add logging).
+    :meth:`stop`, :meth:`play_audio`, :meth:`_measure` and :attr:`media_time_us`. They keep the
+    shared recording state this class sets up (``_lock``, ``_running``, ``_sink``,
+    ``_next_index``, ``_open_faults``) and use its helpers for the state checks and callbacks.
+    They must call ``on_fault`` only after the current segment was closed via ``close_segment``,
+    and ``on_resume`` only once the next segment is open; callbacks are called from a pipeline
+    thread and must not call back into the pipeline's recording methods. They may override
+    :meth:`probe`, :attr:`recording` and :meth:`_notify_fault` / :meth:`_notify_resume` (e.g. to
+    add logging).
     """
 
     on_fault: FaultCallback | None
@@ -178,6 +190,13 @@ class CapturePipeline(ABC):
         self.sync_interval_s = sync_interval_s
         self.on_fault = None
         self.on_resume = None
+        self._lock = threading.RLock()
+        self._running = False
+        self._sink: SegmentSink | None = None
+        self._next_index = 0
+        """Index of the next segment to open in the current recording."""
+        self._open_faults: set[FaultKind] = set()
+        """Faults reported with ``on_fault`` and not yet followed by ``on_resume``."""
 
     @abstractmethod
     def start(self) -> None:
@@ -203,9 +222,24 @@ class CapturePipeline(ABC):
         recording as it would be in a real room.
         """
 
-    @abstractmethod
     def probe(self, timeout_s: float = 3.0) -> CaptureHealth:
-        """Check that camera and microphone deliver data (pre-capture checks, Art. 11)."""
+        """Check that camera and microphone deliver data (pre-capture checks, Art. 11).
+
+        Starts capture for the measurement (and stops it again) when it is not running.
+        """
+        started_here = False
+        if not self._running:
+            self.start()
+            started_here = True
+        try:
+            return self._measure(timeout_s)
+        finally:
+            if started_here:
+                self.stop()
+
+    @abstractmethod
+    def _measure(self, timeout_s: float) -> CaptureHealth:
+        """Measure running capture for at most ``timeout_s`` (see :meth:`probe`)."""
 
     @property
     @abstractmethod
@@ -213,9 +247,46 @@ class CapturePipeline(ABC):
         """Media time captured so far since :meth:`start` (simulate scripts wait on it)."""
 
     @property
-    @abstractmethod
     def recording(self) -> bool:
         """True between :meth:`start_recording` and :meth:`stop_recording`."""
+        return self._sink is not None
+
+    def _refuse_start_while_running(self) -> None:
+        """Lock held: the first check of :meth:`start`."""
+        if self._running:
+            raise CaptureStateError("start", "running")
+
+    def _claim_sink(self, sink: SegmentSink) -> None:
+        """Lock held: the checks and state reset that begin :meth:`start_recording`."""
+        if not self._running:
+            raise CaptureStateError("start recording", "stopped")
+        if self._sink is not None:
+            raise CaptureStateError("start recording", "already recording")
+        self._sink = sink
+        self._next_index = 0
+        self._open_faults = set()
+
+    def _refuse_stop_unless_recording(self) -> None:
+        """Lock held: the first check of :meth:`stop_recording`."""
+        if self._sink is None:
+            raise CaptureStateError("stop recording", "not recording")
+
+    def _camera_down_at_start(self, events: list[Event]) -> None:
+        """Lock held, in :meth:`start_recording`: the camera delivers nothing; queue the fault."""
+        self._open_faults.add(FaultKind.CAMERA)
+        when = self.clock.utc_now()
+        detail = "camera not delivering frames when recording started"
+        events.append(self._fault_event(FaultKind.CAMERA, when, detail))
+
+    def _fault_event(self, kind: FaultKind, when: datetime, detail: str) -> Event:
+        """An ``on_fault`` report to fire once the lock is released."""
+        return functools.partial(self._notify_fault, kind, when, detail)
+
+    def _resume_events(self, resume: list[FaultKind], when: datetime, events: list[Event]) -> None:
+        """Lock held, next segment open: close the ``resume`` faults and queue their reports."""
+        for kind in resume:
+            self._open_faults.discard(kind)
+            events.append(functools.partial(self._notify_resume, kind, when))
 
     def _notify_fault(self, kind: FaultKind, when: datetime, detail: str) -> None:
         log.warning("capture fault %s at %s: %s", kind, when.isoformat(), detail)

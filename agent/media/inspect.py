@@ -6,9 +6,7 @@ truncated file is read up to its last complete packet (that is the point of MPEG
 
 from __future__ import annotations
 
-import array
 import logging
-import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 
 import av
 
-from agent.media.audio import SILENCE_DBFS
+from agent.media.audio import SILENCE_DBFS, float_frame_dbfs
 from agent.media.base import MediaError
 
 log = logging.getLogger(__name__)
@@ -108,9 +106,4 @@ def _level(frame: Any) -> float:
         if not converted:
             return SILENCE_DBFS
         frame = converted[0]
-    samples: array.array[float] = array.array("f")
-    samples.frombytes(bytes(frame.planes[0])[: frame.samples * 4])
-    if not samples:
-        return SILENCE_DBFS
-    mean_square = math.fsum(s * s for s in samples) / len(samples)
-    return 10 * math.log10(mean_square) if mean_square > 0 else SILENCE_DBFS
+    return float_frame_dbfs(frame)

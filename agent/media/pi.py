@@ -30,27 +30,26 @@ Nothing raises into the agent from the control thread; it logs and keeps trying.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
 from agent.clock import Clock
-from agent.media.audio import SILENCE_DBFS
+from agent.media.audio import SILENCE_DBFS, float_frame_dbfs
 from agent.media.base import (
     CaptureDeviceError,
     CaptureHealth,
     CapturePipeline,
-    CaptureStateError,
+    Event,
     FaultKind,
     SegmentSink,
     SegmentStats,
     check_pcm,
+    fire_events,
 )
 from agent.media.segments import MPEGTS_OPTIONS, fsync_fileobj
 from agent.media.watchdog import FrameWatchdog, WatchdogEvent
@@ -145,7 +144,6 @@ class PiCapture(CapturePipeline):
         self.camera_index = camera_index
         self.device_id = device_id
 
-        self._lock = threading.RLock()
         self._picam2: Any = None
         self._modules: dict[str, Any] = {}
         self._gen: _Generation | None = None
@@ -153,15 +151,11 @@ class PiCapture(CapturePipeline):
         self._mic_wd = FrameWatchdog("microphone", watchdog_timeout_s)
         self._control: threading.Thread | None = None
         self._stop_event = threading.Event()
-        self._running = False
-        self._sink: SegmentSink | None = None
-        self._next_index = 0
         self._next_split_ns = 0
         self._next_sync_ns = 0
         self._next_mic_retry_ns = 0
         self._next_restart_ns = 0
         self._origin_abs_us: int | None = None
-        self._open_faults: set[FaultKind] = set()
         self._last_frame_abs_us: int | None = None
         self._start_abs_us: int | None = None
         self._sensor_to_mono_us: int | None = None
@@ -180,14 +174,9 @@ class PiCapture(CapturePipeline):
             return 0
         return last - start
 
-    @property
-    def recording(self) -> bool:
-        return self._sink is not None
-
     def start(self) -> None:
         with self._lock:
-            if self._running:
-                raise CaptureStateError("start", "running")
+            self._refuse_start_while_running()
             self._import_picamera2()
             picamera2 = self._modules["picamera2"]
             try:
@@ -227,34 +216,23 @@ class PiCapture(CapturePipeline):
             self._pyaudio = None
 
     def start_recording(self, sink: SegmentSink) -> None:
-        events: list[Callable[[], None]] = []
+        events: list[Event] = []
         with self._lock:
-            if not self._running:
-                raise CaptureStateError("start recording", "stopped")
-            if self._sink is not None:
-                raise CaptureStateError("start recording", "already recording")
-            self._sink = sink
-            self._next_index = 0
-            self._open_faults = set()
+            self._claim_sink(sink)
             self._origin_abs_us = None
             now_ns = self.clock.monotonic_ns()
             self._next_split_ns = now_ns + round(self.segment_duration_s * 1e9)
             self._next_sync_ns = now_ns + round(self.sync_interval_s * 1e9)
             if self._gen is None or self._camera_wd.failed:
-                self._open_faults.add(FaultKind.CAMERA)
-                when = self.clock.utc_now()
-                detail = "camera not delivering frames when recording started"
-                events.append(functools.partial(self._notify_fault, FaultKind.CAMERA, when, detail))
+                self._camera_down_at_start(events)
             else:
                 # On failure a storage fault is reported and the control loop retries.
                 self._open_segment_on(self._gen, events, resume=[])
-        for event in events:
-            event()
+        fire_events(events)
 
     def stop_recording(self) -> None:
         with self._lock:
-            if self._sink is None:
-                raise CaptureStateError("stop recording", "not recording")
+            self._refuse_stop_unless_recording()
             gen = self._gen
             if gen is not None and gen.output is not None:
                 gen.circular.close_output()
@@ -291,17 +269,6 @@ class PiCapture(CapturePipeline):
         finally:
             stream.stop_stream()
             stream.close()
-
-    def probe(self, timeout_s: float = 3.0) -> CaptureHealth:
-        started_here = False
-        if not self._running:
-            self.start()
-            started_here = True
-        try:
-            return self._measure(timeout_s)
-        finally:
-            if started_here:
-                self.stop()
 
     # ------------------------------------------------------------------ picamera2 plumbing
 
@@ -391,7 +358,7 @@ class PiCapture(CapturePipeline):
     # ------------------------------------------------------------------ segments
 
     def _open_segment_on(
-        self, gen: _Generation, events: list[Callable[[], None]], resume: list[FaultKind]
+        self, gen: _Generation, events: list[Event], resume: list[FaultKind]
     ) -> bool:
         """Open the next segment and route ``gen``'s circular buffer into it."""
         assert self._sink is not None
@@ -414,10 +381,7 @@ class PiCapture(CapturePipeline):
         if index > 0:
             # After a fault the schedule starts again from here, or it would split at once.
             self._next_split_ns = self.clock.monotonic_ns() + round(self.segment_duration_s * 1e9)
-        when = self.clock.utc_now()
-        for kind in resume:
-            self._open_faults.discard(kind)
-            events.append(functools.partial(self._notify_resume, kind, when))
+        self._resume_events(resume, self.clock.utc_now(), events)
         return True
 
     def _on_first_segment_frame(self, state: _SegmentState) -> None:
@@ -449,10 +413,9 @@ class PiCapture(CapturePipeline):
         try:
             fileobj = self._sink.open_segment(index)
         except Exception as exc:
-            events: list[Callable[[], None]] = []
+            events: list[Event] = []
             self._report_storage(f"cannot open segment {index}: {exc}", events)
-            for event in events:
-                event()
+            fire_events(events)
             return
         old_state = gen.segment
         state = _SegmentState(index, fileobj, gen)
@@ -555,7 +518,7 @@ class PiCapture(CapturePipeline):
                 log.exception("pi capture control tick failed; continuing")
 
     def _control_tick(self) -> None:
-        events: list[Callable[[], None]] = []
+        events: list[Event] = []
         with self._lock:
             gen = self._gen
             now_ns = self.clock.monotonic_ns()
@@ -572,12 +535,9 @@ class PiCapture(CapturePipeline):
                 gen = self._gen
             if gen is not None and self._sink is not None:
                 self._recording_duties(gen, now_ns, events)
-        for event in events:
-            event()
+        fire_events(events)
 
-    def _recording_duties(
-        self, gen: _Generation, now_ns: int, events: list[Callable[[], None]]
-    ) -> None:
+    def _recording_duties(self, gen: _Generation, now_ns: int, events: list[Event]) -> None:
         state = gen.segment
         if state is not None and state.error is not None:
             detail = f"writing segment {state.index} failed: {state.error}"
@@ -602,9 +562,7 @@ class PiCapture(CapturePipeline):
             except OSError as exc:
                 state.error = exc
 
-    def _check_camera(
-        self, gen: _Generation, now_ns: int, events: list[Callable[[], None]]
-    ) -> None:
+    def _check_camera(self, gen: _Generation, now_ns: int, events: list[Event]) -> None:
         if self._camera_wd.check(now_ns) is not WatchdogEvent.FAILED:
             return
         if FaultKind.CAMERA not in self._open_faults and self._sink is not None:
@@ -615,7 +573,7 @@ class PiCapture(CapturePipeline):
                 gen.circular.close_output()
                 self._finish_segment(gen)
             self._open_faults.add(FaultKind.CAMERA)
-            events.append(functools.partial(self._notify_fault, FaultKind.CAMERA, when, detail))
+            events.append(self._fault_event(FaultKind.CAMERA, when, detail))
         log.warning("camera stalled; restarting it")
         self._stop_generation()
         self._next_restart_ns = now_ns + round(self.watchdog_timeout_s * 1e9)
@@ -629,9 +587,7 @@ class PiCapture(CapturePipeline):
         except Exception as exc:
             log.error("camera restart failed (retrying): %s", exc)
 
-    def _check_microphone(
-        self, gen: _Generation, now_ns: int, events: list[Callable[[], None]]
-    ) -> None:
+    def _check_microphone(self, gen: _Generation, now_ns: int, events: list[Event]) -> None:
         if not self.audio_wanted:
             return
         if gen.audio and self._mic_wd.check(now_ns) is WatchdogEvent.FAILED:
@@ -643,9 +599,7 @@ class PiCapture(CapturePipeline):
                 gen.circular.close_output()
                 self._finish_segment(gen)
                 self._open_faults.add(FaultKind.MICROPHONE)
-                events.append(
-                    functools.partial(self._notify_fault, FaultKind.MICROPHONE, when, detail)
-                )
+                events.append(self._fault_event(FaultKind.MICROPHONE, when, detail))
             self._restart_generation()  # video only (the watchdog says the mic failed)
             self._next_mic_retry_ns = now_ns + round(MIC_RETRY_PERIOD_S * 1e9)
             if recording and self._gen is not None:
@@ -676,13 +630,13 @@ class PiCapture(CapturePipeline):
             return False
         return True
 
-    def _report_storage(self, detail: str, events: list[Callable[[], None]]) -> None:
+    def _report_storage(self, detail: str, events: list[Event]) -> None:
         log.error("%s", detail)
         if FaultKind.STORAGE in self._open_faults:
             return
         self._open_faults.add(FaultKind.STORAGE)
         when = self.clock.utc_now()
-        events.append(functools.partial(self._notify_fault, FaultKind.STORAGE, when, detail))
+        events.append(self._fault_event(FaultKind.STORAGE, when, detail))
 
     # ------------------------------------------------------------------ called by the tap
 
@@ -718,7 +672,7 @@ class PiCapture(CapturePipeline):
                     decoder.extradata = extradata
                 self._decoder = decoder
             for frame in self._decoder.decode(packet):
-                self._level_window.append(_frame_level(frame))
+                self._level_window.append(float_frame_dbfs(frame))
         except Exception as exc:
             log.debug("level measurement failed: %s", exc)
 
@@ -766,17 +720,6 @@ def _size_of(fileobj: BinaryIO) -> int:
         return fileobj.tell()
     except (OSError, ValueError):
         return 0
-
-
-def _frame_level(frame: Any) -> float:
-    import array
-
-    samples: array.array[float] = array.array("f")
-    samples.frombytes(bytes(frame.planes[0])[: frame.samples * 4])
-    if not samples:
-        return SILENCE_DBFS
-    mean_square = math.fsum(s * s for s in samples) / len(samples)
-    return 10 * math.log10(mean_square) if mean_square > 0 else SILENCE_DBFS
 
 
 def _mean_db(levels: list[float]) -> float:

@@ -20,13 +20,11 @@ tick are logged and the thread carries on; nothing raises into the agent from th
 from __future__ import annotations
 
 import array
-import functools
 import logging
 import math
 import random
 import threading
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -40,9 +38,10 @@ from agent.media.audio import SILENCE_DBFS, rms_dbfs, s16le_to_float_mono
 from agent.media.base import (
     CaptureHealth,
     CapturePipeline,
-    CaptureStateError,
+    Event,
     FaultKind,
     SegmentSink,
+    fire_events,
 )
 from agent.media.scene import SyntheticScene
 from agent.media.segments import AudioParams, EncodedPacket, SegmentWriter, VideoParams
@@ -56,8 +55,6 @@ MAX_CATCH_UP_S = 1.0
 SUPPORTED_SAMPLE_RATES_HZ = (8000, 16000, 22050, 32000, 44100, 48000)
 MICROPHONE_SILENT_DBFS = -90.0
 """Below this the microphone counts as dead: a real room is never digitally silent."""
-
-Event = Callable[[], None]
 
 
 @dataclass
@@ -139,11 +136,9 @@ class SimulatedCapture(CapturePipeline):
         self._scene = SyntheticScene(width, height, device_id)
         self._ambient = _ambient_loop(audio_sample_rate_hz, ambient_level_dbfs)
 
-        self._lock = threading.RLock()
         self._room = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
-        self._running = False
 
         # Capture timeline (microseconds since start()).
         self._mono0_ns = 0
@@ -175,10 +170,8 @@ class SimulatedCapture(CapturePipeline):
         self._gops: deque[list[EncodedPacket]] = deque()
 
         # Recording state.
-        self._sink: SegmentSink | None = None
         self._writer: SegmentWriter | None = None
         self._pending: _Pending | None = None
-        self._next_index = 0
         self._origin_us: int | None = None
         self._press_us = 0
         self.press_utc: datetime | None = None
@@ -189,17 +182,12 @@ class SimulatedCapture(CapturePipeline):
         """Capture media time at the last stop_recording."""
         self._next_split_us = 0
         self._last_sync_us = 0
-        self._open_faults: set[FaultKind] = set()
 
     # ------------------------------------------------------------------ public API
 
     @property
     def media_time_us(self) -> int:
         return self._media_time_us
-
-    @property
-    def recording(self) -> bool:
-        return self._sink is not None
 
     @property
     def running(self) -> bool:
@@ -215,8 +203,7 @@ class SimulatedCapture(CapturePipeline):
 
     def start(self) -> None:
         with self._lock:
-            if self._running:
-                raise CaptureStateError("start", "running")
+            self._refuse_start_while_running()
             self._open_video_encoder()
             self._aenc = None
             self._mono0_ns = self.clock.monotonic_ns()
@@ -264,19 +251,13 @@ class SimulatedCapture(CapturePipeline):
     def start_recording(self, sink: SegmentSink) -> None:
         events: list[Event] = []
         with self._lock:
-            if not self._running:
-                raise CaptureStateError("start recording", "stopped")
-            if self._sink is not None:
-                raise CaptureStateError("start recording", "already recording")
-            self._sink = sink
-            self._next_index = 0
+            self._claim_sink(sink)
             self._origin_us = None
             self._press_us = self._media_time_us
             self.press_media_us = self._press_us
             self.press_utc = self.clock.utc_now()
             self.stop_media_us = None
             self._next_split_us = self._press_us + round(self.segment_duration_s * 1e6)
-            self._open_faults = set()
             horizon_us = self._press_us - round(self.pre_event_s * 1e6)
             while len(self._gops) >= 2 and self._gops[1][0].pts_us <= horizon_us:
                 self._gops.popleft()
@@ -293,31 +274,25 @@ class SimulatedCapture(CapturePipeline):
                 self._pending = _Pending(0)
                 self._force_keyframe = True
             if camera_down:
-                self._open_faults.add(FaultKind.CAMERA)
                 self._pending = _Pending(0, [FaultKind.CAMERA])
-                when = self.clock.utc_now()
-                detail = "camera not delivering frames when recording started"
-                events.append(lambda: self._notify_fault(FaultKind.CAMERA, when, detail))
+                self._camera_down_at_start(events)
             if self._mic_wd.failed:
                 self._open_faults.add(FaultKind.MICROPHONE)
                 mic_when = self.clock.utc_now()
                 mic_detail = "microphone not delivering samples when recording started"
-                events.append(
-                    lambda: self._notify_fault(FaultKind.MICROPHONE, mic_when, mic_detail)
-                )
+                events.append(self._fault_event(FaultKind.MICROPHONE, mic_when, mic_detail))
             log.info(
                 "recording started at media %d us with %d us of pre-event media",
                 self._press_us,
                 self._press_us
                 - (self._origin_us if self._origin_us is not None else self._press_us),
             )
-        _fire(events)
+        fire_events(events)
 
     def stop_recording(self) -> None:
         events: list[Event] = []
         with self._lock:
-            if self._sink is None:
-                raise CaptureStateError("stop recording", "not recording")
+            self._refuse_stop_unless_recording()
             if self._writer is not None:
                 # The AAC encoder holds the last ~2 frames of sound: get them into the file.
                 self._flush_audio_encoder(events)
@@ -327,7 +302,7 @@ class SimulatedCapture(CapturePipeline):
             self._origin_us = None
             self.stop_media_us = self._media_time_us
         log.info("recording stopped at media %d us", self._media_time_us)
-        _fire(events)
+        fire_events(events)
 
     def play_audio(self, pcm_s16le: bytes, sample_rate_hz: int, channels: int = 1) -> None:
         samples = s16le_to_float_mono(pcm_s16le, sample_rate_hz, channels, self.sample_rate_hz)
@@ -342,17 +317,6 @@ class SimulatedCapture(CapturePipeline):
             self._room_samples.extend(samples)
             while self._room_base + self._room_consumed < end and not self._stop_event.is_set():
                 self._room.wait(timeout=0.5)
-
-    def probe(self, timeout_s: float = 3.0) -> CaptureHealth:
-        started_here = False
-        if not self._running:
-            self.start()
-            started_here = True
-        try:
-            return self._measure(timeout_s)
-        finally:
-            if started_here:
-                self.stop()
 
     def inject_camera_fault(self, duration_s: float) -> None:
         """From the next frame on, the camera delivers nothing for ``duration_s``."""
@@ -432,7 +396,7 @@ class SimulatedCapture(CapturePipeline):
                 self._sync_writer(events)
                 self._last_sync_us = t_end_us
             self._media_time_us = t_end_us
-        _fire(events)
+        fire_events(events)
 
     # -- audio
 
@@ -629,14 +593,12 @@ class SimulatedCapture(CapturePipeline):
             if FaultKind.STORAGE not in self._open_faults:
                 self._open_faults.add(FaultKind.STORAGE)
                 detail = f"cannot open segment {index}: {exc}"
-                events.append(lambda: self._notify_fault(FaultKind.STORAGE, when, detail))
+                events.append(self._fault_event(FaultKind.STORAGE, when, detail))
             self._pending = _Pending(index, sorted({*resume, FaultKind.STORAGE}))
             return False
         self._next_index = index + 1
         self._last_sync_us = self._media_time_us
-        for kind in resume:
-            self._open_faults.discard(kind)
-            events.append(functools.partial(self._notify_resume, kind, when))
+        self._resume_events(resume, when, events)
         return True
 
     def _write(self, item: EncodedPacket, events: list[Event]) -> bool:
@@ -665,7 +627,7 @@ class SimulatedCapture(CapturePipeline):
         self._open_faults.add(FaultKind.STORAGE)
         self._pending = _Pending(self._next_index, [FaultKind.STORAGE])
         when = self.clock.utc_now()
-        events.append(lambda: self._notify_fault(FaultKind.STORAGE, when, detail))
+        events.append(self._fault_event(FaultKind.STORAGE, when, detail))
 
     def _close_writer(self) -> None:
         writer = self._writer
@@ -695,7 +657,7 @@ class SimulatedCapture(CapturePipeline):
                 self._close_writer()
                 self._open_faults.add(FaultKind.CAMERA)
                 self._pending = _Pending(self._next_index, [FaultKind.CAMERA])
-                events.append(lambda: self._notify_fault(FaultKind.CAMERA, when, detail))
+                events.append(self._fault_event(FaultKind.CAMERA, when, detail))
             else:
                 log.warning("camera: %s (not recording)", detail)
         if self._mic_wd.check(now_ns) is WatchdogEvent.FAILED:
@@ -709,7 +671,7 @@ class SimulatedCapture(CapturePipeline):
                     # Video goes on without audio from the next (forced) keyframe.
                     self._pending = _Pending(self._next_index)
                     self._force_keyframe = True
-                events.append(lambda: self._notify_fault(FaultKind.MICROPHONE, when, detail))
+                events.append(self._fault_event(FaultKind.MICROPHONE, when, detail))
             else:
                 log.warning("microphone: %s (not recording)", detail)
 
@@ -808,8 +770,3 @@ def _ambient_loop(sample_rate_hz: int, level_dbfs: float) -> array.array[float]:
     )
     log.debug("ambient loop level %.1f dBFS", rms_dbfs(out))
     return out
-
-
-def _fire(events: list[Event]) -> None:
-    for event in events:
-        event()

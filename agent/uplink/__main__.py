@@ -30,7 +30,11 @@ from evidence.errors import EvidenceError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m agent.uplink", description="Dock upload.")
+    p = argparse.ArgumentParser(
+        prog="bodycam-agent upload",
+        description="Dock upload: send the spool to the receiver over MQTT (mutual TLS) and free "
+        "space only against the receiver's signed receipts.",
+    )
     p.add_argument(
         "--config",
         type=Path,

@@ -54,6 +54,11 @@ class UplinkConfig:
     retention_min_age_s: float = 0.0
     """Receipted media younger than this (by segment end time) stay on the device."""
     rescan_interval_s: float = 2.0
+    retry_backoff_s: float = 10.0
+    """A record the receiver cannot take yet (device not registered, its disk full) or the broker
+    refused is sent again after this long; while the receiver keeps saying "later", the pause
+    doubles up to ``retry_backoff_max_s`` (so a large spool is not re-sent every few seconds)."""
+    retry_backoff_max_s: float = 300.0
     connect_timeout_s: float = 10.0
     allow_insecure: bool = False
     """Plain TCP without certificates: only for a development broker on a trusted host."""
@@ -72,6 +77,10 @@ class UplinkConfig:
             raise UplinkConfigError("window_bytes", "must be > 0")
         if self.receipt_timeout_s <= 0:
             raise UplinkConfigError("receipt_timeout_s", "must be > 0")
+        if self.retry_backoff_s <= 0:
+            raise UplinkConfigError("retry_backoff_s", "must be > 0")
+        if self.retry_backoff_max_s < self.retry_backoff_s:
+            raise UplinkConfigError("retry_backoff_max_s", "must be >= retry_backoff_s")
         if self.probe_timeout_s < 0:
             raise UplinkConfigError("probe_timeout_s", "must be >= 0")
         if (self.cert_file is None) != (self.key_file is None):

@@ -3,7 +3,8 @@
 The spool is an evidence tree (``devices/<id>/records``, ``devices/<id>/media``) written by the
 recorder; the uplink only reads sealed records and the media they name, and writes under
 ``state/``: ``receipts/<record-hash>.json`` (valid *stored* receipts), ``rejected/<hash>.json``
-(quarantined receipts), ``assignment.json`` and ``clock.json`` (``synced_utc``: device clock at
+(quarantined receipts), ``assignment.json`` (deleted when the receiver clears the assignment with an
+empty retained message) and ``clock.json`` (``synced_utc``: device clock at
 the sync; ``offset_s``: receiver clock minus device clock, round trip halved; ``rtt_s``).
 
 Upload order: sessions with a marker first, then the oldest first; within a session, seq order.
@@ -157,6 +158,18 @@ class Spool:
         clean = {k: assignment.get(k) for k in ASSIGNMENT_FIELDS}
         data = json.dumps(clean, ensure_ascii=False, indent=2, sort_keys=True).encode("utf-8")
         atomic_write(self.state / ASSIGNMENT_FILE, data + b"\n")
+
+    def clear_assignment(self) -> bool:
+        """Forget the pushed assignment (the receiver cleared it): the preamble falls back to
+        the configured defaults. True if there was one."""
+        path = self.state / ASSIGNMENT_FILE
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        with contextlib.suppress(OSError):
+            fsync_dir(self.state)
+        return True
 
     def write_clock(self, clock: dict[str, Any]) -> None:
         data = json.dumps(clock, indent=2, sort_keys=True).encode("utf-8")

@@ -4,8 +4,11 @@
 retained ``status`` topic and a last will "offline"; it sends pending records while the bytes
 sent but not receipted stay under ``window_bytes``; it resends what the receiver reports
 missing (``need``) and asks (``query``) about records with no receipt after
-``receipt_timeout_s`` or when the receiver restarts. A segment's media is freed only for a
-receipt signed by the receiver key it was given, for that record, with status ``stored``.
+``receipt_timeout_s`` or when the receiver restarts. A ``need`` of kind :data:`NEED_LATER` means
+the receiver cannot take the record *yet* (device not registered, its disk full, no decryption
+key): the record stays pending and is sent again after ``retry_backoff_s``. A segment's media is
+freed only for a receipt signed by the receiver key it was given, for that record, with status
+``stored``; a ``quarantined`` receipt (a final refusal) stops resending but keeps the media.
 
 Failure posture: a PUBACK proves nothing and a refused publish (MQTT 5 reason code >= 0x80) is
 counted as an error and the record stays pending; receipts that do not verify are logged and
@@ -48,7 +51,7 @@ log = logging.getLogger(__name__)
 LOOP_INTERVAL_S = 0.05
 PROGRESS_INTERVAL_S = 1.0
 HELLO_INTERVAL_S = 60.0
-RETRY_BACKOFF_S = 10.0
+NEED_LATER = wire.NEED_LATER
 
 
 @dataclass
@@ -59,6 +62,8 @@ class UploadResult:
     records_sent: int = 0
     receipted: int = 0
     quarantined: int = 0
+    deferred: int = 0
+    """Answers "cannot take it yet, resend later" (the record stays pending and is retried)."""
     refused_publishes: int = 0
     bytes_sent: int = 0
     bytes_freed: int = 0
@@ -115,6 +120,9 @@ class Uploader:
         self.last_hello = 0.0
         self.dirty = True  # something changed since the last spool scan
         self.retry_after: dict[str, float] = {}  # record hash -> monotonic time to retry
+        # the receiver said "later": send nothing new until then (doubling while it persists)
+        self.hold_until = 0.0
+        self.later_streak = 0
         # Start-up probe: before sending anything, ask the receiver about every pending record,
         # so a restart resends only what it lacks (receipted: nothing; partial: the missing
         # chunks). Replies that name chunks are kept here until the record is sent.
@@ -341,7 +349,7 @@ class Uploader:
             self.result.errors.append(msg)
             if owner in self.inflight:
                 self._release(owner)  # not sent after all: stays pending, retried later
-                self.retry_after[owner] = time.monotonic() + RETRY_BACKOFF_S
+                self.retry_after[owner] = time.monotonic() + self.config.retry_backoff_s
         elif kind == "message":
             topic, payload = data
             try:
@@ -380,6 +388,8 @@ class Uploader:
                     self.inflight[h].last_sent = time.monotonic()
 
     def _send_window(self, queue_: list[Item]) -> list[Item]:
+        if time.monotonic() < self.hold_until:
+            return queue_
         while queue_:
             item = queue_[0]
             if self.inflight and self.inflight_bytes + item.wire_bytes > self.config.window_bytes:
@@ -395,7 +405,7 @@ class Uploader:
             sent = self._send_item(item, resume, init=resume is None)
             if not sent:
                 self._release(item.hash)
-                self.retry_after[item.hash] = time.monotonic() + RETRY_BACKOFF_S
+                self.retry_after[item.hash] = time.monotonic() + self.config.retry_backoff_s
                 break
             self.result.records_sent += 1
         return queue_
@@ -512,6 +522,7 @@ class Uploader:
         self.spool.save_receipt(receipt)
         self._release(receipt.record)
         if receipt.status == STATUS_STORED:
+            self.later_streak = 0  # the receiver takes records again
             self.result.receipted += 1
             self.result.bytes_freed += self.spool.free_media(
                 item, receipt, min_age_s=self._min_age()
@@ -523,6 +534,9 @@ class Uploader:
             self.result.errors.append(msg)
 
     def _on_need(self, msg: dict[str, Any]) -> None:
+        if msg["what"] == NEED_LATER:
+            self._on_later(msg["record"], str(msg["reason"]))
+            return
         entry = self.inflight.get(msg["record"])
         if entry is None:
             if msg["record"] in self.probing:
@@ -541,6 +555,31 @@ class Uploader:
         else:
             log.info("receiver needs %d chunk(s) of seq %d", len(chunks), entry.item.record.seq)
             self._send_item(entry.item, chunks, init=False)
+
+    def _on_later(self, record_hash: str, reason: str) -> None:
+        """The receiver cannot take this record yet: keep it pending, send it after a back-off."""
+        if record_hash not in self.inflight and record_hash not in self.probing:
+            return  # an echo of an earlier attempt (e.g. the answer to its fin)
+        self.probing.discard(record_hash)
+        self._release(record_hash)
+        now = time.monotonic()
+        if now >= self.hold_until:  # the first "later" of this round sets the next pause
+            cfg = self.config
+            delay_s = min(cfg.retry_backoff_s * 2**self.later_streak, cfg.retry_backoff_max_s)
+            self.later_streak += 1
+            self.hold_until = now + delay_s
+        self.retry_after[record_hash] = self.hold_until
+        self.result.deferred += 1
+        item = self.spool.find(record_hash)
+        log.warning(
+            "receiver cannot take seq %s yet (%s); resending in %.1f s",
+            item.record.seq if item else record_hash[:16],
+            reason,
+            self.hold_until - now,
+        )
+        msg = f"receiver cannot take records yet: {reason} (kept, resent later)"
+        if msg not in self.result.errors:
+            self.result.errors.append(msg)
 
     def _on_clock(self, msg: dict[str, Any]) -> None:
         now = datetime.now(UTC)
@@ -561,12 +600,15 @@ class Uploader:
         log.info("receiver clock offset %+.3f s (round trip %.3f s)", offset_s, rtt_s)
 
     def _on_assignment(self, payload: bytes, topic: str) -> None:
-        if not payload:
-            return  # retained message cleared
         try:
-            value = json.loads(payload.decode("utf-8"))
+            value = json.loads(payload.decode("utf-8")) if payload else wire.ASSIGNMENT_CLEARED
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise wire.WireError(f"assignment is not JSON: {exc}", topic) from exc
+        if value == wire.ASSIGNMENT_CLEARED:
+            # the receiver cleared the assignment: back to the configured defaults
+            if self.spool.clear_assignment():
+                log.info("assignment cleared by the receiver; using the configured defaults")
+            return
         if not isinstance(value, dict) or not isinstance(value.get("officers"), list):
             raise wire.WireError("assignment lacks officers", topic)
         self.spool.write_assignment(value)
