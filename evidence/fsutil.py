@@ -1,9 +1,10 @@
-"""Durable file writes: temp file → fsync → atomic rename → fsync of the directory."""
+"""Durable file writes: temp file → fsync → atomic rename (or link) → fsync of the directory."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -15,10 +16,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path``: after a crash the file is either old or new, never torn."""
+def _durable_put(
+    path: Path, data: bytes, mode: int, put: Callable[[Path, Path], None], tag: str
+) -> None:
+    """Write ``data`` to a synced temp file beside ``path``, ``put`` it in place, sync the dir."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.{tag}{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -26,12 +29,16 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
+        put(tmp, path)
+    finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        raise
     fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path``: after a crash the file is either old or new, never torn."""
+    _durable_put(path, data, mode, os.replace, "tmp")
 
 
 def exclusive_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
@@ -40,17 +47,4 @@ def exclusive_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     The bytes reach the disk under a temporary name first and are then hard-linked into place,
     which fails rather than replaces: an existing record is never overwritten.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.new{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.link(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    fsync_dir(path.parent)
+    _durable_put(path, data, mode, os.link, "new")
