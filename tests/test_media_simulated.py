@@ -260,7 +260,9 @@ def test_pre_event_audio_can_be_left_out(
 def test_camera_fault_closes_segment_reports_and_resumes(
     fast_capture: Callable[..., SimulatedCapture], tmp_path: Path
 ) -> None:
-    capture = fast_capture(pre_event_s=2.0, watchdog_timeout_s=1.0)
+    # Long segments: in fast mode media runs on while the test thread waits, and a regular
+    # split inside the window would add its own open/close events.
+    capture = fast_capture(pre_event_s=2.0, watchdog_timeout_s=1.0, segment_duration_s=60.0)
     log = EventLog(DirectorySink(tmp_path))
     capture.on_fault = log.on_fault
     capture.on_resume = log.on_resume
@@ -297,7 +299,7 @@ def test_camera_fault_closes_segment_reports_and_resumes(
 def test_microphone_fault_keeps_video_in_a_video_only_segment(
     fast_capture: Callable[..., SimulatedCapture], tmp_path: Path
 ) -> None:
-    capture = fast_capture(pre_event_s=0.0)
+    capture = fast_capture(pre_event_s=0.0, segment_duration_s=60.0)  # no regular split inside
     log = EventLog(DirectorySink(tmp_path))
     capture.on_fault = log.on_fault
     capture.on_resume = log.on_resume
