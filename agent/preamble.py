@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -60,13 +60,8 @@ DEFAULTS_EN = {
 
 
 @dataclass
-class Assignment:
-    case: str | None = None
-    officers: list[str] = field(default_factory=list)
-    place: str = ""
-    reason: str = ""
-    target: str = ""
-    stage: str = ""
+class Assignment(AssignmentConfig):
+    """The assignment in force: the receiver's push, or the configured defaults (same fields)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +87,7 @@ class Assignment:
 
     @classmethod
     def from_config(cls, cfg: AssignmentConfig) -> Assignment:
-        return cls(cfg.case, list(cfg.officers), cfg.place, cfg.reason, cfg.target, cfg.stage)
+        return cls(**asdict(cfg))
 
 
 def load_assignment(state_dir: Path, defaults: AssignmentConfig) -> Assignment:

@@ -51,8 +51,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from evidence.errors import EvidenceError, KeyFileError
-from evidence.fsutil import atomic_write, fsync_dir
+from evidence.errors import EvidenceError
+from evidence.fsutil import fsync_dir
+from evidence.keys import load_private_pem, load_public_pem, save_private_pem, save_public_pem
 from evidence.media import CHUNK_SIZE, FileDigest, StreamingDigest
 
 SCHEME = "x25519-chacha20poly1305-stream/2"
@@ -108,48 +109,19 @@ def recipient_id(public_key: X25519PublicKey) -> str:
 
 
 def save_encryption_key(path: Path, key: X25519PrivateKey) -> None:
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    atomic_write(Path(path), pem, mode=0o600)
+    save_private_pem(path, key)
 
 
 def save_encryption_public_key(path: Path, public_key: X25519PublicKey) -> None:
-    pem = public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    atomic_write(Path(path), pem, mode=0o644)
-
-
-def _read_key_file(path: Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise KeyFileError(Path(path), f"cannot read key file: {exc.strerror or exc}") from exc
+    save_public_pem(path, public_key)
 
 
 def load_encryption_key(path: Path) -> X25519PrivateKey:
-    data = _read_key_file(path)
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(Path(path), f"not a PEM private key: {exc}") from exc
-    if not isinstance(key, X25519PrivateKey):
-        raise KeyFileError(Path(path), f"not an X25519 key ({type(key).__name__})")
-    return key
+    return load_private_pem(path, X25519PrivateKey, "an X25519 key")
 
 
 def load_encryption_public_key(path: Path) -> X25519PublicKey:
-    data = _read_key_file(path)
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(Path(path), f"not a PEM public key: {exc}") from exc
-    if not isinstance(key, X25519PublicKey):
-        raise KeyFileError(Path(path), f"not an X25519 public key ({type(key).__name__})")
-    return key
+    return load_public_pem(path, X25519PublicKey, "an X25519 public key")
 
 
 # ------------------------------------------------------------------------------ primitives

@@ -11,12 +11,17 @@ import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from evidence.errors import KeyFileError
 from evidence.fsutil import atomic_write
+
+PrivateKey = Ed25519PrivateKey | X25519PrivateKey
+PublicKey = Ed25519PublicKey | X25519PublicKey
 
 KEY_ID_PREFIX = "ed25519:"
 
@@ -39,7 +44,8 @@ def public_pem(public_key: Ed25519PublicKey) -> bytes:
     )
 
 
-def save_signing_key(path: Path, key: Ed25519PrivateKey) -> None:
+def save_private_pem(path: Path, key: PrivateKey) -> None:
+    """A private key as PEM/PKCS#8, readable by its owner only."""
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -48,31 +54,58 @@ def save_signing_key(path: Path, key: Ed25519PrivateKey) -> None:
     atomic_write(Path(path), pem, mode=0o600)
 
 
-def save_public_key(path: Path, public_key: Ed25519PublicKey) -> None:
-    atomic_write(Path(path), public_pem(public_key), mode=0o644)
+def save_public_pem(path: Path, public_key: PublicKey) -> None:
+    pem = public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    atomic_write(Path(path), pem, mode=0o644)
 
 
-def _read(path: Path) -> bytes:
+def read_key_file(path: Path) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
         raise KeyFileError(Path(path), f"cannot read key file: {exc.strerror or exc}") from exc
 
 
-def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    data = _read(path)
+def load_private_pem(path: Path, expected: type, what: str) -> Any:
+    """A PEM private key of type ``expected``; ``what`` names it in errors ("an Ed25519 key")."""
+    data = read_key_file(path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise KeyFileError(Path(path), f"not a PEM private key: {exc}") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(Path(path), f"not an Ed25519 key ({type(key).__name__})")
+    if not isinstance(key, expected):
+        raise KeyFileError(Path(path), f"not {what} ({type(key).__name__})")
     return key
+
+
+def load_public_pem(path: Path, expected: type, what: str) -> Any:
+    data = read_key_file(path)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(Path(path), f"not a PEM public key: {exc}") from exc
+    if not isinstance(key, expected):
+        raise KeyFileError(Path(path), f"not {what} ({type(key).__name__})")
+    return key
+
+
+def save_signing_key(path: Path, key: Ed25519PrivateKey) -> None:
+    save_private_pem(path, key)
+
+
+def save_public_key(path: Path, public_key: Ed25519PublicKey) -> None:
+    save_public_pem(path, public_key)
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    return load_private_pem(path, Ed25519PrivateKey, "an Ed25519 key")
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """Load an Ed25519 public key from a PEM public key, a PEM private key or a certificate."""
-    data = _read(path)
+    data = read_key_file(path)
     key: object
     try:
         if b"CERTIFICATE" in data:

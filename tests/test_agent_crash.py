@@ -3,12 +3,6 @@ recovered, a crash gap is recorded, and at most about one second of media is los
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,6 +10,7 @@ import pytest
 from evidence import layout
 from evidence.records import Record, RecordType, parse_utc
 from evidence.verify import verify_tree
+from tests.support.agent import kill_mid_segment, restart
 
 CONFIG = """
 [hardware]
@@ -32,27 +27,6 @@ enabled = false
 """
 
 
-def _start(spool: Path, config: Path, seconds: int, log: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agent.cli",
-            "simulate",
-            "--spool",
-            str(spool),
-            "--seconds",
-            str(seconds),
-            "--config",
-            str(config),
-            "--realtime",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log.open("w"),
-        text=True,
-    )
-
-
 def _records(spool: Path) -> list[Record]:
     [device] = list(layout.iter_devices(spool))
     return [Record.load(p) for p in layout.iter_record_files(spool, device)]
@@ -63,34 +37,12 @@ def test_sigkill_mid_segment_then_restart_recovers(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     config = tmp_path / "agent.toml"
     config.write_text(CONFIG, encoding="utf-8")
-    proc = _start(spool, config, 60, tmp_path / "first.log")
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        line = ""
-        while "recording:" not in line:
-            assert time.monotonic() < deadline and proc.poll() is None, "never started recording"
-            line = proc.stdout.readline()
-        # segment 0 = 2 s pre-event + 4 s; kill 2.5 s into segment 1
-        time.sleep(6.5)
-        killed_at = datetime.now(UTC)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    # segment 0 = 2 s pre-event + 4 s; kill 2.5 s into segment 1
+    killed_at = kill_mid_segment(spool, config, tmp_path)
     parts = list((spool / "state" / "parts").glob("*.part"))
     assert len(parts) == 1, parts  # the interrupted segment is on disk, unsealed
 
-    second = _start(spool, config, 1, tmp_path / "second.log")
-    try:
-        out, _ = second.communicate(timeout=120)
-    finally:
-        if second.poll() is None:
-            second.kill()
-            second.wait(10)
-    assert second.returncode == 0, (tmp_path / "second.log").read_text()[-3000:]
+    out = restart(spool, config, tmp_path)
     assert "crash recovery" in out and "1 segment(s) sealed as recovered" in out
 
     report = verify_tree(spool)

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from evidence.keys import generate_signing_key
 from evidence.media import digest_file
 from evidence.records import Record, RecordType, parse_utc
 from evidence.verify import verify_tree
+from tests.support.agent import kill_mid_segment, restart
 
 TS_PACKET = 188
 
@@ -393,62 +392,19 @@ def test_a_plaintext_part_is_encrypted_when_sealed_on_an_encrypting_spool(
 # --- SIGKILL mid-segment with encryption on -----------------------------------------------------
 
 
-def _start(spool: Path, config: Path, seconds: int, log: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agent.cli",
-            "simulate",
-            "--spool",
-            str(spool),
-            "--seconds",
-            str(seconds),
-            "--config",
-            str(config),
-            "--realtime",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log.open("w"),
-        text=True,
-    )
-
-
 @pytest.mark.slow
 def test_sigkill_mid_segment_with_encryption_then_restart_recovers(tmp_path: Path) -> None:
     private, public, _ = _keys(tmp_path)
     config = _config(tmp_path, public, 4.0)
     spool = tmp_path / "spool"
-    proc = _start(spool, config, 60, tmp_path / "first.log")
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        line = ""
-        while "recording:" not in line:
-            assert time.monotonic() < deadline and proc.poll() is None, "never started recording"
-            line = proc.stdout.readline()
-        # segment 0 = 2 s pre-event + 4 s; kill 2.5 s into segment 1
-        time.sleep(6.5)
-        killed_at = datetime.now(UTC)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    # segment 0 = 2 s pre-event + 4 s; kill 2.5 s into segment 1
+    killed_at = kill_mid_segment(spool, config, tmp_path)
     [part] = list((spool / "state" / "parts").glob("*.part"))
     assert is_encrypted_file(part) and not _probes_as_media(part)
     assert not _has_ts_sync(part.read_bytes())
     assert part.with_name(part.name + PROGRESS_SUFFIX).exists()
 
-    second = _start(spool, config, 1, tmp_path / "second.log")
-    try:
-        out, _ = second.communicate(timeout=120)
-    finally:
-        if second.poll() is None:
-            second.kill()
-            second.wait(10)
-    assert second.returncode == 0, (tmp_path / "second.log").read_text()[-3000:]
+    out = restart(spool, config, tmp_path)
     assert "1 segment(s) sealed as recovered" in out
     assert not list((spool / "state" / "parts").iterdir())
 
