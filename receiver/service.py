@@ -27,11 +27,10 @@ from evidence.records import format_utc
 from receiver import sdnotify
 from receiver.cases import CaseBook
 from receiver.config import ReceiverConfig
-from receiver.db import connect
 from receiver.identity import load_media_key, load_receipt_key
 from receiver.ingest import Ingest, Outgoing
 from receiver.mqtt import connect_properties, make_client
-from receiver.store import EvidenceStore
+from receiver.store import EvidenceStore, connect
 
 log = logging.getLogger(__name__)
 

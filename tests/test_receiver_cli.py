@@ -18,11 +18,10 @@ from evidence.media import digest_file
 from evidence.receipt import Receipt
 from receiver.cli import main
 from receiver.config import load_config
-from receiver.db import connect
 from receiver.errors import ConfigError
 from receiver.identity import load_receipt_key
 from receiver.ingest import Ingest
-from receiver.store import EvidenceStore
+from receiver.store import EvidenceStore, connect
 from tests.support.spool import BuiltSpool, build_spool
 
 

@@ -13,10 +13,9 @@ from evidence.media import digest_file
 from evidence.receipt import Receipt
 from evidence.records import Record, RecordType
 from evidence.testing import SteppingClock
-from receiver.db import connect
 from receiver.identity import load_receipt_key
 from receiver.ingest import Ingest, Outgoing
-from receiver.store import EvidenceStore
+from receiver.store import EvidenceStore, connect
 
 DEV = "BC-1"
 

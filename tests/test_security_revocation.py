@@ -20,11 +20,10 @@ from evidence.testing import SteppingClock
 from provisioning import device
 from provisioning.cli import main as provision_main
 from provisioning.dock import Dock as ProvisioningDock
-from receiver.db import connect
 from receiver.identity import load_receipt_key
 from receiver.ingest import Ingest
 from receiver.registry import DeviceRegistry, DockRegistryFollower
-from receiver.store import EvidenceStore
+from receiver.store import EvidenceStore, connect
 from tests.support.dock import Dock
 from tests.support.spool import add_session, build_spool
 

@@ -125,6 +125,12 @@ CREATE TABLE IF NOT EXISTS filing_moves (
 """
 
 
+#: Further tables, one string per subject module of this package (custody, access, compliance):
+#: each module defines its own ``SCHEMA`` of ``CREATE ... IF NOT EXISTS`` statements and is
+#: listed here, so that opening a database creates everything in one place.
+EXTRA_SCHEMAS: tuple[str, ...] = ()
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) the database with the durability settings the store relies on."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +141,8 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.executescript(SCHEMA)
+    for extra in EXTRA_SCHEMAS:
+        conn.executescript(extra)
     for table, column, kind in ADDED_COLUMNS:
         have = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
         if column not in have:

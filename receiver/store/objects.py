@@ -9,7 +9,7 @@ Layout under the data directory::
     evidence/devices/<dev>/media/<file>            bodycam-verify reads; media are hard links)
     quarantine/<utc>-<hash>/                       what failed verification, with REASON
     tmp/                                           transfers in progress (emptied at start)
-    receiver.db                                    metadata (see receiver.db)
+    receiver.db                                    metadata (see receiver.store.schema)
 
 A file is moved into ``objects/`` only after its full hash is checked, via fsync + rename +
 directory fsync, so a crash leaves either nothing or the complete object. Failure posture: an
