@@ -100,12 +100,18 @@ def save_public_key(path: Path, public_key: Ed25519PublicKey) -> None:
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    return load_private_pem(path, Ed25519PrivateKey, "an Ed25519 key")
+    key: Ed25519PrivateKey = load_private_pem(path, Ed25519PrivateKey, "an Ed25519 key")
+    return key
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """Load an Ed25519 public key from a PEM public key, a PEM private key or a certificate."""
-    data = read_key_file(path)
+    return public_key_from_pem(read_key_file(path), Path(path))
+
+
+def public_key_from_pem(data: bytes, path: Path) -> Ed25519PublicKey:
+    """An Ed25519 public key from PEM bytes (public key, private key or certificate);
+    ``path`` only names the source in errors."""
     key: object
     try:
         if b"CERTIFICATE" in data:

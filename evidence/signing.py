@@ -28,9 +28,14 @@ def sign_canonical(unsigned: dict[str, Any], key: Ed25519PrivateKey) -> str:
 
 def signature_valid(unsigned: dict[str, Any], sig: str, public_key: Ed25519PublicKey) -> bool:
     """True when base64 ``sig`` is ``public_key``'s signature of ``unsigned``'s canonical bytes."""
+    return signature_valid_bytes(canonical_bytes(unsigned), sig, public_key)
+
+
+def signature_valid_bytes(signed: bytes, sig: str, public_key: Ed25519PublicKey) -> bool:
+    """True when base64 ``sig`` is ``public_key``'s signature of the bytes ``signed``."""
     try:
         raw = base64.b64decode(sig, validate=True)
-        public_key.verify(raw, canonical_bytes(unsigned))
+        public_key.verify(raw, signed)
     except (InvalidSignature, binascii.Error, ValueError):
         return False
     return True
