@@ -215,17 +215,20 @@ class VideoParams:
 @dataclass(frozen=True)
 class AudioParams:
     codec: str
-    sample_rate: int
-    channels: int
+    sample_rate: int | None  # null only in a recovered segment whose parameters are unknown
+    channels: int | None
 
     @classmethod
-    def parse(cls, value: object, where: str) -> AudioParams:
+    def parse(cls, value: object, where: str, *, recovered: bool) -> AudioParams:
         d = _obj(value, where)
-        return cls(
+        out = cls(
             _token(d, "codec", where),
-            _int(d, "sample_rate", where, lo=1, hi=MAX_SAMPLE_RATE),
-            _int(d, "channels", where, lo=1, hi=MAX_CHANNELS),
+            _opt_int(d, "sample_rate", where, lo=1, hi=MAX_SAMPLE_RATE),
+            _opt_int(d, "channels", where, lo=1, hi=MAX_CHANNELS),
         )
+        if not recovered and None in (out.sample_rate, out.channels):
+            raise BodyError(f"{where}: sample_rate and channels are required (not recovered)")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"codec": self.codec, "sample_rate": self.sample_rate, "channels": self.channels}
@@ -297,7 +300,9 @@ class SegmentBody:
             frames=_int(d, "frames", w),
             dropped_frames=_int(d, "dropped_frames", w),
             video=VideoParams.parse(_member(d, "video", w), f"{w}.video", recovered=recovered),
-            audio=None if audio_raw is None else AudioParams.parse(audio_raw, f"{w}.audio"),
+            audio=None
+            if audio_raw is None
+            else AudioParams.parse(audio_raw, f"{w}.audio", recovered=recovered),
             pre_event_us=_int(d, "pre_event_us", w),
             recovered=recovered,
         )
