@@ -34,10 +34,10 @@ from evidence.errors import (
 )
 from evidence.keys import KeyRing, public_key_from_pem
 from evidence.media import FileDigest
-from evidence.records import MAX_RECORD_BYTES, Record
+from evidence.records import MAX_RECORD_BYTES, Record, RecordType
 from evidence.safeio import Tree
 from evidence.tracker import ChainTracker
-from evidence.values import is_device_id, is_safe_int
+from evidence.values import is_device_id, is_safe_int, is_safe_name
 from evidence.violations import Violation
 from evidence.violations import ViolationKind as K
 
@@ -342,6 +342,9 @@ class _DeviceVerifier:
             body = self.tracker.bodies.get(record.seq)
             if isinstance(body, SegmentBody):
                 self._check_media(record, body)
+            elif record.type == RecordType.SEGMENT and is_safe_name(record.body.get("file")):
+                # malformed (already reported): its media is not "extra" on top of that
+                self.referenced.add(record.body["file"])
         self._check_ranges_present(records)
         self._check_unreferenced_media()
         self._summarise(records)
