@@ -16,14 +16,15 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from evidence.values import SAFE_NAME_RE as SAFE_NAME_RE  # re-exported; ends in \Z
+
 DEVICES = "devices"
 RECORDS = "records"
 MEDIA = "media"
 MANIFEST = "manifest.json"
 STATE = "state"
 DEVICE_PUBLIC_KEY = "device.pub"
-RECORD_NAME_RE = re.compile(r"^(\d{10})\.json$")
-SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RECORD_NAME_RE = re.compile(r"(\d{10})\.json\Z")
 
 
 def device_dir(root: Path, device: str) -> Path:
@@ -47,7 +48,7 @@ def record_path(root: Path, device: str, seq: int) -> Path:
 
 
 def media_path(root: Path, device: str, name: str) -> Path:
-    if not SAFE_NAME_RE.match(name):
+    if not SAFE_NAME_RE.fullmatch(name):
         raise ValueError(f"unsafe media file name {name!r}")
     return media_dir(root, device) / name
 
@@ -68,5 +69,5 @@ def iter_record_files(root: Path, device: str) -> Iterator[Path]:
 
 
 def seq_from_name(path: Path) -> int | None:
-    m = RECORD_NAME_RE.match(path.name)
+    m = RECORD_NAME_RE.fullmatch(path.name)
     return int(m.group(1)) if m else None

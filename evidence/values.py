@@ -1,7 +1,9 @@
 """Scalar value formats shared by records, bodies, receipts and wire messages.
 
-Every pattern is applied with ``fullmatch`` (a ``$`` anchor would let a trailing newline
-through). Failure posture: the ``parse_*`` functions raise :class:`RecordFormatError` (times:
+Every pattern ends in ``\\Z`` and is applied with ``fullmatch`` here (a ``$`` anchor would let a
+trailing newline through; ``\\Z`` keeps the patterns safe for callers that use ``.match``).
+
+Failure posture: the ``parse_*`` functions raise :class:`RecordFormatError` (times:
 :class:`InvalidTimeError`, its own kind) and never return a partly checked value.
 """
 
@@ -13,13 +15,13 @@ from datetime import UTC, datetime
 
 from evidence.errors import InvalidTimeError, RecordFormatError
 
-DEVICE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-SAFE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-HEX64_RE = re.compile(r"[0-9a-f]{64}")
-KEY_ID_RE = re.compile(r"ed25519:[0-9a-f]{32}")
-RECIPIENT_RE = re.compile(r"x25519:[0-9a-f]{32}")
-SIG_RE = re.compile(r"[A-Za-z0-9+/]{86}==")
-UTC_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{6})Z")
+DEVICE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+SAFE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+HEX64_RE = re.compile(r"[0-9a-f]{64}\Z")
+KEY_ID_RE = re.compile(r"ed25519:[0-9a-f]{32}\Z")
+RECIPIENT_RE = re.compile(r"x25519:[0-9a-f]{32}\Z")
+SIG_RE = re.compile(r"[A-Za-z0-9+/]{86}==\Z")
+UTC_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{6})Z\Z")
 UTC_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 MAX_SAFE_INT = 2**53 - 1
 #: Bounds of free text members (notes, details, preamble text) and of short tokens (kinds).
