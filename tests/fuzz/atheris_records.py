@@ -9,6 +9,7 @@ format's own errors is a crash that atheris reports with the input that caused i
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -30,15 +31,11 @@ def one_input(data: bytes) -> None:
         record.typed_body()
     except RecordFormatError:
         pass
-    try:
+    with contextlib.suppress(ReceiptError):
         Receipt.parse(data)
-    except ReceiptError:
-        pass
     for message in (transfer.Hello, transfer.Fin, transfer.Query, transfer.Need, transfer.Init):
-        try:
+        with contextlib.suppress(transfer.WireError):
             message.parse(data)
-        except transfer.WireError:
-            pass
 
 
 if __name__ == "__main__":
