@@ -54,18 +54,21 @@ def media_path(root: Path, device: str, name: str) -> Path:
 
 
 def iter_devices(root: Path) -> Iterator[str]:
+    """Device directories (real directories, not links), sorted by name."""
     base = Path(root) / DEVICES
-    if base.is_dir():
+    if base.is_dir() and not base.is_symlink():
         for entry in sorted(base.iterdir()):
-            if entry.is_dir():
+            # a link to a directory elsewhere (e.g. /etc) is not a device of this tree
+            if entry.is_dir() and not entry.is_symlink():
                 yield entry.name
 
 
 def iter_record_files(root: Path, device: str) -> Iterator[Path]:
-    """Record files of a device sorted by file name (which is the seq they claim)."""
+    """Record files of a device sorted by file name (which is the seq they claim); regular
+    files only: links and special files are left out (the verifier reports them)."""
     base = records_dir(root, device)
-    if base.is_dir():
-        yield from sorted(p for p in base.iterdir() if p.is_file())
+    if base.is_dir() and not base.is_symlink():
+        yield from sorted(p for p in base.iterdir() if p.is_file() and not p.is_symlink())
 
 
 def seq_from_name(path: Path) -> int | None:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from evidence import FORMAT_VERSION
 from evidence.canonical import canonical_bytes, parse_json
-from evidence.errors import RecordFormatError
+from evidence.errors import RecordFormatError, UnsafePathError
 from evidence.keys import key_id
 from evidence.signing import CanonicallySigned, sign_canonical, signature_valid_bytes
 from evidence.values import (
@@ -258,10 +258,15 @@ class Record(CanonicallySigned):
 
     @classmethod
     def load(cls, path: Path) -> Record:
-        """Read and parse a record file (at most :data:`MAX_RECORD_BYTES` are read)."""
+        """Read and parse a record file (at most :data:`MAX_RECORD_BYTES` are read; a link,
+        FIFO or device is refused as unreadable, never followed or waited on)."""
+        from evidence.safeio import open_regular
+
         try:
-            with open(path, "rb") as f:
+            with open_regular(Path(path)) as f:
                 data = f.read(MAX_RECORD_BYTES + 1)
+        except UnsafePathError as exc:
+            raise RecordFormatError(exc.reason, path=path) from exc
         except OSError as exc:
             raise RecordFormatError(f"cannot read: {exc.strerror or exc}", path=path) from exc
         try:

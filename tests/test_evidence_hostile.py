@@ -168,3 +168,23 @@ def test_errors_that_are_not_violations_exit_2_with_one_line(tmp_path: Path) -> 
         result = run(*args)
         assert result.returncode == 2, result
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_path_based_helpers_the_receiver_import_uses_never_follow_or_block(
+    tree: Path, tmp_path: Path
+) -> None:
+    from evidence.errors import RecordFormatError
+    from evidence.records import Record
+
+    (tree / layout.DEVICES / "BWC-ETC").symlink_to("/etc")
+    assert list(layout.iter_devices(tree)) == [DEVICE]
+    records = layout.records_dir(tree, DEVICE)
+    fifo = records / "0000000099.json"
+    os.mkfifo(fifo)
+    link = records / "0000000098.json"
+    link.symlink_to(sorted(records.iterdir())[0])
+    listed = list(layout.iter_record_files(tree, DEVICE))
+    assert fifo not in listed and link not in listed
+    for path, reason in ((fifo, "FIFO"), (link, "symbolic link")):
+        with pytest.raises(RecordFormatError, match=reason):
+            Record.load(path)
