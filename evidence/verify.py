@@ -521,7 +521,7 @@ class _DeviceVerifier:
                 elif body.media is not None:
                     decrypted = digest_blocks(blocks, body.media.chunk_size)
                     out += self._compare(job.seq, job.rel + " (decrypted)", body.media, decrypted)
-        except (EvidenceError, ValueError) as exc:
+        except (EvidenceError, ValueError, OSError) as exc:
             out.append(self._v(K.MEDIA_UNREADABLE, job.seq, job.rel, f"cannot decrypt: {exc}"))
         return out, notes
 
