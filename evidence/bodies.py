@@ -38,6 +38,7 @@ MAX_DIMENSION = 65_535
 MAX_FPS = 1_000
 MAX_SAMPLE_RATE = 384_000
 MAX_CHANNELS = 32
+MAX_DIGEST_CHUNK_BYTES = 64 << 20
 
 
 # -- member readers: each raises BodyError naming the member ---------------------------------
@@ -104,9 +105,13 @@ def _time(d: dict[str, Any], name: str, where: str) -> datetime:
 
 def _digest(value: object, where: str) -> FileDigest:
     try:
-        return FileDigest.from_dict(value)
+        digest = FileDigest.from_dict(value)
     except RecordFormatError as exc:
         raise BodyError(f"{where}: {exc.reason}") from exc
+    if digest.chunk_size > MAX_DIGEST_CHUNK_BYTES:
+        # a verifier reads whole chunks at a time: bound what a record can make it allocate
+        raise BodyError(f"{where}.chunk_size exceeds {MAX_DIGEST_CHUNK_BYTES} bytes")
+    return digest
 
 
 # -- session-open ----------------------------------------------------------------------------

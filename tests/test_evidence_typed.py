@@ -61,6 +61,10 @@ def test_an_impossible_date_is_its_own_error_kind(records: list[Record]) -> None
         ({"media": None}, "not recovered and encrypted"),
         ({"encryption": {"scheme": "x", "recipient": "x25519:zz"}}, "recipient"),
         ({"utc_end": "2026-01-01T00:00:00.000000Z"}, "before utc_start"),
+        (
+            {"media": {"size": 1, "sha256": HASH, "chunk_size": 2**53 - 1, "chunks": [HASH]}},
+            "chunk_size exceeds",
+        ),
     ],
 )
 def test_segment_body_rules(records: list[Record], change: dict, message: str) -> None:
