@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -122,7 +123,7 @@ def public_key_from_pem(data: bytes, path: Path) -> Ed25519PublicKey:
             key = serialization.load_pem_private_key(data, password=None).public_key()
         else:
             key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise KeyFileError(Path(path), f"not a PEM public key: {exc}") from exc
     if not isinstance(key, Ed25519PublicKey):
         raise KeyFileError(Path(path), f"not an Ed25519 key ({type(key).__name__})")

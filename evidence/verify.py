@@ -561,7 +561,10 @@ class _DeviceVerifier:
                 K.MISSING_MEDIA,
                 f"media missing; its receipt is signed by untrusted key {receipt.key}",
             )
-        reason = receipt.verify(public, record_hash=record.hash(), device=self.device)
+        try:
+            reason = receipt.verify(public, record_hash=record.hash(), device=self.device)
+        except EvidenceError as exc:  # e.g. a string that cannot be canonicalised
+            reason = str(exc)
         if reason is not None:
             return K.MISSING_MEDIA, f"media missing; its receipt is not valid: {reason}"
         return None

@@ -141,3 +141,15 @@ def test_receipts_refuse_impossible_times(tmp_path: Path) -> None:
     data["utc"] = "2026-13-45T00:00:00.000000Z"
     with pytest.raises(ReceiptError, match="not a real date"):
         Receipt.from_dict(data)
+
+
+def test_a_receipt_that_cannot_be_canonicalised_is_invalid_not_a_crash() -> None:
+    key = generate_signing_key()
+    receipt = Receipt.create(
+        device="BWC-T", record=HASH, seq=1, record_type="segment", status="stored", receiver_key=key
+    )
+    raw = json.dumps(json.loads(receipt.canonical())).replace(
+        '"reason": null', '"reason": "\\ud800"'
+    )
+    hostile = Receipt.parse(raw.encode())
+    assert hostile.verify(key.public_key()) == "receipt signature does not verify"
