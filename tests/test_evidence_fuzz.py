@@ -157,11 +157,29 @@ def test_verify_tree_reports_instead_of_raising(
     shutil.rmtree(copy.parent)
 
 
+WIRE_MEMBERS = (
+    *("device_utc", "pending_segments", "oldest_pending_utc", "head_seq", "record"),
+    *("size", "sha256", "chunks", "records", "what", "reason", "state", "instance"),
+)
+wire_like = st.fixed_dictionaries(
+    {"v": st.just(1)},
+    optional={k: json_values for k in WIRE_MEMBERS},
+).map(lambda v: json.dumps(v).encode())
+
+
 @FUZZ
-@given(data=st.binary(max_size=1024) | json_values.map(lambda v: json.dumps(v).encode()))
+@given(
+    data=st.binary(max_size=1024) | json_values.map(lambda v: json.dumps(v).encode()) | wire_like
+)
 def test_receipts_and_wire_messages_parse_or_raise_their_errors(data: bytes) -> None:
     with contextlib.suppress(ReceiptError):
         Receipt.parse(data)
+    for message in (transfer.Hello, transfer.Init, transfer.Fin, transfer.Query, transfer.Need):
+        with contextlib.suppress(transfer.WireError):
+            message.parse(data)
+    for message in (transfer.ClockSync, transfer.Status):
+        with contextlib.suppress(transfer.WireError):
+            message.parse(data)
     for schema in (transfer.HELLO, transfer.FIN, transfer.QUERY, transfer.NEED, transfer.INIT):
         with contextlib.suppress(transfer.WireError):
             transfer.parse_json(data, schema)
