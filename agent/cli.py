@@ -413,6 +413,7 @@ def _simulate_stepped(sim: Simulation, seconds: float) -> int:
             reasons = [f.reason for r in recorder.refusals for f in r.failures()]
             print(f"recording refused: {'; '.join(reasons) or 'no response'}", file=sys.stderr)
             return EXIT_FAILED
+        press_us = capture.media_time_us  # start_recording ran at the end of the press
         session = recorder.session
         assert session is not None
         print(
@@ -431,10 +432,18 @@ def _simulate_stepped(sim: Simulation, seconds: float) -> int:
         )
         sim.advance_to(end_us - hold_us)
         sim.hold_record()
+        stop_us = capture.media_time_us  # stop_recording ran at the end of the hold
         if sim.state != State.IDLE:
             print("recording did not stop", file=sys.stderr)
             return EXIT_FAILED
         _print_closed(session.state, len(recorder.markers))
+        recorded_us = stop_us - press_us
+        print(
+            f"media: {(session.state.duration_us - recorded_us) / 1e6:.6f} s pre-event "
+            f"+ {(after_preamble_us - press_us) / 1e6:.6f} s preamble "
+            f"+ {(stop_us - after_preamble_us) / 1e6:.6f} s (asked for {seconds:g} s)",
+            flush=True,
+        )
     finally:
         sim.shutdown()
     print(f"spool: {rt.spool.root} (verify with: bodycam-verify {rt.spool.root})")
