@@ -146,6 +146,11 @@ def _device_id(cfg: AgentConfig) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
+    if cfg.capture.backend == "simulated" and not cfg.capture.realtime:
+        raise AgentError(
+            "capture.realtime = false is the stepped simulation of `bodycam-agent simulate`; "
+            "the daemon needs capture that runs by itself (capture.realtime = true)"
+        )
     cfg.spool_path.mkdir(parents=True, exist_ok=True)
     device_id = _device_id(cfg)
     key = load_key(cfg.key_path)

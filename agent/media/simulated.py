@@ -192,7 +192,7 @@ class SimulatedCapture(CapturePipeline):
         """Capture media time at the last stop_recording."""
         self._next_split_us = 0
         self._last_sync_us = 0
-        self._step_lock = threading.Lock()
+        self._step_lock = threading.RLock()
         """Held while a thread steps a fast capture (one stepper at a time)."""
         if fast_clock:
             assert isinstance(clock, SimulatedClock)
