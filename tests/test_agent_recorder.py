@@ -318,3 +318,26 @@ def test_the_same_script_gives_byte_identical_records_and_media(tmp_path: Path) 
     records = [name for name in first if name.endswith(".json") and "/records/" in f"/{name}"]
     media = [name for name in first if name.endswith(".ts")]
     assert len(records) >= 8 and len(media) >= 3, sorted(first)
+
+
+def test_a_bouncy_release_after_the_stop_hold_does_not_start_a_new_session(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    def tweak(cfg: AgentConfig) -> None:
+        cfg.speech.enabled = False
+
+    sim = make_sim(tweak)
+    sim.advance_to(2_000_000)
+    sim.press_record()
+    assert sim.state == State.RECORDING
+    sim.advance(3.0)
+    pin = sim.controls.cfg.record_pin
+    # held past the hold time, then the contact bounces twice on release
+    sim.controls.bounce(pin, [0.0, sim.controls.hold_duration_s, 0.004, 0.002, 0.003, 0.002])
+    sim.settle()
+    assert sim.state == State.IDLE
+    sim.advance(2.0)
+    assert sim.state == State.IDLE
+    sessions = {r.session for r in _records(sim)}
+    assert len(sessions) == 1
+    _assert_verifies(sim)
