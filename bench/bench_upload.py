@@ -55,19 +55,24 @@ DEVICE = "BENCH-01"
 
 
 def build_spool(
-    root: Path, segments: int, segment_bytes: int, encrypt_to: Path | None = None
+    root: Path,
+    segments: int,
+    segment_bytes: int,
+    encrypt_to: Path | None = None,
+    *,
+    device: str = DEVICE,
 ) -> tuple[Any, list[Path]]:
     """A spool of random segments; with ``encrypt_to`` (X25519 public key file) encrypted."""
     key = generate_signing_key()
     recipient = load_encryption_public_key(encrypt_to) if encrypt_to else None
-    chain = DeviceChain(root, DEVICE, key)
+    chain = DeviceChain(root, device, key)
     clock = SteppingClock()
     session = "bench-session"
     chain.append(RecordType.SESSION_OPEN, session, {"assignment": {"case": None}}, clock.tick(1))
     files = []
     for index in range(segments):
         name = f"seg-{index:05d}.ts"
-        path = layout.media_path(root, DEVICE, name)
+        path = layout.media_path(root, device, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         plain = path.with_suffix(".plain") if recipient else path
         with open(plain, "wb") as f:
