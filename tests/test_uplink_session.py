@@ -52,11 +52,13 @@ def kinds(actions: list[Publish]) -> list[str]:
 
 
 def connect(session: UplinkSession, clock: ManualClock) -> list[Publish]:
-    """Connect, let the start-up probe go unanswered, and return the first window."""
+    """Connect, answer the start-up probe as a receiver that has nothing does, and return the
+    first window."""
     first = session.handle(Connected(session_present=False))
     assert "query" in kinds(first)  # asks before sending anything
     assert [k for k in kinds(session.tick()) if k in ("init", "chunk")] == []
-    clock.advance(session.config.probe_timeout_s + 0.1)
+    for record in list(session.probing):
+        assert session.handle(need(record, wire.NEED_ALL)) == []  # answers, not resend requests
     return session.tick()
 
 
@@ -277,3 +279,21 @@ def test_probe_answers_resume_a_half_sent_segment(
         session.handle(receipt_for(item, receiver_key))
     actions = session.tick()  # every probe answered: no need to wait for the deadline
     assert kinds([a for a in actions if a.owner == seg.hash]) == ["chunk", "fin"]
+
+
+def test_late_answers_to_the_start_up_probe_do_not_cause_resends(
+    built: BuiltSpool, receiver_key: Ed25519PrivateKey
+) -> None:
+    """A busy receiver answers the probe after its deadline: "unknown, send all" then describes
+    the time before anything was sent (MQTT keeps order), so it is not a resend request."""
+    session, clock = make_session(built, receiver_key)
+    session.handle(Connected(session_present=False))
+    clock.advance(session.config.probe_timeout_s + 0.1)
+    first = sent_records(session.tick())  # probe unanswered: sending started
+    assert first
+    for record in first:
+        assert session.handle(need(record, wire.NEED_ALL)) == []
+    assert session.result.resends == 0
+    # a need after that is a real one (e.g. the answer to a time-out query)
+    assert "init" in kinds(session.handle(need(first[0], wire.NEED_ALL)))
+    assert session.result.resends == 1

@@ -212,6 +212,9 @@ class UplinkSession:
         self.probe_deadline = 0.0
         self.probed = False
         self.resume_chunks: dict[str, list[int]] = {}
+        # Probes unanswered at the deadline: their answers, when they come, describe the
+        # receiver before this run sent anything, so they must not trigger a resend.
+        self.stale_probes: set[str] = set()
 
     # -- the adapter's entry points --------------------------------------------------------
     def start(self) -> None:
@@ -334,6 +337,7 @@ class UplinkSession:
     def _probing(self, now: float) -> bool:
         if self.probing and now > self.probe_deadline:
             log.info("%d record(s) unanswered by the start-up query", len(self.probing))
+            self.stale_probes |= self.probing
             self.probing.clear()
         return bool(self.probing)
 
@@ -437,6 +441,7 @@ class UplinkSession:
         return out
 
     def _release(self, record_hash: str) -> None:
+        self.stale_probes.discard(record_hash)
         entry = self.inflight.pop(record_hash, None)
         if entry is not None:
             self.dirty = True
@@ -531,6 +536,11 @@ class UplinkSession:
             self.result.error(f"receiver quarantined seq {item.record.seq}: {receipt.reason}")
 
     def _on_need(self, msg: dict[str, Any], out: list[Publish]) -> None:
+        if msg["record"] in self.stale_probes:
+            # the late answer to the start-up probe (MQTT keeps order: the receiver read the
+            # query before anything this run sent): not a request to resend
+            self.stale_probes.discard(msg["record"])
+            return
         if msg["what"] == NEED_LATER:
             self._on_later(msg["record"], str(msg["reason"]))
             return
