@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,12 @@ from evidence.chain import DeviceChain  # noqa: E402
 from evidence.encryption import encrypt_for_spool, load_encryption_public_key  # noqa: E402
 from evidence.keys import generate_signing_key  # noqa: E402
 from evidence.media import CHUNK_SIZE, digest_file  # noqa: E402
-from evidence.records import RecordType  # noqa: E402
+from evidence.records import RecordType, format_utc  # noqa: E402
 from evidence.testing import SteppingClock  # noqa: E402
 from tests.support.dock import Dock, running_dock  # noqa: E402
 
 DEVICE = "BENCH-01"
+BASE_UTC = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 
 
 def build_spool(
@@ -78,7 +80,21 @@ def build_spool(
         with open(plain, "wb") as f:
             for _ in range(segment_bytes // (1 << 20)):
                 f.write(os.urandom(1 << 20))
-        body: dict[str, Any] = {"index": index, "file": name, "encryption": None}
+        body: dict[str, Any] = {
+            "index": index,
+            "file": name,
+            "encryption": None,
+            "media_start_us": index * 10_000_000,
+            "media_end_us": (index + 1) * 10_000_000,
+            "utc_start": format_utc(BASE_UTC + timedelta(seconds=10 * index)),
+            "utc_end": format_utc(BASE_UTC + timedelta(seconds=10 * index + 10)),
+            "frames": 250,
+            "dropped_frames": 0,
+            "video": {"codec": "h264", "width": 1280, "height": 720, "fps": 25},
+            "audio": None,
+            "pre_event_us": 0,
+            "recovered": False,
+        }
         if recipient is None:
             body |= {"media": digest_file(path).to_dict(), "stored": None}
         else:
