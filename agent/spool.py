@@ -40,6 +40,7 @@ import secrets
 import socket
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -145,12 +146,14 @@ def to_stored_form(
     *,
     plaintext: FileDigest | None = None,
     encryption: dict[str, Any] | None = None,
+    stored: FileDigest | None = None,
 ) -> StoredForm:
     """The bytes kept on the card for ``part`` and the digests the segment record signs.
 
     - plaintext part, no recipient: the part itself (``media`` = its digest);
     - part written through :class:`EncryptedPart` (``plaintext`` and ``encryption`` given):
-      the part itself, ``stored`` = its digest, ``media`` = the plaintext digest;
+      the part itself, ``stored`` = its digest (taken as it was written when ``stored`` is given
+      and the part has its size, else read back), ``media`` = the plaintext digest;
     - encrypted part with no ``plaintext`` digest (recovered after a crash): ``media`` None;
     - plaintext part and a recipient (a part from before encryption was configured, recovered):
       encrypted and swapped in under the part's name, so the plaintext does not stay on the
@@ -159,7 +162,9 @@ def to_stored_form(
     if encryption is not None or is_encrypted_file(part):
         if encryption is None:
             encryption = _encryption_of(part)
-        return StoredForm(part, plaintext, digest_file(part), encryption)
+        if stored is None or stored.size != part.stat().st_size:
+            stored = digest_file(part)
+        return StoredForm(part, plaintext, stored, encryption)
     if recipient is None:
         return StoredForm(part, digest_file(part), None, None)
     # Encrypted beside the part, then swapped in under the part's own name: a crash leaves the
@@ -192,22 +197,41 @@ class _TsProgress:
         self.frame_ticks = 0
         self.audio = False
 
-    def feed(self, data: bytes) -> None:
-        buf = self._carry + data
-        whole = len(buf) - len(buf) % 188
-        for off in range(0, whole, 188):
-            if buf[off] != 0x47 or not buf[off + 1] & 0x40:
-                continue  # not a packet that starts a PES
-            control = (buf[off + 3] >> 4) & 3
-            pes = off + 4 + (1 + buf[off + 4] if control & 2 else 0)
-            if not control & 1 or pes + 14 > off + 188 or buf[pes : pes + 3] != b"\0\0\1":
-                continue
-            stream_id = buf[pes + 3]
-            if 0xC0 <= stream_id <= 0xDF:
-                self.audio = True
-            elif 0xE0 <= stream_id <= 0xEF and buf[pes + 7] & 0x80:
-                self._video_pts(_pes_pts(buf[pes + 9 : pes + 14]))
-        self._carry = buf[whole:]
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        start = 0
+        if self._carry:  # complete the packet cut at the end of the previous block
+            need = TS_PACKET_BYTES - len(self._carry)
+            if len(view) < need:
+                self._carry += bytes(view)
+                return
+            self._packet(self._carry + bytes(view[:need]))
+            start = need
+        end = start + (len(view) - start) // TS_PACKET_BYTES * TS_PACKET_BYTES
+        if end > start:
+            # Only packets that start a PES matter (one per frame): find them with one strided
+            # slice of every packet's second byte instead of a Python step per packet.
+            flags = view[start + 1 : end : TS_PACKET_BYTES].tobytes().translate(_PUSI_TABLE)
+            i = flags.find(1)
+            while i >= 0:
+                off = start + i * TS_PACKET_BYTES
+                self._packet(view[off : off + TS_PACKET_BYTES])
+                i = flags.find(1, i + 1)
+        self._carry = bytes(view[end:])
+
+    def _packet(self, pkt: bytes | memoryview) -> None:
+        """One 188-byte packet with the payload-unit-start flag set."""
+        if pkt[0] != 0x47:
+            return
+        control = (pkt[3] >> 4) & 3
+        pes = 4 + (1 + pkt[4] if control & 2 else 0)
+        if not control & 1 or pes + 14 > TS_PACKET_BYTES or pkt[pes : pes + 3] != b"\0\0\1":
+            return
+        stream_id = pkt[pes + 3]
+        if 0xC0 <= stream_id <= 0xDF:
+            self.audio = True
+        elif 0xE0 <= stream_id <= 0xEF and pkt[pes + 7] & 0x80:
+            self._video_pts(_pes_pts(pkt[pes + 9 : pes + 14]))
 
     def _video_pts(self, pts: int) -> None:
         self.frames += 1
@@ -222,8 +246,48 @@ class _TsProgress:
         return (self.last_pts - self.first_pts + self.frame_ticks) * 1_000_000 // 90_000
 
 
-def _pes_pts(b: bytes) -> int:
+TS_PACKET_BYTES = 188
+#: byte -> 1 if the payload-unit-start bit (0x40 of a packet's second byte) is set, else 0
+_PUSI_TABLE = bytes(1 if b & 0x40 else 0 for b in range(256))
+
+
+def _pes_pts(b: bytes | memoryview) -> int:
     return ((b[0] >> 1) & 0x07) << 30 | b[1] << 22 | (b[2] >> 1) << 15 | b[3] << 7 | b[4] >> 1
+
+
+PENDING_BLOCK_BYTES = 1024 * 1024
+"""Plaintext an :class:`EncryptedPart` collects before it digests and encrypts it (bounds
+memory between flushes)."""
+
+
+_POOL: list[ThreadPoolExecutor] = []
+_POOL_LOCK = threading.Lock()
+
+
+def _digest_pool() -> ThreadPoolExecutor:
+    with _POOL_LOCK:
+        if not _POOL:
+            _POOL.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="spool-digest"))
+        return _POOL[0]
+
+
+class _DigestingSink:
+    """The part file, digesting exactly the bytes written to it (the record's ``stored``), so
+    sealing need not read the part back."""
+
+    def __init__(self, fh: BinaryIO, digest: StreamingDigest) -> None:
+        self._fh = fh
+        self._digest = digest
+
+    def write(self, data: bytes) -> int:
+        self._digest.update(data)
+        return self._fh.write(data)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def fileno(self) -> int:
+        return self._fh.fileno()
 
 
 class EncryptedPart:
@@ -237,26 +301,54 @@ class EncryptedPart:
         self.path = path
         self._fh = fh
         self._clock = clock
-        self._writer = EncryptingWriter(fh, recipient)
+        self._stored = StreamingDigest(CHUNK_SIZE)
+        self._writer = EncryptingWriter(_DigestingSink(fh, self._stored), recipient)
         self._plain = StreamingDigest(CHUNK_SIZE)
         self._ts = _TsProgress()
+        self._pending = bytearray()
+        self._written = 0
         self._progress = path.with_name(path.name + PROGRESS_SUFFIX).open("ab")
         self.plaintext: FileDigest | None = None
         """The plaintext digest (the record's ``media``), once :meth:`close` succeeded."""
+        self.stored: FileDigest | None = None
+        """The digest of the bytes written to the part (the record's ``stored``), after close."""
         self.encryption: dict[str, Any] = {
             "scheme": self._writer.info()["scheme"],
             "recipient": self._writer.recipient,
         }
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        block = bytes(data)
-        self._plain.update(block)
+        # Collected and processed a block at a time (digest, TS accounting, encryption), at
+        # flush or when the block is full: per-write Python work stays one append.
+        before = len(self._pending)
+        self._pending += data
+        size = len(self._pending) - before
+        self._written += size
+        if len(self._pending) >= PENDING_BLOCK_BYTES:
+            self._process()
+        return size
+
+    def _process(self) -> None:
+        if not self._pending:
+            return
+        block, self._pending = self._pending, bytearray()
+        # The plaintext digest (two SHA-256 passes; hashlib releases the GIL) runs on a helper
+        # thread while this one encrypts and digests the ciphertext: on a multi-core device the
+        # four hash passes and the cipher overlap instead of adding up.
+        plain = _digest_pool().submit(self._plain.update, block) if len(block) > 65536 else None
+        if plain is None:
+            self._plain.update(block)
         self._ts.feed(block)
-        return self._writer.write(block)
+        try:
+            self._writer.write(block)
+        finally:
+            if plain is not None:
+                plain.result()
 
     def flush(self) -> None:
         if self._fh.closed:
             return
+        self._process()
         self._writer.flush()
         self._write_progress()
 
@@ -270,17 +362,18 @@ class EncryptedPart:
             "audio": ts.audio,
             "utc": format_utc(self._clock.utc_now()),
         }
+        # Written before the caller fsyncs the part, not fsynced itself: after a process crash
+        # (SIGKILL) the page cache still holds every line; after a power cut the file may lag
+        # the part, and recovery then uses the last line the durable part covers (it reports
+        # less media than the part holds, never more, and the part's bytes are all signed).
         self._progress.write(json.dumps(line).encode() + b"\n")
         self._progress.flush()
-        # Before the caller fsyncs the part: a line may run ahead of the part, never behind it;
-        # recovery uses the last line the durable part actually covers.
-        os.fsync(self._progress.fileno())
 
     def fileno(self) -> int:
         return self._fh.fileno()
 
     def tell(self) -> int:
-        return self._writer.plaintext_bytes
+        return self._written
 
     def writable(self) -> bool:
         return True
@@ -299,10 +392,12 @@ class EncryptedPart:
         if self._fh.closed:
             return
         try:
+            self._process()
             self._writer.close()
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self.plaintext = self._plain.finish()
+            self.stored = self._stored.finish()
         finally:
             self._fh.close()
             self._progress.close()
@@ -326,13 +421,15 @@ def read_progress(part: Path, stored_limit_bytes: int) -> dict[str, Any] | None:
     return best
 
 
-def remove_progress(part: Path) -> None:
+def remove_progress(part: Path, *, sync: bool = True) -> None:
+    """Delete the part's progress file (``sync``: and fsync the directory)."""
     path = part.with_name(part.name + PROGRESS_SUFFIX)
     try:
         path.unlink()
     except FileNotFoundError:
         return
-    fsync_dir(path.parent)
+    if sync:
+        fsync_dir(path.parent)
 
 
 # --- session state ------------------------------------------------------------------------------
@@ -486,11 +583,12 @@ class Spool:
         recovered: bool = False,
         plaintext: FileDigest | None = None,
         encryption: dict[str, Any] | None = None,
+        stored: FileDigest | None = None,
     ) -> Record:
         """Seal ``part`` as segment ``index`` of ``session``; returns the segment record.
 
-        ``plaintext`` and ``encryption`` come from the :class:`EncryptedPart` the part was
-        written through; an encrypted part without them must be ``recovered``.
+        ``plaintext``, ``encryption`` and ``stored`` come from the :class:`EncryptedPart` the
+        part was written through; an encrypted part without them must be ``recovered``.
         """
         name = segment_file_name(session, index)
         final = layout.media_path(self.root, self.device_id, name)
@@ -499,29 +597,30 @@ class Spool:
         try:
             with part.open("rb+") as fh:
                 os.fsync(fh.fileno())
-            stored = to_stored_form(
-                part, self.recipient, plaintext=plaintext, encryption=encryption
+            form = to_stored_form(
+                part, self.recipient, plaintext=plaintext, encryption=encryption, stored=stored
             )
         except (OSError, EvidenceError) as exc:
             raise SealError(part, str(exc)) from exc
-        if stored.media is None and not recovered:
+        if form.media is None and not recovered:
             raise SealError(part, "encrypted part without its plaintext digest; left for recovery")
-        body = segment_body(name, index, stored.media, stored, stats, recovered=recovered)
+        body = segment_body(name, index, form.media, form, stats, recovered=recovered)
         record = self.append(RecordType.SEGMENT, session, body)
         try:
-            os.replace(stored.path, final)
+            os.replace(form.path, final)
             fsync_dir(self.media_dir)
+            # the progress file goes with the part: one fsync of the parts directory for both
+            remove_progress(part, sync=False)
             fsync_dir(part.parent)
         except OSError as exc:
             # The record is durable; recovery finds the .part and completes the rename.
             raise SealError(part, f"sealed as seq {record.seq} but rename failed: {exc}") from exc
-        remove_progress(part)
-        kept = stored.stored or stored.media
+        kept = form.stored or form.media
         log.info(
             "sealed %s (%d bytes%s, %d frames%s)",
             name,
             kept.size if kept is not None else 0,
-            ", encrypted" if stored.encryption else "",
+            ", encrypted" if form.encryption else "",
             stats.frames,
             ", recovered" if recovered else "",
         )
@@ -620,11 +719,11 @@ class SessionSink:
         session_index = self.state.recording_index0 + index
         part = self.spool.part_path(self.state.session, session_index)
         try:
-            plaintext = encryption = None
+            plaintext = encryption = stored = None
             if fh is not None:
                 fh.close()
             if isinstance(fh, EncryptedPart):
-                plaintext, encryption = fh.plaintext, fh.encryption
+                plaintext, encryption, stored = fh.plaintext, fh.encryption, fh.stored
             record = self.spool.seal(
                 part,
                 self.state.session,
@@ -632,6 +731,7 @@ class SessionSink:
                 stats,
                 plaintext=plaintext,
                 encryption=encryption,
+                stored=stored,
             )
         except Exception as exc:
             log.error("segment %d not sealed (kept for recovery): %s", session_index, exc)

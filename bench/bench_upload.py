@@ -8,9 +8,11 @@ Measures, in one run on one private Mosquitto running the configuration provisio
   SQLite WAL synchronous=FULL) → signed receipt back → media freed on the device;
 * **upload, encrypted at rest** (``--encrypted``): the same with segments encrypted to the
   receiver's key, which decrypts each one, checks the plaintext digest and stores both;
-* **baseline**: as many bytes in as many messages of the segment size, published by one
-  ``mosquitto_pub -q 1 -f SEGMENT --repeat N`` and received by ``mosquitto_sub -q 1`` writing
-  to a file, both over mutual TLS (no hashing, no fsync, no receipts: the raw broker path).
+* **baseline**: as many bytes in messages of the project's own chunk size (256 KiB), pipelined
+  by one ``mosquitto_pub -q 1 -l`` (one message per line of stdin) and received by
+  ``mosquitto_sub -q 1`` writing to a file, both over mutual TLS through the same broker (no
+  hashing, no fsync, no receipts: the raw broker path). Earlier versions sent whole segments one
+  at a time with ``--repeat``, which understated the raw path about 2.7x.
 
 Reports both throughputs, their ratio and the receiver's peak resident memory (VmHWM), which must
 stay flat as segments grow. Segment payloads are random bytes (the pipeline never decodes media).
@@ -33,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,34 +47,54 @@ from evidence import layout  # noqa: E402
 from evidence.chain import DeviceChain  # noqa: E402
 from evidence.encryption import encrypt_for_spool, load_encryption_public_key  # noqa: E402
 from evidence.keys import generate_signing_key  # noqa: E402
-from evidence.media import digest_file  # noqa: E402
-from evidence.records import RecordType  # noqa: E402
+from evidence.media import CHUNK_SIZE, digest_file  # noqa: E402
+from evidence.records import RecordType, format_utc  # noqa: E402
 from evidence.testing import SteppingClock  # noqa: E402
 from tests.support.dock import Dock, running_dock  # noqa: E402
 
 DEVICE = "BENCH-01"
+BASE_UTC = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 
 
 def build_spool(
-    root: Path, segments: int, segment_bytes: int, encrypt_to: Path | None = None
+    root: Path,
+    segments: int,
+    segment_bytes: int,
+    encrypt_to: Path | None = None,
+    *,
+    device: str = DEVICE,
 ) -> tuple[Any, list[Path]]:
     """A spool of random segments; with ``encrypt_to`` (X25519 public key file) encrypted."""
     key = generate_signing_key()
     recipient = load_encryption_public_key(encrypt_to) if encrypt_to else None
-    chain = DeviceChain(root, DEVICE, key)
+    chain = DeviceChain(root, device, key)
     clock = SteppingClock()
     session = "bench-session"
     chain.append(RecordType.SESSION_OPEN, session, {"assignment": {"case": None}}, clock.tick(1))
     files = []
     for index in range(segments):
         name = f"seg-{index:05d}.ts"
-        path = layout.media_path(root, DEVICE, name)
+        path = layout.media_path(root, device, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         plain = path.with_suffix(".plain") if recipient else path
         with open(plain, "wb") as f:
             for _ in range(segment_bytes // (1 << 20)):
                 f.write(os.urandom(1 << 20))
-        body: dict[str, Any] = {"index": index, "file": name, "encryption": None}
+        body: dict[str, Any] = {
+            "index": index,
+            "file": name,
+            "encryption": None,
+            "media_start_us": index * 10_000_000,
+            "media_end_us": (index + 1) * 10_000_000,
+            "utc_start": format_utc(BASE_UTC + timedelta(seconds=10 * index)),
+            "utc_end": format_utc(BASE_UTC + timedelta(seconds=10 * index + 10)),
+            "frames": 250,
+            "dropped_frames": 0,
+            "video": {"codec": "h264", "width": 1280, "height": 720, "fps": 25},
+            "audio": None,
+            "pre_event_us": 0,
+            "recovered": False,
+        }
         if recipient is None:
             body |= {"media": digest_file(path).to_dict(), "stored": None}
         else:
@@ -96,56 +119,41 @@ def _tls_args(dock: Dock, name: str) -> list[str]:
 BASELINE_ACL = ("user bench-pub", "topic write bench/#", "user bench-sub", "topic read bench/#")
 
 
-def baseline(dock: Dock, files: list[Path], work: Path) -> float:
-    """Seconds for mosquitto_pub → broker → mosquitto_sub (to a file) to move ``files``."""
+def baseline_lines(path: Path, total_bytes: int, message_bytes: int = CHUNK_SIZE) -> int:
+    """A ``mosquitto_pub -l`` input: random messages of ``message_bytes`` one per line,
+    ``total_bytes`` in all (no newline or NUL inside: it reads lines as C strings); returns the
+    number of messages."""
+    count = -(-total_bytes // message_bytes)
+    with path.open("wb") as f:
+        for _ in range(count):
+            data = os.urandom(message_bytes).replace(b"\n", b"N").replace(b"\r", b"R")
+            f.write(data.replace(b"\0", b"Z") + b"\n")
+    return count
+
+
+def baseline(dock: Dock, lines: Path, count: int, message_bytes: int, work: Path) -> float:
+    """Seconds for mosquitto_pub -l → broker → mosquitto_sub (to a file) to move ``lines``."""
     broker = dock.broker
+    common = ["-h", broker.host, "-p", str(broker.port), "-q", "1"]
+    sub_args = [*_tls_args(dock, "bench-sub"), *common, "-t", "bench/baseline", "-i", "bench-sub"]
+    # a persistent session subscribed before anything is published (no sleep-and-hope): -E
+    # exits once the subscription is acknowledged; the real subscriber resumes that session
+    subprocess.run(["mosquitto_sub", *sub_args, "-c", "-E"], check=True, timeout=60)
     out = work / "baseline.bin"
-    with out.open("wb") as sink:
+    with out.open("wb") as sink, lines.open("rb") as source:
         sub = subprocess.Popen(
-            [
-                "mosquitto_sub",
-                *_tls_args(dock, "bench-sub"),
-                "-h",
-                broker.host,
-                "-p",
-                str(broker.port),
-                "-q",
-                "1",
-                "-t",
-                "bench/baseline",
-                "-C",
-                str(len(files)),
-                "-N",
-                "-i",
-                "bench-sub",
-            ],
-            stdout=sink,
+            ["mosquitto_sub", *sub_args, "-c", "-C", str(count), "-N"], stdout=sink
         )
-        time.sleep(0.5)  # subscribed before the first publish
         start = time.perf_counter()
-        # one publisher process, one message per segment (same sizes, same count)
         subprocess.run(
-            [
-                "mosquitto_pub",
-                *_tls_args(dock, "bench-pub"),
-                "-h",
-                broker.host,
-                "-p",
-                str(broker.port),
-                "-q",
-                "1",
-                "-t",
-                "bench/baseline",
-                "-f",
-                str(files[0]),
-                "--repeat",
-                str(len(files)),
-            ],
+            ["mosquitto_pub", *_tls_args(dock, "bench-pub"), *common, "-t", "bench/baseline",
+             "-i", "bench-pub", "-l"],
+            stdin=source,
             check=True,
-        )
+        )  # fmt: skip
         sub.wait(timeout=300)
         elapsed = time.perf_counter() - start
-    expected = files[0].stat().st_size * len(files)
+    expected = count * message_bytes
     if out.stat().st_size != expected:
         raise RuntimeError(f"baseline moved {out.stat().st_size} of {expected} bytes")
     return elapsed
@@ -174,12 +182,9 @@ def one_round(args: argparse.Namespace) -> dict[str, Any]:
         )
         dock.enrol(DEVICE, key)
         total = sum(f.stat().st_size for f in files)
-        # the baseline moves as many messages of the (plaintext) segment size: an encrypted
-        # segment is a little larger than the broker's 4 MiB message limit allows in one message
-        base_dir = work / "baseline-src"
-        base_dir.mkdir()
-        base_file = base_dir / "segment.bin"
-        base_file.write_bytes(os.urandom(args.segment_mib << 20))
+        # the baseline moves the same number of bytes in messages of the uplink's chunk size
+        lines = work / "baseline-lines.bin"
+        count = baseline_lines(lines, total)
         cfg = dock.uplink_config(DEVICE)
         cfg.receipt_timeout_s = 15.0
         start = time.perf_counter()
@@ -189,9 +194,9 @@ def one_round(args: argparse.Namespace) -> dict[str, Any]:
         rss = peak_rss_bytes(dock.rx.proc.pid)
         if result.pending or result.quarantined:
             raise RuntimeError(f"upload incomplete: {result}")
-        base_s = baseline(dock, [base_file] * len(files), work)
+        base_s = baseline(dock, lines, count, CHUNK_SIZE, work)
         upload = total / 2**20 / upload_s
-        base = base_file.stat().st_size * args.segments / 2**20 / base_s
+        base = count * CHUNK_SIZE / 2**20 / base_s
         return {
             "bytes": total,
             "upload_mib_per_s": upload,
@@ -250,7 +255,7 @@ def main() -> int:
         )
         upload, base = report["upload_mib_per_s_median"], report["baseline_mib_per_s_median"]
         print(f"  dock upload (verified, stored, receipted): {upload} MiB/s")
-        print(f"  mosquitto_pub -> mosquitto_sub baseline:   {base} MiB/s")
+        print(f"  mosquitto_pub -l -> mosquitto_sub baseline: {base} MiB/s")
         print(
             f"  ratio upload/baseline: {report['ratio_upload_to_baseline_median']} "
             f"(per round: {report['ratios']})"

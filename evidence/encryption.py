@@ -200,7 +200,7 @@ class EncryptingWriter:
         self._sink.write(data)
         self.stored_bytes += len(data)
 
-    def _seal(self, chunk: bytes, last: bool) -> None:
+    def _seal(self, chunk: bytes | bytearray | memoryview, last: bool) -> None:
         if self._counter > _MAX_COUNTER:
             raise EncryptionError("too many chunks for one file")
         sealed = self._aead.encrypt(_nonce(self._counter, last), chunk, self.header)
@@ -211,20 +211,34 @@ class EncryptingWriter:
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self._closed:
             raise ValueError("write to a closed EncryptingWriter")
-        self._buffer += data
-        self.plaintext_bytes += len(data)
+        view = memoryview(data).cast("B")
+        size = len(view)
+        self.plaintext_bytes += size
+        chunk = self._chunk_size
         # A full chunk is sealed only once more data follows it: until then it may be the last.
-        while len(self._buffer) > self._chunk_size:
-            self._seal(bytes(self._buffer[: self._chunk_size]), last=False)
-            del self._buffer[: self._chunk_size]
-        return len(data)
+        # Whole chunks are sealed straight from the caller's buffer (no copy); only the tail
+        # that does not fill a chunk is kept.
+        if self._buffer:
+            room = chunk - len(self._buffer)
+            if size <= room:
+                self._buffer += view
+                return size
+            self._buffer += view[:room]
+            view = view[room:]
+            self._seal(self._buffer, last=False)
+            self._buffer.clear()
+        while len(view) > chunk:
+            self._seal(view[:chunk], last=False)
+            view = view[chunk:]
+        self._buffer += view
+        return size
 
     def flush(self) -> None:
         """Seal the buffered bytes as a chunk of their own and flush the sink."""
         if self._closed:
             return
         if self._buffer:
-            self._seal(bytes(self._buffer), last=False)
+            self._seal(self._buffer, last=False)
             self._buffer.clear()
         self._sink.flush()
 
@@ -255,7 +269,7 @@ class EncryptingWriter:
     def close(self) -> None:
         if self._closed:
             return
-        self._seal(bytes(self._buffer), last=True)
+        self._seal(self._buffer, last=True)
         self._buffer.clear()
         self._closed = True
         self._sink.flush()

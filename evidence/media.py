@@ -75,7 +75,7 @@ class StreamingDigest:
         self._chunks: list[str] = []
         self.size = 0
 
-    def update(self, data: bytes | memoryview) -> None:
+    def update(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
         self._whole.update(view)
         self.size += len(view)

@@ -441,3 +441,31 @@ def test_encrypt_for_spool_gives_the_record_digests_in_one_pass(
     assert result.media == digest_file(media)
     assert result.stored == digest_file(enc)
     assert result.encryption == {"scheme": SCHEME, "recipient": recipient_id(key.public_key())}
+
+
+def test_any_split_of_writes_gives_the_same_chunking_as_one_write(
+    key: X25519PrivateKey, tmp_path: Path
+) -> None:
+    """Whole chunks sealed straight from the caller's buffer frame exactly like buffered ones:
+    the same plaintext in any pieces decrypts the same, with the same frame layout."""
+    import random
+
+    rng = random.Random(14)
+    data = os.urandom(20_000)
+    layouts = []
+    for trial in range(6):
+        out = tmp_path / f"e{trial}"
+        with out.open("wb") as f:
+            writer = EncryptingWriter(f, key.public_key(), chunk_size_bytes=1024)
+            off = 0
+            while off < len(data):
+                step = rng.choice([1, 187, 1023, 1024, 1025, 3000, 5000])
+                piece = data[off : off + step]
+                writer.write(memoryview(bytearray(piece)) if trial % 2 else piece)
+                off += step
+            writer.close()
+        dec = tmp_path / f"d{trial}"
+        decrypt_file(out, dec, key)
+        assert dec.read_bytes() == data
+        layouts.append(out.stat().st_size)
+    assert len(set(layouts)) == 1  # no split changes where chunks end

@@ -52,15 +52,26 @@ def _assert_complete_once(dock: Dock, spool: BuiltSpool) -> None:
 
 
 def _upload_in_thread(
-    dock: Dock, spool: BuiltSpool, **cfg: Any
+    dock: Dock, spool: BuiltSpool, live: list[UploadResult] | None = None, **cfg: Any
 ) -> tuple[threading.Thread, threading.Event, list[UploadResult]]:
+    """Upload in a thread; ``live`` receives the (live, updated) result at the first progress
+    report, for tests that watch the uplink while it runs."""
     stop = threading.Event()
     results: list[UploadResult] = []
+
+    def progress(result: UploadResult, pending: int) -> None:
+        if live is not None and not live:
+            live.append(result)
 
     def run() -> None:
         results.append(
             run_dock_upload(
-                spool.root, dock.uplink_config(spool, **cfg), stop, until_done=True, timeout_s=60
+                spool.root,
+                dock.uplink_config(spool, **cfg),
+                stop,
+                until_done=True,
+                timeout_s=60,
+                progress=progress,
             )
         )
 
@@ -92,7 +103,6 @@ def test_receiver_sigkill_mid_transfer(dock: Dock, big_spool: BuiltSpool) -> Non
     dock.rx.kill()
     assert partial, "never caught a segment mid-transfer"
     assert dock.stored_records() < total
-    time.sleep(0.5)
     dock.rx.start()  # clears its partial temp files, then resumes from what is missing
     thread.join(60)
     stop.set()
@@ -212,12 +222,20 @@ def _window_check(dock: Dock, big_spool: BuiltSpool) -> None:
     window = 100 * 1024
     largest = max(s.body["media"]["size"] for s in big_spool.segments())
     assert largest + 1024 <= window
+    live: list[UploadResult] = []
     dock.rx.pause()  # no receipts: the uplink must stop at the window
     try:
         thread, stop, results = _upload_in_thread(
-            dock, big_spool, window_bytes=window, receipt_timeout_s=30.0, probe_timeout_s=0.2
+            dock,
+            big_spool,
+            live,
+            window_bytes=window,
+            receipt_timeout_s=30.0,
+            probe_timeout_s=0.2,
         )
-        time.sleep(3.0)
+        # wait until the uplink stopped at a full window and the broker delivered all it sent
+        _wait(lambda: bool(live) and live[0].window_stalls > 0, 30, "the window to fill")
+        _wait(lambda: sum(seen) == live[0].bytes_sent, 30, "the monitor to see every chunk")
         assert 0 < sum(seen) <= window
     finally:
         dock.rx.resume()
