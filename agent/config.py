@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.timesync import SOURCES
 from agent.uplink.config import UplinkConfig
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,12 @@ class ChecksConfig:
     """A dock sync counts only if the device clock was within this of the receiver's."""
     clock_unsynced: str = "warn"
     """Outcome when the clock is not known to be synchronised: "warn" or "fail"."""
+    clock_source: str = "auto"
+    """Who says the clock is synchronised: "auto", "timesyncd" (timedatectl), "chrony"
+    (chronyc) or "adjtimex" (kernel; blocked by the unit's ProtectClock=)."""
+    microphone_silent: str = "fail"
+    """Outcome when a recording would have no sound (no microphone, or no signal): "fail"
+    (refuse, the default: a recording without sound misses what was said) or "warn"."""
 
 
 @dataclass
@@ -254,8 +261,11 @@ def _validate(cfg: AgentConfig, source: str) -> None:
         raise ConfigError(source, "hardware.backend", "must be 'pi' or 'simulated'")
     if cfg.capture.backend not in ("pi", "simulated"):
         raise ConfigError(source, "capture.backend", "must be 'pi' or 'simulated'")
-    if cfg.checks.clock_unsynced not in ("warn", "fail"):
-        raise ConfigError(source, "checks.clock_unsynced", "must be 'warn' or 'fail'")
+    for key in ("clock_unsynced", "microphone_silent"):
+        if getattr(cfg.checks, key) not in ("warn", "fail"):
+            raise ConfigError(source, f"checks.{key}", "must be 'warn' or 'fail'")
+    if cfg.checks.clock_source not in SOURCES:
+        raise ConfigError(source, "checks.clock_source", f"must be one of {list(SOURCES)}")
     for lang in cfg.speech.languages:
         if lang not in ("zh", "en"):
             raise ConfigError(source, "speech.languages", f"unknown language {lang!r}")

@@ -131,7 +131,9 @@ def build_runtime(
         clock=clock,
         battery=battery,
         storage=storage,
-        clock_state=lambda: read_clock_sync_state(spool.state_dir),
+        clock_state=lambda: read_clock_sync_state(
+            spool.state_dir, clock_source=cfg.checks.clock_source
+        ),
         synthesizer=EspeakSynthesizer(words_per_minute=cfg.speech.words_per_minute),
         controls=controls,
         notifier=notifier,

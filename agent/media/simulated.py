@@ -331,6 +331,7 @@ class SimulatedCapture(CapturePipeline):
     def _run(self) -> None:
         frame_ns = 10**9 / self.fps
         while not self._stop_event.is_set():
+            self.liveness.beat()
             n = self._next_frame
             deadline_ns = self._mono0_ns + round(n * frame_ns)
             self._pace(deadline_ns)
