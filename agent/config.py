@@ -153,6 +153,9 @@ class RecordingConfig:
     resume_after_crash: bool = True
     """``run``: when start-up recovery closed a session that was recording, record again at once
     (new session, preamble, then the prompt to state the reason for the interruption)."""
+    capture_stall_s: float = 10.0
+    """A capture thread that has not turned for this long is hung: the systemd watchdog ping is
+    withheld so systemd restarts the agent (``agent/media/liveness.py``)."""
 
 
 @dataclass
@@ -275,5 +278,7 @@ def _validate(cfg: AgentConfig, source: str) -> None:
         )
     if cfg.capture.segment_duration_s <= 0:
         raise ConfigError(source, "capture.segment_duration_s", "must be > 0")
+    if cfg.recording.capture_stall_s <= 0:
+        raise ConfigError(source, "recording.capture_stall_s", "must be > 0")
     if cfg.recording.cue_interval_min <= 0:
         raise ConfigError(source, "recording.cue_interval_min", "must be > 0")

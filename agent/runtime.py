@@ -99,7 +99,9 @@ def make_capture(cfg: AgentConfig, clock: Clock, device_id: str) -> CapturePipel
             speaker_device_index=c.speaker_device_index if c.speaker_device_index >= 0 else None,
             device_id=device_id,
         )
-    return create_capture(c.backend, clock, **options)
+    capture = create_capture(c.backend, clock, **options)
+    capture.liveness.stall_s = cfg.recording.capture_stall_s
+    return capture
 
 
 def build_runtime(

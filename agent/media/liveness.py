@@ -39,6 +39,7 @@ class CaptureLiveness:
         self._thread: threading.Thread | None = None
         self._hang = threading.Event()
         self._released = threading.Event()
+        self._reported = False
 
     def beat(self) -> None:
         """Called by the capture thread once per loop turn."""
@@ -48,6 +49,8 @@ class CaptureLiveness:
         if self._hang.is_set():
             log.error("capture thread %s hangs (injected)", threading.current_thread().name)
             self._released.wait()
+            with self._lock:
+                self._last_beat = self._now()
 
     def stalled(self) -> bool:
         """True when the capture thread is alive but has not turned for ``stall_s``."""
@@ -55,7 +58,18 @@ class CaptureLiveness:
             last, thread = self._last_beat, self._thread
         if last is None or thread is None or not thread.is_alive():
             return False
-        return self._now() - last > self.stall_s
+        silent = self._now() - last
+        stalled = silent > self.stall_s
+        if stalled and not self._reported:
+            log.error(
+                "capture thread %s silent for %.1f s: withholding the watchdog ping",
+                thread.name,
+                silent,
+            )
+        elif not stalled and self._reported:
+            log.warning("capture thread %s turning again", thread.name)
+        self._reported = stalled
+        return stalled
 
     def silent_for_s(self) -> float:
         with self._lock:
