@@ -95,8 +95,15 @@ def make_capture(cfg: AgentConfig, clock: Clock, device_id: str) -> CapturePipel
     else:
         options.update(
             bitrate_bps=c.bitrate_bits_per_s,
+            audio_card=c.audio_card,
             audio_device=c.audio_device,
+            audio_input_format=c.audio_input_format,
+            audio_channels=c.audio_channels,
+            speaker_device=c.speaker_device,
             speaker_device_index=c.speaker_device_index if c.speaker_device_index >= 0 else None,
+            speaker_rate_hz=c.speaker_rate_hz,
+            camera=c.camera,
+            timezone=cfg.device.timezone,
             device_id=device_id,
         )
     capture = create_capture(c.backend, clock, **options)
