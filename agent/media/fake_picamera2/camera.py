@@ -50,6 +50,8 @@ class Picamera2:
         self._last_metadata: dict[str, Any] = {}
         self.frames_delivered = 0
         self.frames_dropped = 0
+        self.encoders_started: list[Encoder] = []
+        """Every encoder started on this camera, in order (tests check the backend's choice)."""
         Picamera2.instances.append(self)
 
     # --- configuration ----------------------------------------------------------------------
@@ -117,6 +119,7 @@ class Picamera2:
         encoder.start()
         with self._lock:
             self._encoders.add(encoder)
+            self.encoders_started.append(encoder)
 
     def stop_encoder(self, encoders: Any = None) -> None:
         with self._lock:
