@@ -76,6 +76,9 @@ def test_agent_package_contents(debs: dict[str, Path], tmp_path: Path) -> None:
     assert 'update-alternatives --install "/usr/bin/$tool"' in postinst
     assert "bodycam-agent bodycam-provision bodycam-verify" in postinst
     assert (root / "usr/lib/bodycam-agent/sandbox-run").stat().st_mode & 0o111
+    assert (root / "usr/lib/bodycam-agent/hardware-test").stat().st_mode & 0o111
+    shipped = {p.name for p in (root / "usr/share/bodycam-agent/hardware_tests").iterdir()}
+    assert {"conftest.py", "test_camera_audio.py", "test_device_checks.py"} <= shipped
     for script in ("postinst", "prerm", "postrm"):
         subprocess.run(["sh", "-n", str(root / "DEBIAN" / script)], check=True)
         assert (root / "DEBIAN" / script).stat().st_mode & 0o111
