@@ -16,6 +16,7 @@ the camera thread keeps running.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -32,8 +33,9 @@ STRIDE_ALIGN = 64
 
 
 class Picamera2:
-    instances: ClassVar[list[Picamera2]] = []
-    """Every camera made, newest last (tests reach the camera the backend opened)."""
+    instances: ClassVar[collections.deque[Picamera2]] = collections.deque(maxlen=8)
+    """The cameras made most recently, newest last (tests reach the camera the backend opened);
+    bounded so a long test session does not keep every camera alive."""
 
     def __init__(self, camera_num: int = 0, **_: Any) -> None:
         self.camera_num = camera_num
