@@ -6,8 +6,9 @@ told why); warn records and signals. The report goes into the signed ``session-o
 
 Clock synchronisation is decided in this order (first that applies wins):
 
-1. the kernel says the clock is synchronised (``adjtimex`` does not return ``TIME_ERROR``; this
-   is what chrony, ntpd and systemd-timesyncd set once they have locked) -> pass;
+1. the time service says the clock is synchronised (``checks.clock_source``, see
+   :mod:`agent.timesync`: systemd-timesyncd via ``timedatectl``, chrony via ``chronyc``, or the
+   kernel's ``adjtimex`` where the sandbox allows it; ``ProtectClock=`` blocks that) -> pass;
 2. the dock set or measured the clock recently (``state/clock.json`` written by the uplink:
    ``{"synced_utc": "...Z", "offset_s": float}``, younger than ``dock_sync_max_age_h``) -> pass;
 3. otherwise ``checks.clock_unsynced`` (warn by default), the reason saying whether an RTC is
@@ -19,8 +20,6 @@ where recording would be unsafe: no key, spool not writable, camera dead) with t
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import logging
 import os
@@ -39,12 +38,11 @@ from agent.errors import ConfigError
 from agent.hardware.battery import BatteryGauge
 from agent.hardware.storage import StorageGauge
 from agent.media.base import CaptureHealth, CapturePipeline
+from agent.timesync import ask_time_service
 from evidence.encryption import load_encryption_public_key, recipient_id
 from evidence.errors import EvidenceError
 
 log = logging.getLogger(__name__)
-
-TIME_ERROR = 5  # adjtimex(2): clock not synchronised
 
 
 class Outcome(StrEnum):
@@ -204,15 +202,19 @@ def check_camera(health: CaptureHealth | None, error: str = "") -> CheckResult:
     return CheckResult("camera", Outcome.PASS, health.camera_detail or "frames arriving", data)
 
 
-def check_microphone(health: CaptureHealth | None, error: str = "") -> CheckResult:
-    # A dead microphone warns rather than refuses: video without sound is still evidence.
+def check_microphone(
+    health: CaptureHealth | None, error: str = "", *, silent: str = "fail"
+) -> CheckResult:
+    """``silent`` ("fail" by default, or "warn") is the outcome when a recording would have
+    no sound: without it what was said (the preamble, the officer's reasons) is lost."""
+    outcome = Outcome.FAIL if silent == "fail" else Outcome.WARN
     if health is None:
-        return CheckResult("microphone", Outcome.WARN, f"microphone probe failed: {error}")
+        return CheckResult("microphone", outcome, f"microphone probe failed: {error}")
     data = {"rms_dbfs": round(health.audio_rms_dbfs, 1)}
     if not health.microphone_ok:
         return CheckResult(
             "microphone",
-            Outcome.WARN,
+            outcome,
             f"microphone delivers no signal: {health.microphone_detail}",
             data,
         )
@@ -228,29 +230,20 @@ class ClockSyncState:
     dock_synced_utc: datetime | None
     dock_offset_s: float | None
     rtc_present: bool
-
-
-def kernel_clock_synced() -> bool | None:
-    """Ask the kernel via ``adjtimex`` (read-only: modes = 0) whether NTP has locked."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        # struct timex is ~208 bytes; a zeroed, larger buffer means modes=0, i.e. query only.
-        buf = ctypes.create_string_buffer(512)
-        state = libc.adjtimex(buf)
-    except (OSError, AttributeError) as exc:
-        log.warning("cannot query adjtimex: %s", exc)
-        return None
-    if state < 0:
-        return None
-    return bool(state != TIME_ERROR)
+    ntp_detail: str = ""
+    """What the time service answered (e.g. ``timedatectl: NTPSynchronized=yes``)."""
 
 
 def read_clock_sync_state(
     state_dir: Path,
     *,
-    kernel_probe: Callable[[], bool | None] = kernel_clock_synced,
+    kernel_probe: Callable[[], bool | None] | None = None,
+    clock_source: str = "auto",
+    command_path: str | None = None,
     rtc_dir: Path = Path("/sys/class/rtc"),
 ) -> ClockSyncState:
+    """The dock sync in ``state_dir`` plus the time service's answer (``clock_source``, with
+    commands looked up in ``command_path``), or ``kernel_probe``'s where one is given."""
     dock_utc: datetime | None = None
     offset: float | None = None
     path = state_dir / "clock.json"
@@ -262,20 +255,24 @@ def read_clock_sync_state(
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("ignoring unreadable %s: %s", path, exc)
     rtc = rtc_dir.is_dir() and any(rtc_dir.iterdir())
-    return ClockSyncState(kernel_probe(), dock_utc, offset, rtc)
+    if kernel_probe is not None:
+        return ClockSyncState(kernel_probe(), dock_utc, offset, rtc)
+    answer = ask_time_service(clock_source, path=command_path)
+    return ClockSyncState(answer.synced, dock_utc, offset, rtc, answer.detail)
 
 
 def check_clock(state: ClockSyncState, now: datetime, cfg: ChecksConfig) -> CheckResult:
     data: dict[str, Any] = {"kernel_synced": state.kernel_synced, "rtc": state.rtc_present}
+    if state.ntp_detail:
+        data["time_service"] = state.ntp_detail
     if state.dock_synced_utc is not None:
         age_h = (now - state.dock_synced_utc).total_seconds() / 3600.0
         data.update(dock_sync_age_h=round(age_h, 2), dock_offset_s=state.dock_offset_s)
     else:
         age_h = None
     if state.kernel_synced:
-        return CheckResult(
-            "clock", Outcome.PASS, "synchronised by NTP (kernel reports locked)", data
-        )
+        how = state.ntp_detail or "kernel reports locked"
+        return CheckResult("clock", Outcome.PASS, f"synchronised by NTP ({how})", data)
     offset = abs(state.dock_offset_s or 0.0)
     recent = age_h is not None and 0 <= age_h <= cfg.dock_sync_max_age_h
     if recent and offset <= cfg.dock_offset_max_s:
@@ -293,9 +290,8 @@ def check_clock(state: ClockSyncState, now: datetime, cfg: ChecksConfig) -> Chec
         dock = f"last dock sync {age_h:.1f} h ago (limit {cfg.dock_sync_max_age_h:g} h)"
     rtc = "RTC present" if state.rtc_present else "no RTC"
     outcome = Outcome.FAIL if cfg.clock_unsynced == "fail" else Outcome.WARN
-    return CheckResult(
-        "clock", outcome, f"clock not synchronised: no NTP lock, {dock}, {rtc}", data
-    )
+    ntp = f"no NTP lock ({state.ntp_detail})" if state.ntp_detail else "no NTP lock"
+    return CheckResult("clock", outcome, f"clock not synchronised: {ntp}, {dock}, {rtc}", data)
 
 
 def check_signing_key(key_path: Path) -> CheckResult:
@@ -406,7 +402,7 @@ def run_checks(inputs: CheckInputs) -> CheckReport:
         check_battery(inputs.battery, inputs.cfg, inputs.full_runtime_min),
         check_storage(inputs.storage, inputs.cfg),
         check_camera(health, error),
-        check_microphone(health, error),
+        check_microphone(health, error, silent=inputs.cfg.microphone_silent),
         check_clock(inputs.clock_state(), now, inputs.cfg),
         check_signing_key(inputs.key_path),
         check_spool(inputs.spool_dir),

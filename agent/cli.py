@@ -172,7 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if isinstance(rt.controls, SimulatedControls):
         from agent.simcontrol import SimControlFifo
 
-        fifo = SimControlFifo(rt.spool.state_dir / "sim-control", rt.controls)
+        fifo = SimControlFifo(rt.spool.state_dir / "sim-control", rt.controls, rt.capture.liveness)
     try:
         rt.recorder.start()
         log.info("agent running: device %s, spool %s", device_id, cfg.spool_path)
@@ -222,7 +222,9 @@ def cmd_check(args: argparse.Namespace) -> int:
                 capture=capture,
                 key_path=cfg.key_path,
                 spool_dir=cfg.spool_path,
-                clock_state=lambda: read_clock_sync_state(state_dir),
+                clock_state=lambda: read_clock_sync_state(
+                    state_dir, clock_source=cfg.checks.clock_source
+                ),
                 now=lambda: datetime.now(UTC),
             )
         )

@@ -16,11 +16,13 @@ import logging
 import tomllib
 import types
 import typing
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.timesync import SOURCES
 from agent.uplink.config import UplinkConfig
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ DEFAULT_CONFIG_PATH = Path("/etc/bodycam/agent.toml")
 class DeviceConfig:
     id: str = ""
     """Device id (the certificate CN). Empty: simulate derives ``SIM-<hostname>``."""
+    timezone: str = ""
+    """IANA zone of the time burned into the picture (e.g. "Asia/Shanghai"; "": the system's
+    local zone)."""
     spool_dir: str = "/var/lib/bodycam/spool"
     key_file: str = ""
     """Ed25519 signing key (PEM). Empty: ``<spool>/state/device.key``."""
@@ -93,10 +98,27 @@ class CaptureConfig:
     """Simulated capture only: frames at wall rate (False: as fast as the CPU allows)."""
     bitrate_bits_per_s: int = 4_000_000
     """Pi only: H.264 encoder bitrate."""
-    audio_device: str = "default"
-    """Pi only: ALSA capture device for the microphone."""
+    audio_card: str = ""
+    """Pi only: the microphone's ALSA card id (``/proc/asound/cards``, in brackets), opened as
+    ``plughw:CARD=<id>,DEV=0``. Required unless ``audio_device`` names a device (e.g. a dsnoop
+    PCM): ALSA's "default" is HDMI on Raspberry Pi OS Lite."""
+    audio_device: str = ""
+    """Pi only: an explicit capture PCM instead of ``audio_card`` (e.g. "dsnoop_mic")."""
+    audio_input_format: str = "alsa"
+    """Pi only: PyAV input format of the microphone ("lavfi" feeds a synthetic source to the
+    fake camera)."""
+    audio_channels: int = 1
+    """Pi only: channels of the recorded AAC stream (1 mono, 2 stereo); recorded as such."""
+    speaker_device: str = ""
+    """Pi only: the speaker, by (part of) its PortAudio output device name, e.g. "USB Audio"
+    or the ALSA card id; "" is PortAudio's default output."""
     speaker_device_index: int = -1
-    """Pi only: PyAudio output device index for the speaker (-1: the default device)."""
+    """Deprecated (indexes change between boots): use ``speaker_device``."""
+    speaker_rate_hz: int = 48000
+    """Pi only: the rate speech and tones are resampled to before they are played."""
+    camera: str = "picamera2"
+    """Pi only: "picamera2", or "fake" (the fake Picamera2 shipped with the agent: real
+    H.264/AAC from a synthetic sensor, for tests and bench runs of the Pi backend)."""
 
 
 @dataclass
@@ -113,6 +135,12 @@ class ChecksConfig:
     """A dock sync counts only if the device clock was within this of the receiver's."""
     clock_unsynced: str = "warn"
     """Outcome when the clock is not known to be synchronised: "warn" or "fail"."""
+    clock_source: str = "auto"
+    """Who says the clock is synchronised: "auto", "timesyncd" (timedatectl), "chrony"
+    (chronyc) or "adjtimex" (kernel; blocked by the unit's ProtectClock=)."""
+    microphone_silent: str = "fail"
+    """Outcome when a recording would have no sound (no microphone, or no signal): "fail"
+    (refuse, the default: a recording without sound misses what was said) or "warn"."""
 
 
 @dataclass
@@ -148,6 +176,9 @@ class RecordingConfig:
     resume_after_crash: bool = True
     """``run``: when start-up recovery closed a session that was recording, record again at once
     (new session, preamble, then the prompt to state the reason for the interruption)."""
+    capture_stall_s: float = 10.0
+    """A capture thread that has not turned for this long is hung: the systemd watchdog ping is
+    withheld so systemd restarts the agent (``agent/media/liveness.py``)."""
 
 
 @dataclass
@@ -256,8 +287,11 @@ def _validate(cfg: AgentConfig, source: str) -> None:
         raise ConfigError(source, "hardware.backend", "must be 'pi' or 'simulated'")
     if cfg.capture.backend not in ("pi", "simulated"):
         raise ConfigError(source, "capture.backend", "must be 'pi' or 'simulated'")
-    if cfg.checks.clock_unsynced not in ("warn", "fail"):
-        raise ConfigError(source, "checks.clock_unsynced", "must be 'warn' or 'fail'")
+    for key in ("clock_unsynced", "microphone_silent"):
+        if getattr(cfg.checks, key) not in ("warn", "fail"):
+            raise ConfigError(source, f"checks.{key}", "must be 'warn' or 'fail'")
+    if cfg.checks.clock_source not in SOURCES:
+        raise ConfigError(source, "checks.clock_source", f"must be one of {list(SOURCES)}")
     for lang in cfg.speech.languages:
         if lang not in ("zh", "en"):
             raise ConfigError(source, "speech.languages", f"unknown language {lang!r}")
@@ -265,7 +299,20 @@ def _validate(cfg: AgentConfig, source: str) -> None:
         raise ConfigError(
             source, "checks.battery_fail_percent", "must not exceed battery_warn_percent"
         )
+    if cfg.capture.camera not in ("picamera2", "fake"):
+        raise ConfigError(source, "capture.camera", "must be 'picamera2' or 'fake'")
+    if cfg.capture.audio_channels not in (1, 2):
+        raise ConfigError(source, "capture.audio_channels", "must be 1 or 2")
+    if not 8000 <= cfg.capture.speaker_rate_hz <= 192000:
+        raise ConfigError(source, "capture.speaker_rate_hz", "must be 8000..192000")
+    if cfg.device.timezone:
+        try:
+            zoneinfo.ZoneInfo(cfg.device.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(source, "device.timezone", f"unknown time zone: {exc}") from None
     if cfg.capture.segment_duration_s <= 0:
         raise ConfigError(source, "capture.segment_duration_s", "must be > 0")
+    if cfg.recording.capture_stall_s <= 0:
+        raise ConfigError(source, "recording.capture_stall_s", "must be > 0")
     if cfg.recording.cue_interval_min <= 0:
         raise ConfigError(source, "recording.cue_interval_min", "must be > 0")

@@ -408,7 +408,8 @@ class Recorder:
             self.speaker.say(self._resume_speech)
 
     def _tick(self) -> None:
-        if self.notifier.watchdog_due():
+        # A hung capture thread withholds the ping too: systemd then restarts the agent.
+        if self.notifier.watchdog_due() and not self.capture.liveness.stalled():
             self.notifier.ping_watchdog()
         now_ns = self.clock.monotonic_ns()
         if (

@@ -97,11 +97,20 @@ def make_capture(cfg: AgentConfig, clock: Clock, device_id: str) -> CapturePipel
     else:
         options.update(
             bitrate_bps=c.bitrate_bits_per_s,
+            audio_card=c.audio_card,
             audio_device=c.audio_device,
+            audio_input_format=c.audio_input_format,
+            audio_channels=c.audio_channels,
+            speaker_device=c.speaker_device,
             speaker_device_index=c.speaker_device_index if c.speaker_device_index >= 0 else None,
+            speaker_rate_hz=c.speaker_rate_hz,
+            camera=c.camera,
+            timezone=cfg.device.timezone,
             device_id=device_id,
         )
-    return create_capture(c.backend, clock, **options)
+    capture = create_capture(c.backend, clock, **options)
+    capture.liveness.stall_s = cfg.recording.capture_stall_s
+    return capture
 
 
 def build_runtime(
@@ -134,7 +143,9 @@ def build_runtime(
         clock=clock,
         battery=battery,
         storage=storage,
-        clock_state=lambda: read_clock_sync_state(spool.state_dir),
+        clock_state=lambda: read_clock_sync_state(
+            spool.state_dir, clock_source=cfg.checks.clock_source
+        ),
         synthesizer=EspeakSynthesizer(words_per_minute=cfg.speech.words_per_minute),
         controls=controls,
         notifier=notifier,

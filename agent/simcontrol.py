@@ -2,7 +2,9 @@
 
 ``bodycam-agent run`` on simulated hardware creates ``<spool>/state/sim-control`` (a FIFO);
 writing a line ``press``, ``hold`` or ``mark`` to it acts like a finger on the gpiozero mock
-pins, e.g. ``echo press > spool/state/sim-control``. Bench testing only; never on a Pi.
+pins, e.g. ``echo press > spool/state/sim-control``; ``hang-capture`` makes the capture thread
+hang for good (the systemd watchdog must then restart the agent). Bench testing only; never on
+a Pi.
 
 Failure posture: unknown commands are logged and ignored; the reader thread never raises.
 """
@@ -17,14 +19,18 @@ import threading
 from pathlib import Path
 
 from agent.hardware.controls import SimulatedControls
+from agent.media.liveness import CaptureLiveness
 
 log = logging.getLogger(__name__)
 
 
 class SimControlFifo:
-    def __init__(self, path: Path, controls: SimulatedControls) -> None:
+    def __init__(
+        self, path: Path, controls: SimulatedControls, liveness: CaptureLiveness | None = None
+    ) -> None:
         self.path = path
         self.controls = controls
+        self.liveness = liveness
         self._stop = threading.Event()
         if path.exists() and not stat.S_ISFIFO(path.stat().st_mode):
             path.unlink()
@@ -39,6 +45,8 @@ class SimControlFifo:
             "hold": self.controls.hold_record,
             "mark": self.controls.press_mark,
         }
+        if self.liveness is not None:
+            actions["hang-capture"] = self.liveness.inject_hang
         while not self._stop.is_set():
             try:
                 with self.path.open("r", encoding="utf-8") as fifo:  # blocks until a writer

@@ -1,6 +1,7 @@
 """On-device tests for the buttons, LEDs, buzzer and battery gauge (run on the Raspberry Pi).
 
-Skipped, with the reason, anywhere else. Pins come from the agent config
+With ``BODYCAM_HARDWARE=1`` missing GPIO or gauge FAILS; elsewhere they skip with the reason
+(hardware_tests/conftest.py). Pins come from the agent config
 (``$BODYCAM_AGENT_CONFIG`` or ``/etc/bodycam/agent.toml``; defaults when absent). Tests that
 need a finger run only with ``BODYCAM_HW_INTERACTIVE=1`` and print what to do; the LED and
 buzzer tests ask the technician to watch (see the checklist in the README).
@@ -17,38 +18,23 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, load_config
+from agent.config import AgentConfig
 from agent.hardware.battery import SysfsBatteryGauge
 from agent.hardware.controls import ButtonEvent, GpioControls, Signal
+from hardware_tests.conftest import missing
 
-MODEL = Path("/proc/device-tree/model")
-
-
-def _is_pi() -> bool:
-    try:
-        return "Raspberry Pi" in MODEL.read_text(errors="replace")
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _is_pi(), reason="not a Raspberry Pi (no device-tree model)")
 INTERACTIVE = os.environ.get("BODYCAM_HW_INTERACTIVE") == "1"
 needs_finger = pytest.mark.skipif(
     not INTERACTIVE, reason="needs a technician: set BODYCAM_HW_INTERACTIVE=1"
 )
 
 
-def _config() -> AgentConfig:
-    path = Path(os.environ.get("BODYCAM_AGENT_CONFIG", "/etc/bodycam/agent.toml"))
-    return load_config(path) if path.exists() else AgentConfig()
-
-
 @pytest.fixture
-def controls() -> Iterator[GpioControls]:
+def controls(device_config: AgentConfig) -> Iterator[GpioControls]:
     try:
-        c = GpioControls(_config().hardware.controls)
+        c = GpioControls(device_config.hardware.controls)
     except Exception as exc:
-        pytest.skip(f"GPIO not usable: {exc}")
+        missing(f"GPIO not usable: {exc}")
     try:
         yield c
     finally:
@@ -115,11 +101,11 @@ def test_every_signal_for_the_technician(controls: GpioControls) -> None:
     controls.signal(Signal.OFF)
 
 
-def test_battery_gauge_reads_sensible_values() -> None:
-    bc = _config().hardware.battery
+def test_battery_gauge_reads_sensible_values(device_config: AgentConfig) -> None:
+    bc = device_config.hardware.battery
     reading = SysfsBatteryGauge(Path(bc.sysfs_root), bc.supply).read()
     if reading is None:
-        pytest.skip(f"no battery under {bc.sysfs_root} (no fuel-gauge driver loaded?)")
+        missing(f"no battery under {bc.sysfs_root} (no fuel-gauge driver loaded?)")
     assert reading.capacity_percent is not None, "gauge gives no capacity"
     assert 0 <= reading.capacity_percent <= 100
     assert reading.status in ("Charging", "Discharging", "Full", "Not charging", "Unknown")

@@ -33,11 +33,31 @@ def test_unit_declares_the_required_behaviour() -> None:
     assert "run" in service["ExecStart"].split()
 
 
+def test_unit_matches_the_debian_package_and_the_pi() -> None:
+    service = _service()
+    # the package's update-alternatives link (packaging/postinst.in)
+    assert service["ExecStart"].split()[0] == "/usr/bin/bodycam-agent"
+    # lgpio creates its notification FIFO in the working directory: never the read-only "/"
+    assert service["WorkingDirectory"] == "/var/lib/bodycam/lgpio"
+    assert service["Environment"] == "LG_WD=/var/lib/bodycam/lgpio"
+    assert "bodycam/lgpio" in service["StateDirectory"].split()
+    # camera, microphone/speaker, GPIO
+    assert {"video", "audio", "gpio"} <= set(service["SupplementaryGroups"].split())
+    text = UNIT.read_text(encoding="utf-8")
+    for device in ("char-video4linux", "char-media", "char-gpiochip", "char-alsa", "dma_heap"):
+        assert device in text, device
+    # a syscall outside @system-service (e.g. adjtimex under ProtectClock=) must not SIGSYS
+    assert service["SystemCallErrorNumber"] == "EPERM"
+    assert service["ProtectClock"] == "yes"
+    # key/config ownership re-applied as root before the sandboxed start
+    assert service["ExecStartPre"].startswith("+") and "tmpfiles" in service["ExecStartPre"]
+
+
 def test_uplink_unit_runs_the_upload_apart_from_the_recorder() -> None:
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.read(UPLINK_UNIT, encoding="utf-8")
     service = parser["Service"]
-    assert service["ExecStart"].split()[1:3] == ["upload", "--config"]
+    assert service["ExecStart"].split()[:3] == ["/usr/bin/bodycam-agent", "upload", "--config"]
     assert service["Restart"] == "always" and service["User"] == "bodycam"
     assert int(service["Nice"]) > 0  # recording wins over upload
 
@@ -50,7 +70,7 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path, unit_file: Path) -> 
     if not agent.exists():
         pytest.skip("bodycam-agent console script not installed in this environment")
     text = unit_file.read_text(encoding="utf-8")
-    text = text.replace("/usr/local/bin/bodycam-agent", str(agent))
+    text = text.replace("/usr/bin/bodycam-agent", str(agent))
     unit = tmp_path / unit_file.name
     unit.write_text(text, encoding="utf-8")
     result = subprocess.run(

@@ -24,7 +24,7 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         Path(sys.executable).parent / "bodycam-receiver"
     )
     assert Path(script).exists()
-    text = UNIT.read_text().replace("/usr/local/bin/bodycam-receiver", script)
+    text = UNIT.read_text().replace("/usr/bin/bodycam-receiver", script)
     unit = tmp_path / "bodycam-receiver.service"
     unit.write_text(text)
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)

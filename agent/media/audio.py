@@ -74,3 +74,37 @@ def tone_s16le(
     n = round(duration_s * sample_rate_hz)
     step = 2.0 * math.pi * frequency_hz / sample_rate_hz
     return float_to_s16le([amplitude * math.sin(step * i) for i in range(n)])
+
+
+def resample_s16le(
+    pcm_s16le: bytes,
+    sample_rate_hz: int,
+    channels: int,
+    target_rate_hz: int,
+    target_channels: int = 1,
+) -> bytes:
+    """Interleaved s16le PCM converted to ``target_rate_hz`` / ``target_channels`` (libswresample).
+
+    Speech (espeak-ng: 22.05 kHz) and tones (16 kHz) must reach a speaker at the rate it
+    runs at (usually 48 kHz); played at the wrong rate they come out at the wrong pitch and
+    length, or the device refuses them.
+    """
+    check_pcm(pcm_s16le, sample_rate_hz, channels)
+    if sample_rate_hz == target_rate_hz and channels == target_channels:
+        return pcm_s16le
+    n_samples = len(pcm_s16le) // (2 * channels)
+    if n_samples == 0:
+        return b""
+    layouts = {1: "mono", 2: "stereo"}
+    if channels not in layouts or target_channels not in layouts:
+        raise ValueError(f"only mono and stereo are supported, not {channels}->{target_channels}")
+    frame = av.AudioFrame(format="s16", layout=layouts[channels], samples=n_samples)
+    frame.planes[0].update(pcm_s16le)
+    frame.sample_rate = sample_rate_hz
+    resampler = av.AudioResampler(
+        format="s16", layout=layouts[target_channels], rate=target_rate_hz
+    )
+    out = bytearray()
+    for converted in [*resampler.resample(frame), *resampler.resample(None)]:
+        out += bytes(converted.planes[0])[: converted.samples * 2 * target_channels]
+    return bytes(out)

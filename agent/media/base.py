@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Any, BinaryIO, Protocol
 
 from agent.clock import Clock
+from agent.media.liveness import CaptureLiveness
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,8 @@ class CapturePipeline(ABC):
         """Index of the next segment to open in the current recording."""
         self._open_faults: set[FaultKind] = set()
         """Faults reported with ``on_fault`` and not yet followed by ``on_resume``."""
+        self.liveness = CaptureLiveness()
+        """Beaten by the capture thread; a stall withholds the systemd watchdog ping."""
 
     @abstractmethod
     def start(self) -> None:

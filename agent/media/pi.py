@@ -1,5 +1,15 @@
 """Raspberry Pi capture: picamera2 (camera + H.264 + audio through PyAV) and PyAudio (speaker).
 
+picamera2 is reached only through :mod:`agent.media.picamera2_shim` (version check, the private
+fields); ``camera="fake"`` runs this same code on :mod:`agent.media.fake_picamera2` (real
+H.264/AAC from a synthetic sensor), which is how every test run exercises this module. The
+board decides the encoder (:mod:`agent.media.pimodel`: libx264 on a Pi 5, the V4L2 block
+elsewhere) and caps the frame rate. Every frame gets the local time and device id burned in by
+``pre_callback`` (:mod:`agent.media.overlay`); gaps in the frames' sensor timestamps are counted
+as dropped frames per segment (:mod:`agent.media.frames`). The microphone is opened by ALSA
+card name and the speaker by device name (:mod:`agent.media.alsa`); speech and tones are
+resampled to the speaker's rate.
+
 Pipeline per "generation" (one encoder's life)::
 
     H264Encoder (+ audio: ALSA -> AAC)
@@ -34,12 +44,16 @@ import logging
 import math
 import threading
 import time
+import zoneinfo
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from agent.clock import Clock
-from agent.media.audio import SILENCE_DBFS, float_frame_dbfs
+from agent.media import picamera2_shim as shim
+from agent.media.alsa import capture_device, choose_output_device
+from agent.media.audio import SILENCE_DBFS, float_frame_dbfs, resample_s16le
 from agent.media.base import (
     CaptureDeviceError,
     CaptureHealth,
@@ -51,6 +65,9 @@ from agent.media.base import (
     check_pcm,
     fire_events,
 )
+from agent.media.frames import dropped_between
+from agent.media.overlay import Overlay
+from agent.media.pimodel import MODEL_PATH, EncoderPlan, effective_fps, plan_for, read_model
 from agent.media.segments import MPEGTS_OPTIONS, fsync_fileobj
 from agent.media.watchdog import FrameWatchdog, WatchdogEvent
 
@@ -77,6 +94,8 @@ class _SegmentState:
     """Segment 0 only: sensor time of the press, to compute the pre-event span."""
     pre_event_us: int = 0
     frames: int = 0
+    dropped: int = 0
+    """Frames missing between delivered ones (gaps in the sensor timestamps)."""
     first_ts_us: int | None = None
     last_ts_us: int | None = None
     has_audio: bool = False
@@ -92,6 +111,12 @@ class _Generation:
     circular: Any
     tap: Any
     audio: bool
+    audio_channels: int | None = None
+    """Channels of the AAC stream the encoder really made (read back through the shim)."""
+    audio_cutoff_us: int | None = None
+    """With ``pre_event_audio`` off: audio older than this (encoder time) is dropped; None
+    drops all audio (not recording)."""
+    last_video_ts_us: int | None = None
     first_abs_us: int | None = None
     splitter: Any = None
     segment: _SegmentState | None = None
@@ -115,12 +140,19 @@ class PiCapture(CapturePipeline):
         bitrate_bps: int = 4_000_000,
         keyframe_interval_s: float = 1.0,
         audio: bool = True,
-        audio_device: str = "default",
+        audio_card: str = "",
+        audio_device: str = "",
         audio_input_format: str = "alsa",
         audio_sample_rate_hz: int = 48000,
+        audio_channels: int = 1,
+        speaker_device: str = "",
         speaker_device_index: int | None = None,
+        speaker_rate_hz: int = 48000,
         watchdog_timeout_s: float = 2.0,
         camera_index: int = 0,
+        camera: str = "picamera2",
+        timezone: str = "",
+        model_path: Path = MODEL_PATH,
         device_id: str = "",
     ) -> None:
         super().__init__(
@@ -136,16 +168,30 @@ class PiCapture(CapturePipeline):
         self.bitrate_bps = bitrate_bps
         self.keyframe_interval_s = keyframe_interval_s
         self.audio_wanted = audio
+        self.audio_card = audio_card
         self.audio_device = audio_device
         self.audio_input_format = audio_input_format
         self.audio_sample_rate_hz = audio_sample_rate_hz
+        self.audio_channels = audio_channels
+        self.speaker_device = speaker_device
         self.speaker_device_index = speaker_device_index
+        self.speaker_rate_hz = speaker_rate_hz
         self.watchdog_timeout_s = watchdog_timeout_s
         self.camera_index = camera_index
+        self.camera = camera
+        self.tz: tzinfo | None = zoneinfo.ZoneInfo(timezone) if timezone else None
+        self.model_path = model_path
         self.device_id = device_id
+        self.plan: EncoderPlan = plan_for("")
+        self._mic_problem = ""
+        """Why there is no microphone at all (no card configured, card absent), or ""."""
+        self._overlay = Overlay(width, height, device_id, self.tz)
+        self._overlay_error = False
+        self._stride = width
 
         self._picam2: Any = None
-        self._modules: dict[str, Any] = {}
+        self._modules: shim.Picamera2Modules | None = None
+        self._classes: dict[str, Any] = {}
         self._gen: _Generation | None = None
         self._camera_wd = FrameWatchdog("camera", watchdog_timeout_s)
         self._mic_wd = FrameWatchdog("microphone", watchdog_timeout_s)
@@ -177,10 +223,12 @@ class PiCapture(CapturePipeline):
     def start(self) -> None:
         with self._lock:
             self._refuse_start_while_running()
-            self._import_picamera2()
-            picamera2 = self._modules["picamera2"]
+            modules = self._import_picamera2()
+            self.plan = plan_for(read_model(self.model_path))
+            self.fps = effective_fps(self.fps, self.plan)
+            self._resolve_microphone()
             try:
-                self._picam2 = picamera2.Picamera2(self.camera_index)
+                self._picam2 = modules.picamera2.Picamera2(self.camera_index)
                 self._configure_and_start_camera()
             except Exception as exc:
                 self._picam2 = None
@@ -191,7 +239,16 @@ class PiCapture(CapturePipeline):
             self._control = threading.Thread(target=self._control_loop, name="pi-capture")
             self._control.daemon = True
             self._control.start()
-        log.info("pi capture started: %dx%d@%d fps", self.width, self.height, self.fps)
+        log.info(
+            "pi capture started: %s, %dx%d@%d fps, %s H.264, picamera2 %s%s",
+            self.plan.model,
+            self.width,
+            self.height,
+            self.fps,
+            "software (libx264)" if self.plan.software_h264 else "hardware",
+            ".".join(map(str, modules.version)),
+            " (fake camera)" if modules.fake else "",
+        )
 
     def stop(self) -> None:
         if self.recording:
@@ -226,6 +283,9 @@ class PiCapture(CapturePipeline):
             if self._gen is None or self._camera_wd.failed:
                 self._camera_down_at_start(events)
             else:
+                # Audio from before the press stays out (by timestamp) unless pre_event_audio.
+                last = self._gen.last_video_ts_us
+                self._gen.audio_cutoff_us = last if last is not None else 0
                 # On failure a storage fault is reported and the control loop retries.
                 self._open_segment_on(self._gen, events, resume=[])
         fire_events(events)
@@ -252,39 +312,57 @@ class PiCapture(CapturePipeline):
             raise CaptureDeviceError("speaker", "PyAudio is not installed") from exc
         if self._pyaudio is None:
             self._pyaudio = pyaudio.PyAudio()
+        index = self._speaker_index()
+        # espeak-ng speaks at 22.05 kHz, the tones are 16 kHz: the speaker runs at its own rate.
+        pcm = resample_s16le(pcm_s16le, sample_rate_hz, channels, self.speaker_rate_hz, 1)
         try:
             stream = self._pyaudio.open(
                 format=pyaudio.paInt16,
-                channels=channels,
-                rate=sample_rate_hz,
+                channels=1,
+                rate=self.speaker_rate_hz,
                 output=True,
-                output_device_index=self.speaker_device_index,
+                output_device_index=index,
             )
         except OSError as exc:
             raise CaptureDeviceError("speaker", f"cannot open output: {exc}") from exc
         try:
-            stream.write(pcm_s16le)  # blocks until the last buffer is queued
+            stream.write(pcm)  # blocks until the last buffer is queued
             # Wait for what is still in the device's buffer to be heard.
             time.sleep(max(0.0, stream.get_output_latency()))
         finally:
             stream.stop_stream()
             stream.close()
 
+    def _speaker_index(self) -> int | None:
+        """The speaker by name (indexes change between boots); None: the default output."""
+        if not self.speaker_device:
+            return self.speaker_device_index
+        pa = self._pyaudio
+        devices = [pa.get_device_info_by_index(i) for i in range(pa.get_device_count())]
+        return choose_output_device(devices, self.speaker_device).index
+
     # ------------------------------------------------------------------ picamera2 plumbing
 
-    def _import_picamera2(self) -> None:
-        if self._modules:
+    def _import_picamera2(self) -> shim.Picamera2Modules:
+        if self._modules is None:
+            modules = shim.load(fake=self.camera == "fake")
+            self._classes = _define_outputs(modules.outputs.Output, modules.outputs.PyavOutput)
+            self._modules = modules
+        return self._modules
+
+    def _resolve_microphone(self) -> None:
+        """The capture PCM from the configuration: a named card (``plughw:CARD=...``) or an
+        explicit device; without either there is no microphone, and the check says so."""
+        self._mic_problem = ""
+        if not self.audio_wanted or self.audio_device:
+            return
+        if not self.audio_card:
+            self._mic_problem = "no microphone configured ([capture] audio_card)"
             return
         try:
-            import picamera2
-            import picamera2.encoders as encoders
-            import picamera2.outputs as outputs
-        except ImportError as exc:
-            raise CaptureDeviceError(
-                "camera", f"picamera2 is not importable ({exc}); the Pi backend needs a Pi"
-            ) from exc
-        self._modules = {"picamera2": picamera2, "encoders": encoders, "outputs": outputs}
-        self._classes = _define_outputs(outputs.Output, outputs.PyavOutput)
+            self.audio_device = capture_device(self.audio_card)
+        except CaptureDeviceError as exc:
+            self._mic_problem = str(exc)
 
     def _configure_and_start_camera(self) -> None:
         picam2 = self._picam2
@@ -294,30 +372,54 @@ class PiCapture(CapturePipeline):
             controls={"FrameDurationLimits": (frame_us, frame_us)},
         )
         picam2.configure(config)
+        self._stride = int(picam2.camera_configuration()["main"]["stride"])
+        picam2.pre_callback = self._pre_callback
         picam2.start()
 
+    def _pre_callback(self, request: Any) -> None:
+        """Camera thread, every frame before the encoder: burn in local time and device id."""
+        try:
+            assert self._modules is not None
+            with self._modules.request.MappedArray(request, "main") as mapped:
+                luma = memoryview(mapped.array).cast("B")
+                self._overlay.burn(luma, self._stride, self.clock.utc_now())
+        except Exception as exc:
+            if not self._overlay_error:
+                log.error("overlay failed (frames go out without it): %s", exc)
+                self._overlay_error = True
+
     def _make_encoder(self, audio: bool) -> Any:
-        encoders = self._modules["encoders"]
+        assert self._modules is not None
+        encoders = self._modules.encoders
         iperiod = max(1, round(self.keyframe_interval_s * self.fps))
-        encoder = encoders.H264Encoder(bitrate=self.bitrate_bps, repeat=True, iperiod=iperiod)
+        # A Pi 5 has no H.264 block: libx264, told our frame rate (picamera2 assumes 30).
+        cls = encoders.LibavH264Encoder if self.plan.software_h264 else encoders.H264Encoder
+        encoder = cls(bitrate=self.bitrate_bps, repeat=True, iperiod=iperiod, framerate=self.fps)
+        if self.plan.software_h264:
+            encoder.threads = self.plan.threads
         encoder.audio = audio
         if audio:
             # Under systemd there is no PulseAudio session: read ALSA directly.
             encoder.audio_input = {"file": self.audio_device, "format": self.audio_input_format}
-            encoder.audio_output = {"codec_name": "aac", "rate": self.audio_sample_rate_hz}
+            encoder.audio_output = {
+                "codec_name": "aac",
+                "rate": self.audio_sample_rate_hz,
+                "layout": "stereo" if self.audio_channels == 2 else "mono",
+            }
         return encoder
 
     def _start_generation(self, recording_output: Any) -> None:
         """Start a new encoder + circular buffer (pre-event sized) feeding from the camera."""
         del recording_output  # segments are attached later by _open_segment_on
-        audio = self.audio_wanted and not self._mic_wd.failed
+        audio = self.audio_wanted and not self._mic_wd.failed and not self._mic_problem
         if audio and not self._microphone_opens():
             # Checked first: picamera2 opens the audio input only after starting the video
             # encoder, and a failure there leaves that encoder running.
             log.error("microphone %s cannot be opened; recording video only", self.audio_device)
             self._mic_wd.failed = True
             audio = False
-        outputs = self._modules["outputs"]
+        assert self._modules is not None
+        outputs = self._modules.outputs
         # CircularOutput2 starts the file at the oldest keyframe younger than its buffer: one
         # keyframe interval more guarantees at least pre_event_s.
         buffer_ms = max(
@@ -328,6 +430,8 @@ class PiCapture(CapturePipeline):
         tap = self._classes["tap"](self, circular)
         encoder = self._make_encoder(audio)
         gen = _Generation(encoder=encoder, circular=circular, tap=tap, audio=audio)
+        # While recording, every audio packet of a new encoder is inside the recording.
+        gen.audio_cutoff_us = 0 if self._sink is not None else None
         tap.generation = gen
         now_ns = self.clock.monotonic_ns()
         self._camera_wd.arm(now_ns)
@@ -335,6 +439,7 @@ class PiCapture(CapturePipeline):
             self._mic_wd.arm(now_ns)
         self._sensor_to_mono_us = None
         self._picam2.start_encoder(encoder, tap)
+        gen.audio_channels = shim.audio_output_channels(encoder) if audio else None
         self._gen = gen
 
     def _stop_generation(self) -> None:
@@ -372,7 +477,8 @@ class PiCapture(CapturePipeline):
         if self._origin_abs_us is None:
             state.press_abs_us = self._last_frame_abs_us
         output = self._classes["segment"](self, fileobj, state)
-        gen.splitter = self._modules["outputs"].SplittableOutput(output=output)
+        assert self._modules is not None
+        gen.splitter = self._modules.outputs.SplittableOutput(output=output)
         gen.output = output
         gen.segment = state
         gen.circular.open_output(gen.splitter)
@@ -388,10 +494,10 @@ class PiCapture(CapturePipeline):
         """Place a new file on the recording's timeline (encoder thread; takes no lock).
 
         CircularOutput2 rebases timestamps so the first keyframe it writes is 0; it keeps that
-        offset in ``_time_offset`` (read from its source; there is no public accessor).
+        offset in ``_time_offset`` (read through the shim; no public accessor).
         """
         gen = state.generation
-        offset_us = getattr(gen.circular, "_time_offset", 0) or 0
+        offset_us = shim.circular_time_offset(gen.circular)
         file0_abs_us = (gen.first_abs_us or 0) + offset_us
         if self._origin_abs_us is None:
             self._origin_abs_us = file0_abs_us
@@ -440,7 +546,7 @@ class PiCapture(CapturePipeline):
         if not done.wait(3 * self.keyframe_interval_s + 1.0):
             log.error("no keyframe for the split to segment %d; treating as a camera stall", index)
             # Release split_output's wait (picamera2 has no timeout of its own).
-            getattr(gen.splitter, "_split_done", threading.Event()).set()
+            shim.release_split(gen.splitter)
             output.stop()
             self._camera_wd.failed = False
             self._camera_wd.last_feed_ns = 0  # the next check reports FAILED
@@ -479,6 +585,7 @@ class PiCapture(CapturePipeline):
             first = state.first_ts_us if state.first_ts_us is not None else 0
             last = state.last_ts_us if state.last_ts_us is not None else first - frame_us
             frames = state.frames
+            dropped = state.dropped
             has_audio = state.has_audio
         start_us = state.base_us + first
         end_us = state.base_us + last + frame_us
@@ -490,12 +597,16 @@ class PiCapture(CapturePipeline):
             utc_start=self._utc_of_abs(origin + start_us),
             utc_end=self._utc_of_abs(origin + end_us),
             frames=frames,
-            dropped_frames=0,
+            dropped_frames=dropped,
             pre_event_us=state.pre_event_us,
             size_bytes=_size_of(state.fileobj),
             video={"codec": "h264", "width": self.width, "height": self.height, "fps": self.fps},
             audio=(
-                {"codec": "aac", "sample_rate": self.audio_sample_rate_hz, "channels": 1}
+                {
+                    "codec": "aac",
+                    "sample_rate": self.audio_sample_rate_hz,
+                    "channels": state.generation.audio_channels or self.audio_channels,
+                }
                 if has_audio
                 else None
             ),
@@ -512,6 +623,7 @@ class PiCapture(CapturePipeline):
 
     def _control_loop(self) -> None:
         while not self._stop_event.wait(CONTROL_PERIOD_S):
+            self.liveness.beat()
             try:
                 self._control_tick()
             except Exception:
@@ -648,6 +760,7 @@ class PiCapture(CapturePipeline):
             # CircularOutput2 treats timestamp 0 as "flush everything" and so discards the
             # encoder's first keyframe; ask for another at once instead of losing a whole GOP.
             gen.encoder.force_key_frame()
+        gen.last_video_ts_us = encoder_ts_us
         if self._start_abs_us is None:
             self._start_abs_us = abs_us
         self._last_frame_abs_us = abs_us
@@ -708,6 +821,8 @@ class PiCapture(CapturePipeline):
             mic_detail = f"{self.audio_device}: level {level:.1f} dBFS"
         elif not self.audio_wanted:
             mic_detail = "audio disabled in configuration"
+        elif self._mic_problem:
+            mic_detail = self._mic_problem
         elif not levels:
             mic_detail = f"{self.audio_device}: no audio received"
         else:
@@ -752,7 +867,7 @@ def _define_outputs(output_base: Any, pyav_output: Any) -> dict[str, Any]:
             self.circular.stop()
 
         def _add_stream(self, encoder_stream: Any, codec_name: Any, **kwargs: Any) -> None:
-            self.circular._add_stream(encoder_stream, codec_name, **kwargs)
+            shim.forward_stream(self.circular, encoder_stream, codec_name, **kwargs)
 
         def outputframe(
             self,
@@ -768,8 +883,12 @@ def _define_outputs(output_base: Any, pyav_output: Any) -> dict[str, Any]:
                     self.capture._on_audio(packet)
                 else:
                     self.capture._on_video(gen, timestamp)
-            if audio and not (self.capture.pre_event_audio or self.capture.recording):
-                return
+            if audio and not self.capture.pre_event_audio:
+                # Sound from before the press stays out, decided by its timestamp (packets
+                # arrive late: the encoder's latency would otherwise let some slip in).
+                cutoff = gen.audio_cutoff_us if gen is not None else None
+                if cutoff is None or timestamp is None or timestamp < cutoff:
+                    return
             self.circular.outputframe(frame, keyframe, timestamp, packet, audio)
 
     class SegmentOutput(pyav_output):
@@ -806,6 +925,10 @@ def _define_outputs(output_base: Any, pyav_output: Any) -> dict[str, Any]:
                 state.frames += 1
                 if state.first_ts_us is None:
                     state.first_ts_us = timestamp
+                elif state.last_ts_us is not None:
+                    state.dropped += dropped_between(
+                        state.last_ts_us, timestamp, 1e6 / self.capture.fps
+                    )
                 state.last_ts_us = timestamp
 
     return {"tap": Tap, "segment": SegmentOutput}

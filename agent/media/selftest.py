@@ -176,6 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=12.0, help="recording length")
     parser.add_argument("--segment-seconds", type=float, default=5.0)
     parser.add_argument("--fast", action="store_true", help="simulated backend: not realtime")
+    parser.add_argument("--audio-card", default="", help="pi: microphone ALSA card id")
+    parser.add_argument("--audio-device", default="", help="pi: explicit capture PCM instead")
+    parser.add_argument("--audio-format", default="alsa", help="pi: PyAV input format")
+    parser.add_argument("--speaker", default="", help="pi: speaker by (part of) its name")
+    parser.add_argument("--fake-camera", action="store_true", help="pi: the fake Picamera2")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -185,6 +190,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     options: dict[str, object] = {"segment_duration_s": args.segment_seconds, "pre_event_s": 2.0}
     if args.backend == "simulated":
         options["realtime"] = not args.fast
+    else:
+        options.update(
+            audio_card=args.audio_card,
+            audio_device=args.audio_device,
+            audio_input_format=args.audio_format,
+            speaker_device=args.speaker,
+            camera="fake" if args.fake_camera else "picamera2",
+        )
     clock = _clock_for(args.backend, not args.fast)
     try:
         capture = create_capture(args.backend, clock, **options)

@@ -433,6 +433,7 @@ class SimulatedCapture(CapturePipeline):
         """Realtime capture thread."""
         frame_ns = 10**9 / self.fps
         while not self._stop_event.is_set():
+            self.liveness.beat()
             n = self._next_frame
             deadline_ns = self._mono0_ns + round(n * frame_ns)
             self._pace(deadline_ns)
