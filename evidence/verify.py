@@ -204,7 +204,9 @@ def _list_devices(tree: Tree, report: Report) -> list[str]:
     devices = []
     for entry in entries:
         rel = f"{layout.DEVICES}/{entry.name}"
-        if entry.kind != "dir":
+        if entry.kind == "file":
+            report.notes.append(f"{rel}: a file, not a device directory: ignored")
+        elif entry.kind != "dir":
             report.violations.append(
                 Violation(
                     K.UNSAFE_PATH, None, None, rel, f"is {entry.kind}, not a device directory"
