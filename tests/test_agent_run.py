@@ -17,7 +17,7 @@ import pytest
 from evidence import layout
 from evidence.records import Record, RecordType
 from evidence.verify import verify_tree
-from tests.support.agent import written_records
+from tests.support.agent import largest_unsealed_part, written_records
 
 
 def _config(tmp_path: Path) -> Path:
@@ -116,8 +116,8 @@ def _has_marker(spool: Path) -> bool:
 
 
 def _part_with_data(spool: Path) -> bool:
-    """A segment being recorded has reached the card (the pipeline syncs about every second)."""
-    return any(p.stat().st_size > 0 for p in (spool / "state" / "parts").glob("*.part"))
+    """The segment being recorded has reached the card (the pipeline syncs about every second)."""
+    return largest_unsealed_part(spool) > 0
 
 
 def _send(fifo: Path, command: str) -> None:
@@ -149,8 +149,8 @@ def test_run_crash_restart_resumes_and_sigterm_closes_cleanly(tmp_path: Path) ->
         assert first_notify.wait_for("STATUS=recording", 30), log.read_text()[-2000:]
         _send(fifo, "mark")
         _wait_until(lambda: _has_marker(spool))
-        _wait_until(lambda: _part_with_data(spool))
         assert first_notify.wait_count("WATCHDOG=1", 2, 30), first_notify.messages
+        _wait_until(lambda: _part_with_data(spool))  # something for recovery to seal
         first.kill()  # SIGKILL: no chance to seal
         first.wait(10)
         first_notify.drain()

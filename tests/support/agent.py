@@ -50,7 +50,7 @@ def _bytes_per_media_s(spool: Path) -> float | None:
     return None
 
 
-def _largest_unsealed_part(spool: Path) -> int:
+def largest_unsealed_part(spool: Path) -> int:
     """Size of the largest part file whose segment has no record yet (a sealed segment's part
     stays until its rename, which a kill can interrupt)."""
     sealed = {
@@ -85,7 +85,7 @@ def kill_mid_segment(spool: Path, config: Path, logs: Path, *, into_s: float = 2
             assert time.monotonic() < deadline and proc.poll() is None, "no segment sealed"
             time.sleep(0.01)
             rate = _bytes_per_media_s(spool)
-        while _largest_unsealed_part(spool) < into_s * rate:
+        while largest_unsealed_part(spool) < into_s * rate:
             assert time.monotonic() < deadline and proc.poll() is None, "the part never grew"
             time.sleep(0.01)
         killed_at = datetime.now(UTC)
