@@ -1,11 +1,13 @@
 """Fault counts during dock uploads: SIGKILL the uplink, the receiver or the broker at random
 moments, many times; then let the upload finish and count what was lost or stored twice.
 
-One dock (real Mosquitto with the provisioned mutual-TLS config, the real receiver), one enrolled
-device with a spool of random segments. Each round (``--kills``) kills the chosen ``--target``
-a random time (seeded, uniform in ``[--min-s, --max-s]``) into a running upload:
+One dock (real Mosquitto with the provisioned mutual-TLS config, the real receiver), an enrolled
+device with a spool of random segments (another one docks whenever an upload finished before
+all kills were done, so every kill hits an upload in progress). Each round (``--kills``) kills
+the chosen ``--target`` a random time (seeded, uniform in ``[--min-s, --max-s]``) into a running
+upload:
 
-* ``uplink``: ``python -m agent.uplink`` is SIGKILLed and started again next round;
+* ``uplink``: ``python -m agent.uplink`` is SIGKILLed and started again at once;
 * ``receiver``: the receiver process is SIGKILLed and restarted at once (the uplink runs on);
 * ``broker``: Mosquitto is SIGKILLed and restarted (the uplink and receiver reconnect).
 
@@ -41,14 +43,13 @@ from bench_upload import build_spool  # noqa: E402
 
 from tests.support.dock import Dock, running_dock  # noqa: E402
 
-DEVICE = "FAULT-01"
 TARGETS = ("uplink", "receiver", "broker")
 
 
-def _uplink(dock: Dock, spool: Path, timeout_s: float) -> subprocess.Popen[bytes]:
+def _uplink(dock: Dock, device: str, spool: Path, timeout_s: float) -> subprocess.Popen[bytes]:
     cmd = [
-        sys.executable, "-m", "agent.uplink", "--spool", str(spool), "--device", DEVICE,
-        *dock.uplink_args(DEVICE), "--until-done", "--timeout-s", str(timeout_s),
+        sys.executable, "-m", "agent.uplink", "--spool", str(spool), "--device", device,
+        *dock.uplink_args(device), "--until-done", "--timeout-s", str(timeout_s),
         "--receipt-timeout-s", "3", "--json", "--quiet",
     ]  # fmt: skip
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -78,21 +79,49 @@ def _reverify(dock: Dock) -> Any:
     return dock.cli_json("reverify")
 
 
+class _Devices:
+    """The devices of one run: a new one (own identity, key, chain, spool) joins whenever the
+    upload finished before every kill was done, so each kill hits an upload in progress."""
+
+    def __init__(self, dock: Dock, work: Path, args: argparse.Namespace) -> None:
+        self.dock, self.work, self.args = dock, work, args
+        self.spools: list[tuple[str, Path]] = []
+        self.media = self.records = self.sent = 0
+
+    def add(self) -> tuple[str, Path]:
+        device = f"FAULT-{len(self.spools):02d}"
+        spool = self.work / f"spool-{device}"
+        args = self.args
+        key, files = build_spool(spool, args.segments, args.segment_mib << 20, device=device)
+        self.dock.enrol(device, key)
+        self.media += sum(f.stat().st_size for f in files)
+        self.records += args.segments + 2
+        self.spools.append((device, spool))
+        return device, spool
+
+    def receipted(self) -> set[str]:
+        return {h for _, spool in self.spools for h in _receipted(spool)}
+
+    def finish(self, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+        out, _ = proc.communicate(timeout=self.args.timeout_s + 60)
+        result: dict[str, Any] = json.loads(out or b"{}")
+        self.sent += int(result.get("bytes_sent", 0))
+        return result
+
+
 def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     with running_dock(work / "dock") as dock:
-        spool = work / "spool"
-        key, files = build_spool(spool, args.segments, args.segment_mib << 20, device=DEVICE)
-        dock.enrol(DEVICE, key)
-        media = sum(f.stat().st_size for f in files)
-        records = args.segments + 2
+        devices = _Devices(dock, work, args)
+        device, spool = devices.add()
         seen_receipted: set[str] = set()
-        sent = 0
         kills = 0
-        uplink = _uplink(dock, spool, args.timeout_s)
-        for _ in range(args.kills):
-            if uplink.poll() is not None:  # finished before the kill: nothing left to hit
-                break
+        uplink = _uplink(dock, device, spool, args.timeout_s)
+        while kills < args.kills:
+            if uplink.poll() is not None:  # finished: the next device docks
+                devices.finish(uplink)
+                device, spool = devices.add()
+                uplink = _uplink(dock, device, spool, args.timeout_s)
             time.sleep(rng.uniform(args.min_s, args.max_s))
             if args.target == "uplink":
                 os.kill(uplink.pid, signal.SIGKILL)
@@ -103,28 +132,28 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
             else:
                 dock.broker.restart(hard=True)
             kills += 1
-            seen_receipted |= _receipted(spool)
+            seen_receipted |= devices.receipted()
             if args.target == "uplink":
-                uplink = _uplink(dock, spool, args.timeout_s)
-        out, _ = uplink.communicate(timeout=args.timeout_s + 60)
-        if args.target != "uplink":
-            sent += int(json.loads(out or b"{}").get("bytes_sent", 0))
-        final = _uplink(dock, spool, args.timeout_s)  # whatever is left, to the end
-        out, _ = final.communicate(timeout=args.timeout_s + 60)
-        result = json.loads(out or b"{}")
-        receipted = _receipted(spool)
+                uplink = _uplink(dock, device, spool, args.timeout_s)
+        devices.finish(uplink)
+        pending = 0
+        for device, spool in devices.spools:  # whatever is left, to the end
+            pending += int(devices.finish(_uplink(dock, device, spool, args.timeout_s))["pending"])
+        receipted = devices.receipted()
         stored, twice = _stored(dock)
         return {
             "target": args.target,
             "kills": kills,
-            "records": records,
-            "media_bytes": media,
+            "devices": len(devices.spools),
+            "records": devices.records,
+            "media_bytes": devices.media,
             "receipted_lost": len((seen_receipted | receipted) - stored),
             "stored_twice": twice,
-            "not_receipted": records - len(receipted),
-            "final_pending": result.get("pending"),
+            "not_receipted": devices.records - len(receipted),
+            "final_pending": pending,
             "reverify": _reverify(dock),
-            "bytes_sent_last_runs": sent + int(result.get("bytes_sent", 0)),
+            "bytes_sent": devices.sent,
+            "bytes_sent_note": "runs that were SIGKILLed do not report what they sent",
         }
 
 
@@ -132,7 +161,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--target", choices=TARGETS, default="uplink")
     p.add_argument("--kills", type=int, default=50)
-    p.add_argument("--segments", type=int, default=300)
+    p.add_argument("--segments", type=int, default=100, help="segments per device")
     p.add_argument("--segment-mib", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--min-s", type=float, default=0.3)

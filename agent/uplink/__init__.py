@@ -1,6 +1,8 @@
 """Dock upload: the agent side of the MQTT transfer to the receiver (see evidence.transfer).
 
-Public API: :func:`run_dock_upload`, :class:`UplinkConfig`, :class:`UploadResult`.
+Public API: :func:`run_dock_upload`, :class:`UplinkConfig`, :class:`UploadResult`. The upload's
+logic is :class:`agent.uplink.session.UplinkSession` (I/O-free: events in, publishes out, an
+injected clock); :mod:`agent.uplink.uploader` is its paho adapter.
 The uploader (and paho-mqtt) is imported on first use, so the recorder, which only reads
 :class:`UplinkConfig` through the agent's configuration, never loads it.
 """
