@@ -913,7 +913,7 @@ def _define_outputs(output_base: Any, pyav_output: Any) -> dict[str, Any]:
             audio: bool = False,
         ) -> None:
             super().outputframe(frame, keyframe, timestamp, packet, audio)
-            if self._container is None or timestamp is None:
+            if not shim.output_is_open(self) or timestamp is None:
                 return
             state = self.state
             if not audio and state.needs_base:
