@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 CIRCULAR_RECORDING_BUFFER_MS = 1
 """While recording: frames reach the segment at once (0 would make CircularOutput2 drop them)."""
 CONTROL_PERIOD_S = 0.1
+SPLIT_NEEDS_FRAMES_WITHIN_S = 0.3
+"""A split starts only if a frame arrived this recently (a few frame periods)."""
 MIC_RETRY_PERIOD_S = 5.0
 
 
@@ -663,7 +665,11 @@ class PiCapture(CapturePipeline):
             resume = sorted(self._open_faults & {FaultKind.CAMERA, FaultKind.STORAGE})
             self._open_segment_on(gen, events, resume)
             return
-        if now_ns >= self._next_split_ns and state is not None and state.frames > 0:
+        # No split while frames are not arriving: split_output would wait for a keyframe that
+        # does not come (blocking this thread past the no-frames watchdog); the watchdog's fault
+        # path closes the segment instead, and a due split happens once frames flow again.
+        flowing = self._camera_wd.silent_for_s(now_ns) < SPLIT_NEEDS_FRAMES_WITHIN_S
+        if now_ns >= self._next_split_ns and state is not None and state.frames > 0 and flowing:
             self._next_split_ns = now_ns + round(self.segment_duration_s * 1e9)
             self._split(gen)
             return
