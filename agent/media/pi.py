@@ -547,9 +547,17 @@ class PiCapture(CapturePipeline):
         threading.Thread(target=split, name="pi-split", daemon=True).start()
         if not done.wait(3 * self.keyframe_interval_s + 1.0):
             log.error("no keyframe for the split to segment %d; treating as a camera stall", index)
-            # Release split_output's wait (picamera2 has no timeout of its own).
+            # Release split_output's wait (picamera2 has no timeout of its own); it then stops
+            # the old output, so both files are complete.
             shim.release_split(gen.splitter)
+            done.wait(1.0)
             output.stop()
+            gen.circular.close_output()
+            # Both go through the sink in order: the old segment, then the new file, which got
+            # nothing (sealed with 0 frames: its index is used, nothing is left as a .part).
+            self._finish_segment(gen)
+            self._next_index = index + 1
+            self._close_segment(state)
             self._camera_wd.failed = False
             self._camera_wd.last_feed_ns = 0  # the next check reports FAILED
             return
