@@ -20,7 +20,7 @@ import pytest
 
 from agent.checks import Outcome, check_microphone
 from agent.clock import SystemClock
-from agent.media.base import SegmentStats
+from agent.media.base import FaultKind, SegmentStats
 from agent.media.fake_picamera2 import Picamera2
 from agent.media.inspect import read_segment
 from agent.media.overlay import Overlay
@@ -268,3 +268,35 @@ def test_no_microphone_configured_is_said_so(tmp_path: Path) -> None:
     finally:
         cap.stop()
     assert not health.microphone_ok and "audio_card" in health.microphone_detail
+
+
+def test_a_stalled_camera_is_a_fault_then_resumes(tmp_path: Path) -> None:
+    """The Pi backend's no-frames watchdog on the fake sensor: segment closed, CAMERA fault,
+    camera restarted until frames come back, a new segment and on_resume."""
+    cap = _capture(tmp_path, watchdog_timeout_s=1.0)
+    faults: list[tuple[FaultKind, str]] = []
+    resumed: list[FaultKind] = []
+    cap.on_fault = lambda kind, when, detail: faults.append((kind, detail))
+    cap.on_resume = lambda kind, when: resumed.append(kind)
+    sink = DirectorySink(tmp_path / "out")
+    cap.start()
+    try:
+        _wait(lambda: cap.media_time_us > 1.2e6)
+        cap.start_recording(sink)
+        _wait(lambda: cap.media_time_us > 2.5e6)
+        Picamera2.instances[-1].stall()
+        _wait(lambda: bool(faults))
+        for camera in list(Picamera2.instances):
+            camera.unstall()
+        _wait(lambda: bool(resumed))
+        _wait(lambda: len(sink.stats) >= 2)
+        cap.stop_recording()
+    finally:
+        cap.stop()
+    assert faults[0][0] == FaultKind.CAMERA and "no video frames" in faults[0][1]
+    assert resumed[0] == FaultKind.CAMERA
+    before, after = sink.stats[0], sink.stats[-1]
+    assert before.frames > 0 and after.frames > 0
+    assert after.utc_start >= before.utc_end  # the gap lies between them
+    for path in sink.paths:
+        assert read_segment(path).starts_with_keyframe

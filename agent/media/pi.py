@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 CIRCULAR_RECORDING_BUFFER_MS = 1
 """While recording: frames reach the segment at once (0 would make CircularOutput2 drop them)."""
 CONTROL_PERIOD_S = 0.1
+SPLIT_NEEDS_FRAMES_WITHIN_S = 0.3
+"""A split starts only if a frame arrived this recently (a few frame periods)."""
 MIC_RETRY_PERIOD_S = 5.0
 
 
@@ -545,9 +547,17 @@ class PiCapture(CapturePipeline):
         threading.Thread(target=split, name="pi-split", daemon=True).start()
         if not done.wait(3 * self.keyframe_interval_s + 1.0):
             log.error("no keyframe for the split to segment %d; treating as a camera stall", index)
-            # Release split_output's wait (picamera2 has no timeout of its own).
+            # Release split_output's wait (picamera2 has no timeout of its own); it then stops
+            # the old output, so both files are complete.
             shim.release_split(gen.splitter)
+            done.wait(1.0)
             output.stop()
+            gen.circular.close_output()
+            # Both go through the sink in order: the old segment, then the new file, which got
+            # nothing (sealed with 0 frames: its index is used, nothing is left as a .part).
+            self._finish_segment(gen)
+            self._next_index = index + 1
+            self._close_segment(state)
             self._camera_wd.failed = False
             self._camera_wd.last_feed_ns = 0  # the next check reports FAILED
             return
@@ -663,7 +673,11 @@ class PiCapture(CapturePipeline):
             resume = sorted(self._open_faults & {FaultKind.CAMERA, FaultKind.STORAGE})
             self._open_segment_on(gen, events, resume)
             return
-        if now_ns >= self._next_split_ns and state is not None and state.frames > 0:
+        # No split while frames are not arriving: split_output would wait for a keyframe that
+        # does not come (blocking this thread past the no-frames watchdog); the watchdog's fault
+        # path closes the segment instead, and a due split happens once frames flow again.
+        flowing = self._camera_wd.silent_for_s(now_ns) < SPLIT_NEEDS_FRAMES_WITHIN_S
+        if now_ns >= self._next_split_ns and state is not None and state.frames > 0 and flowing:
             self._next_split_ns = now_ns + round(self.segment_duration_s * 1e9)
             self._split(gen)
             return
@@ -913,7 +927,7 @@ def _define_outputs(output_base: Any, pyav_output: Any) -> dict[str, Any]:
             audio: bool = False,
         ) -> None:
             super().outputframe(frame, keyframe, timestamp, packet, audio)
-            if self._container is None or timestamp is None:
+            if not shim.output_is_open(self) or timestamp is None:
                 return
             state = self.state
             if not audio and state.needs_base:

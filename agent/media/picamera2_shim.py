@@ -1,6 +1,6 @@
 """The one place that touches picamera2's private fields, behind a version check.
 
-The Pi backend needs four things picamera2 (0.3.26 .. 0.3.36, read from its source) has no
+The Pi backend needs five things picamera2 (0.3.26 .. 0.3.36, read from its source) has no
 public API for:
 
 - ``CircularOutput2._time_offset``: the sensor time its first written keyframe was rebased to 0
@@ -10,7 +10,9 @@ public API for:
 - ``Output._add_stream``: how a wrapping output forwards the encoder's streams to the output it
   wraps (CircularOutput2 and SplittableOutput do the same internally);
 - ``Encoder._audio_output_stream``: the AAC stream the encoder created, whose channel layout is
-  what the file really contains.
+  what the file really contains;
+- ``PyavOutput._container``: None once a mux error closed the file (the frame was not written,
+  so it must not be counted).
 
 :func:`load` imports picamera2 (or the fake, :mod:`agent.media.fake_picamera2`), refuses a
 version without ``SplittableOutput`` (< 0.3.26) and warns about one newer than the newest
@@ -133,6 +135,11 @@ def release_split(splitter: Any) -> None:
 def forward_stream(output: Any, encoder_stream: Any, codec_name: Any, **kwargs: Any) -> None:
     """Tell a wrapped output about one of the encoder's streams."""
     _field(output, "_add_stream")(encoder_stream, codec_name, **kwargs)
+
+
+def output_is_open(output: Any) -> bool:
+    """Whether a PyavOutput still has its container (a mux error closes it)."""
+    return _field(output, "_container") is not None
 
 
 def audio_output_channels(encoder: Any) -> int | None:
