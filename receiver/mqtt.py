@@ -18,12 +18,15 @@ from receiver.config import BrokerConfig
 from receiver.errors import ConfigError
 
 
-def make_client(cfg: BrokerConfig) -> mqtt.Client:
+def make_client(cfg: BrokerConfig, *, manual_ack: bool = False) -> mqtt.Client:
+    """``manual_ack``: incoming QoS 1 messages are acknowledged by the caller (``ack``) once
+    handled, not by paho when the callback returns."""
     cfg.check_tls()
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=cfg.client_id,
         protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
     )
     if cfg.ca_file is not None:
         try:
