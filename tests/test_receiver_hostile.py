@@ -200,8 +200,13 @@ def test_signed_record_with_impossible_date_is_quarantined_not_stored(
     assert reports.case_view(ingest.store, ingest.conn, CASE)["sessions"]
     # a hello with an impossible clock, a 5,000-digit integer, JSON nested 100,000 deep
     caplog.set_level(logging.DEBUG)
-    hello = {"v": 1, "device_utc": "2026-02-30T25:61:00.000000Z", "pending_segments": 1,
-             "oldest_pending_utc": None, "head_seq": 1}  # fmt: skip
+    hello = {
+        "v": 1,
+        "device_utc": "2026-02-30T25:61:00.000000Z",
+        "pending_segments": 1,
+        "oldest_pending_utc": None,
+        "head_seq": 1,
+    }
     (clock,) = a.send("hello", wire.encode_json(hello))
     assert clock.topic.endswith("/clock")
     assert a.send("init", b'{"v":1,"record":{"seq":' + b"9" * 5000 + b"}}") == []
@@ -277,13 +282,24 @@ def test_trailing_newline_name_negative_counts_and_escape_sequences(
     seg = a.segment("s1", data, "a.ts")
     body = {**seg.body, "file": "a.ts\n"}
     renamed = Record.create(
-        type=RecordType.SEGMENT, device="BC-A", session="s1", seq=seg.seq, prev=seg.prev,
-        time=seg.time, public_key=a.key.public_key(), body=body,
-    ).sign(a.key)  # fmt: skip
+        type=RecordType.SEGMENT,
+        device="BC-A",
+        session="s1",
+        seq=seg.seq,
+        prev=seg.prev,
+        time=seg.time,
+        public_key=a.key.public_key(),
+        body=body,
+    ).sign(a.key)
     (r,) = receipts(a.init(renamed))
     assert r.status == "quarantined" and "not a safe name" in (r.reason or "")
-    hello = {"v": 1, "device_utc": a.clock.tick(0).utc, "pending_segments": -5,
-             "oldest_pending_utc": None, "head_seq": 1}  # fmt: skip
+    hello = {
+        "v": 1,
+        "device_utc": a.clock.tick(0).utc,
+        "pending_segments": -5,
+        "oldest_pending_utc": None,
+        "head_seq": 1,
+    }
     assert a.send("hello", wire.encode_json(hello)) == []
     pending = ingest.conn.execute("SELECT pending_segments FROM devices WHERE id = 'BC-A'")
     assert pending.fetchone()[0] != -5
