@@ -360,3 +360,27 @@ def test_import_refuses_symlinks_fifos_and_bad_records_and_goes_on(
     assert outcome["0000000098.json"] == "unreadable"
     assert outcome["BC-Z"] == "unreadable"
     assert not ingest.store.has_object(digest_file(outside).sha256)
+
+
+# -- issue 14 item 3: the window granted per device shares out the broker's queue ------------
+def test_windows_granted_to_docked_devices_fit_the_broker_queue(
+    ingest: Ingest, tmp_path: Path
+) -> None:
+    ingest.limits.broker_queue_bytes = 64 * 1024**2
+    ingest.limits.broker_queue_messages = 1000
+    devices = [Device(ingest, tmp_path / f"d{i}", f"BC-{i}") for i in range(10)]
+    granted: dict[str, tuple[int, int]] = {}
+    for dev in devices:
+        hello = {
+            "v": 1,
+            "device_utc": dev.clock.tick(0).utc,
+            "pending_segments": 0,
+            "oldest_pending_utc": None,
+            "head_seq": None,
+        }
+        (clock,) = dev.send("hello", wire.encode_json(hello))
+        reply = json.loads(clock.payload)
+        granted[dev.name] = (reply["window_bytes"], reply["window_messages"])
+    last = granted["BC-9"]
+    assert last[0] * len(devices) <= 64 * 1024**2 and last[1] * len(devices) <= 1000
+    assert granted["BC-0"][0] >= last[0]  # the first alone got more

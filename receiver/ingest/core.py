@@ -53,7 +53,7 @@ from receiver.cases import CaseBook
 from receiver.errors import ConflictError, ReceiverError, StoreError
 from receiver.ingest import messages as m
 from receiver.ingest.admission import CONTINUES, Admission, Outgoing, need
-from receiver.ingest.limits import Clock, Limits, LogLimiter
+from receiver.ingest.limits import Clock, Limits, LogLimiter, grant_window
 from receiver.ingest.reassembly import Reassembly, Transfer
 from receiver.store import EvidenceStore
 from receiver.store.records import MediaRef
@@ -118,6 +118,8 @@ class Ingest:
         #: per device: records verified but waiting for their predecessor, by record hash
         self.parked: dict[str, dict[str, Parked]] = {}
         self.stats = IngestStats()
+        #: devices that said hello recently (clock time): the windows granted share the broker
+        self.docked: dict[str, float] = {}
         #: clock time the message being processed arrived (None when idle); the service
         #: stops petting the systemd watchdog when one message takes too long
         self.busy_since: float | None = None
@@ -217,11 +219,21 @@ class Ingest:
             oldest_pending_utc=hello.oldest_pending_utc,
             report=True,
         )
+        # the window this device may keep in flight: the broker's queue shared by the devices
+        # docked now (seen within the transfer timeout)
+        seen = self.clock()
+        self.docked[device] = seen
+        horizon = seen - self.limits.transfer_timeout_s
+        for other in [d for d, t in self.docked.items() if t < horizon]:
+            del self.docked[other]
+        window_bytes, window_messages = grant_window(self.limits, len(self.docked))
         reply = {
             "v": wire.PROTOCOL_VERSION,
             "receiver_utc": format_utc(now),
             "echo_device_utc": hello.device_utc,
             "receiver": self.receiver_id,
+            "window_bytes": window_bytes,
+            "window_messages": window_messages,
         }
         return [Outgoing(wire.down_topic(device, wire.DOWN_CLOCK), wire.encode_json(reply))]
 

@@ -49,6 +49,22 @@ class Limits:
     queue_bytes: int = 256 * 1024**2
     #: log lines per device and cause per minute (then one summary of what was suppressed)
     log_lines_per_minute: int = 10
+    #: what the broker may queue for the receiver (keep below Mosquitto's max_queued_bytes /
+    #: max_queued_messages, 512 MiB / 10,000 as provisioned): shared out as per-device windows
+    broker_queue_bytes: int = 256 * 1024**2
+    broker_queue_messages: int = 5000
+    #: the window granted to one device never exceeds this, nor goes below the minimum
+    device_window_bytes: int = 16 * 1024**2
+    min_window_bytes: int = 1024**2
+
+
+def grant_window(limits: Limits, active_devices: int) -> tuple[int, int]:
+    """(bytes, messages) one device may have unreceipted in flight when ``active_devices`` dock
+    at once: the broker's queue limits shared out, so the sum of the windows fits in them."""
+    n = max(1, active_devices)
+    window = min(limits.device_window_bytes, limits.broker_queue_bytes // n)
+    messages = max(8, limits.broker_queue_messages // n)
+    return max(limits.min_window_bytes, window), messages
 
 
 @dataclass
