@@ -270,6 +270,10 @@ def test_waiting_records_are_bounded_and_stored_when_the_gap_fills(
     far = [_forged(a, seq=100 + i, prev="cd" * 32, session="s1") for i in range(3)]
     answers = [a.upload(r) for r in far]
     assert answers[:2] == [[], []] and needs(answers[2])[0]["what"] == wire.NEED_LATER
+    # waiting records expire like idle transfers
+    assert ingest.expire() == 0
+    ingest.limits.transfer_timeout_s = -1.0
+    assert ingest.expire() == 2 and not ingest.parked
 
 
 # -- finding 7: names matched in full, negative counts refused, escaped terminal output ------

@@ -86,6 +86,7 @@ class Parked:
     file_name: str | None = None
     digest: FileDigest | None = None
     temp: Path | None = None
+    since: float = 0.0
 
 
 class Ingest:
@@ -313,8 +314,19 @@ class Ingest:
                 self.reassembly.drop(tr)
 
     def expire(self) -> int:
-        """Drop transfers idle for longer than the timeout (their temp files go too)."""
-        return self.reassembly.expire_idle()
+        """Drop transfers idle for longer than the timeout, and records waiting that long for
+        their predecessor (their temp files go too; the devices still hold them)."""
+        dropped = self.reassembly.expire_idle()
+        limit = self.clock() - self.limits.transfer_timeout_s
+        for device, mine in list(self.parked.items()):
+            for h, item in list(mine.items()):
+                if item.since < limit:
+                    del mine[h]
+                    self._discard(item)
+                    dropped += 1
+            if not mine:
+                del self.parked[device]
+        return dropped
 
     # -- chunk -----------------------------------------------------------------------------
     def _on_chunk(self, device: str, chunk: wire.Chunk) -> list[Outgoing]:
@@ -380,6 +392,7 @@ class Ingest:
                 " already waiting"
             )
             return [self.admission.defer(record, item.record_hash, reason)]
+        item.since = self.clock()
         mine[item.record_hash] = item
         log.debug("%s seq %d waits for seq %d", record.device, record.seq, record.seq - 1)
         return []
