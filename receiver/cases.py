@@ -189,7 +189,8 @@ class CaseBook:
         # sessions that arrived before the case existed but name it are filed now
         for row in self.conn.execute(
             "SELECT r.session, r.device, r.body FROM records r LEFT JOIN filings f "
-            "ON f.session = r.session WHERE r.type = 'session-open' AND f.session IS NULL"
+            "ON f.session = r.session AND f.device = r.device "
+            "WHERE r.type = 'session-open' AND f.session IS NULL"
         ).fetchall():
             if _case_of_open_body(row["body"]) == number:
                 self._file(row["session"], row["device"], number, FILED_BY_ASSIGNMENT)
@@ -309,17 +310,27 @@ class CaseBook:
         self._file(session, device, number, FILED_BY_ASSIGNMENT)
         return number
 
-    def file_session(self, session: str, case: str, *, move: bool = False) -> str | None:
+    def file_session(
+        self, session: str, case: str, *, move: bool = False, device: str | None = None
+    ) -> str | None:
         """A clerk files an inbox session against a case. A session already filed elsewhere is
         moved only with ``move`` (the move is logged and kept in ``filing_moves``); returns the
         case it was in before, if any."""
         self.require(case)
-        row = self.conn.execute(
-            "SELECT device FROM records WHERE session = ? LIMIT 1", (session,)
-        ).fetchone()
-        if row is None:
+        # a session is (device, id): ids are chosen by devices, so two may share one
+        owners = [
+            r["device"]
+            for r in self.conn.execute(
+                "SELECT DISTINCT device FROM records WHERE session = ?", (session,)
+            )
+            if device is None or r["device"] == device
+        ]
+        if not owners:
             raise NotFoundError("session", session)
-        current = self.filing(session)
+        if len(owners) > 1:
+            raise ConflictError(f"session id {session} is used by devices {', '.join(owners)}")
+        row = {"device": owners[0]}
+        current = self.filing(session, owners[0])
         if current is not None and current[0] == case:
             return case
         if current is not None and not move:
@@ -329,7 +340,9 @@ class CaseBook:
             )
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            self.conn.execute("DELETE FROM filings WHERE session = ?", (session,))
+            self.conn.execute(
+                "DELETE FROM filings WHERE session = ? AND device = ?", (session, row["device"])
+            )
             self._file(session, row["device"], case, FILED_BY_CLERK)
             if current is not None:
                 self.conn.execute(
@@ -352,10 +365,16 @@ class CaseBook:
             (session, device, case, how, _now()),
         )
 
-    def filing(self, session: str) -> tuple[str, str] | None:
-        row = self.conn.execute(
-            "SELECT case_number, how FROM filings WHERE session = ?", (session,)
-        ).fetchone()
+    def filing(self, session: str, device: str | None = None) -> tuple[str, str] | None:
+        if device is None:
+            row = self.conn.execute(
+                "SELECT case_number, how FROM filings WHERE session = ?", (session,)
+            ).fetchone()
+        else:
+            row = self.conn.execute(
+                "SELECT case_number, how FROM filings WHERE session = ? AND device = ?",
+                (session, device),
+            ).fetchone()
         return (row["case_number"], row["how"]) if row else None
 
 

@@ -25,6 +25,7 @@ from receiver.config import ReceiverConfig, load_config
 from receiver.errors import ConfigError, ReceiverError
 from receiver.registry import DeviceRegistry, DockRegistryFollower
 from receiver.store import EvidenceStore, connect
+from receiver.text import SafeStream
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,15 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    stdout = sys.stdout
+    sys.stdout = SafeStream(stdout)  # device text on a terminal
+    try:
+        return _main(args)
+    finally:
+        sys.stdout = stdout
+
+
+def _main(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -18,10 +18,13 @@ Example (``bodycam-provision broker-config`` writes the dock-specific part)::
     key_file = "/srv/bodycam/dock/receiver/client.key"
     allow_insecure = false   # true: plain TCP without certificates, for development only
 
-    [limits]
+    [limits]                 # per-device budgets; every key optional (see receiver/README.md)
     max_segment_bytes = 2147483648
-    max_transfers = 64
-    transfer_timeout_s = 900
+    max_transfers = 256
+    device_transfers = 64
+    device_temp_bytes = 1073741824
+    device_message_rate = 2000.0
+    device_quarantine_count = 200
 
 Failure posture: unknown keys and wrong types raise :class:`ConfigError` naming the key, so a
 typo is never silently ignored. There is no anonymous default: :meth:`BrokerConfig.check_tls`
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from receiver.errors import ConfigError
+from receiver.ingest.limits import Limits
 
 
 @dataclass
@@ -65,11 +69,9 @@ class BrokerConfig:
             )
 
 
-@dataclass
-class LimitsConfig:
-    max_segment_bytes: int = 2 * 1024**3
-    max_transfers: int = 64
-    transfer_timeout_s: float = 900.0
+#: the ``[limits]`` table: per-device budgets of the ingest (defaults and meaning documented in
+#: :class:`receiver.ingest.limits.Limits` and receiver/README.md)
+LimitsConfig = Limits
 
 
 @dataclass
@@ -83,7 +85,7 @@ class ReceiverConfig:
     #: ones refused without ``bodycam-receiver device add/revoke``
     dock_registry: Path | None = None
     broker: BrokerConfig = field(default_factory=BrokerConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def receipt_key_path(self) -> Path:
@@ -96,7 +98,7 @@ def _fill(obj: Any, table: dict[str, Any], where: str, base: Path) -> None:
         if name not in known:
             raise ConfigError(None, f"unknown setting {where}{name}")
         current = getattr(obj, name)
-        if isinstance(current, (BrokerConfig, LimitsConfig)):
+        if isinstance(current, (BrokerConfig, Limits)):
             if not isinstance(value, dict):
                 raise ConfigError(None, f"{where}{name} must be a table")
             _fill(current, value, f"{where}{name}.", base)

@@ -18,7 +18,6 @@ import logging
 import os
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -26,8 +25,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from evidence.errors import KeyFileError
 from evidence.keys import key_id, load_public_key, public_pem
-from evidence.records import DEVICE_ID_RE, format_utc
+from evidence.records import DEVICE_ID_RE
 from receiver.errors import InvalidInputError, NotFoundError
+from receiver.store.devices import DevicesTable
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,6 @@ class Device:
         return f"device revoked: {self.id}" + (f" ({detail})" if detail else "")
 
 
-def _now() -> str:
-    return format_utc(datetime.now(UTC))
-
-
 def _row_to_device(row: sqlite3.Row) -> Device:
     key = serialization.load_pem_public_key(row["public_key_pem"].encode("ascii"))
     assert isinstance(key, Ed25519PublicKey)  # only Ed25519 keys are ever inserted
@@ -83,9 +79,10 @@ def _row_to_device(row: sqlite3.Row) -> Device:
 class DeviceRegistry:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self.table = DevicesTable(conn)
 
     def add(self, device_id: str, key_file: Path, *, replace_key: bool = False) -> Device:
-        if not DEVICE_ID_RE.match(device_id):
+        if not DEVICE_ID_RE.fullmatch(device_id):
             raise InvalidInputError("device id", f"{device_id!r} is not a valid device id")
         try:
             public = load_public_key(key_file)
@@ -109,13 +106,7 @@ class DeviceRegistry:
                 f"device {device_id} is registered with key {existing.key_id}; "
                 "pass --replace-key to re-enrol it",
             )
-        self.conn.execute(
-            "INSERT INTO devices (id, public_key_pem, key_id, revoked, added_utc, source) "
-            "VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-            "public_key_pem = excluded.public_key_pem, key_id = excluded.key_id, "
-            "source = excluded.source",
-            (device_id, pem, key_id(public), _now(), source),
-        )
+        self.table.upsert_key(device_id, pem, key_id(public), source)
         device = self.get(device_id)
         assert device is not None
         return device
@@ -124,23 +115,18 @@ class DeviceRegistry:
         self, device_id: str, reason: str | None = None, *, revoked_utc: str | None = None
     ) -> Device:
         """Refuse everything from the device from now on (idempotent; first reason kept)."""
-        cur = self.conn.execute(
-            "UPDATE devices SET revoked = 1, revoked_utc = COALESCE(revoked_utc, ?), "
-            "revoke_reason = COALESCE(revoke_reason, ?) WHERE id = ?",
-            (revoked_utc or _now(), reason, device_id),
-        )
-        if not cur.rowcount:
+        if not self.table.revoke(device_id, reason, revoked_utc):
             raise NotFoundError("device", device_id)
         device = self.get(device_id)
         assert device is not None
         return device
 
     def get(self, device_id: str) -> Device | None:
-        row = self.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
+        row = self.table.row(device_id)
         return _row_to_device(row) if row else None
 
     def all(self) -> list[Device]:
-        return [_row_to_device(r) for r in self.conn.execute("SELECT * FROM devices ORDER BY id")]
+        return [_row_to_device(r) for r in self.table.rows()]
 
     def seen(
         self,
@@ -152,16 +138,13 @@ class DeviceRegistry:
         report: bool = False,
     ) -> None:
         """Note that a device talked to us; ``report=True`` also stores its hello figures."""
-        if report:
-            self.conn.execute(
-                "UPDATE devices SET last_seen_utc = ?, clock_offset_s = ?, pending_segments = ?, "
-                "oldest_pending_utc = ? WHERE id = ?",
-                (_now(), clock_offset_s, pending_segments, oldest_pending_utc, device_id),
-            )
-        else:
-            self.conn.execute(
-                "UPDATE devices SET last_seen_utc = ? WHERE id = ?", (_now(), device_id)
-            )
+        self.table.seen(
+            device_id,
+            report=report,
+            clock_offset_s=clock_offset_s,
+            pending_segments=pending_segments,
+            oldest_pending_utc=oldest_pending_utc,
+        )
 
 
 @dataclass
@@ -216,7 +199,9 @@ class DockRegistryFollower:
             except ValueError as exc:
                 log.error("dock registry: %s has an unusable key: %s", entry.device_id, exc)
                 continue
-            if not isinstance(public, Ed25519PublicKey) or not DEVICE_ID_RE.match(entry.device_id):
+            if not isinstance(public, Ed25519PublicKey) or not DEVICE_ID_RE.fullmatch(
+                entry.device_id
+            ):
                 log.error("dock registry: %s is not a valid device entry", entry.device_id)
                 continue
             current = self.registry.get(entry.device_id)

@@ -25,6 +25,7 @@ from receiver.cases import CaseBook
 from receiver.errors import NotFoundError
 from receiver.registry import DeviceRegistry
 from receiver.store import EvidenceStore, sha256_file
+from receiver.text import escape
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -47,7 +48,7 @@ def _cell(value: Any) -> str:
         return f"{value:+.3f}"
     if isinstance(value, (list, tuple)):
         return ", ".join(_cell(v) for v in value)
-    return str(value)
+    return escape(str(value))  # device text: no escape sequences, no forged lines
 
 
 def devices_view(conn: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -93,14 +94,16 @@ def _session_rows(conn: sqlite3.Connection, where: str = "", args: tuple[Any, ..
 
 def sessions_view(conn: sqlite3.Connection, *, inbox_only: bool = False) -> list[dict[str, Any]]:
     book = CaseBook(conn)
-    quarantined = dict(
-        conn.execute(
-            "SELECT session, COUNT(*) FROM quarantine WHERE session IS NOT NULL GROUP BY session"
-        ).fetchall()
-    )
+    quarantined = {
+        (r[0], r[1]): r[2]
+        for r in conn.execute(
+            "SELECT device, session, COUNT(*) FROM quarantine WHERE session IS NOT NULL "
+            "GROUP BY device, session"
+        )
+    }
     out = []
     for r in _session_rows(conn, "WHERE type NOT IN ('check', 'clock')"):
-        filing = book.filing(r["session"])
+        filing = book.filing(r["session"], r["device"])
         if inbox_only and filing is not None:
             continue
         out.append(
@@ -114,7 +117,7 @@ def sessions_view(conn: sqlite3.Connection, *, inbox_only: bool = False) -> list
                 "gaps": r["gaps"],
                 "closed": bool(r["closed"]),
                 "media_bytes": r["media_bytes"],
-                "quarantined": quarantined.get(r["session"], 0),
+                "quarantined": quarantined.get((r["device"], r["session"]), 0),
                 "case": filing[0] if filing else "UNFILED",
                 "filed_by": filing[1] if filing else None,
             }
@@ -203,7 +206,7 @@ def case_view(store: EvidenceStore, conn: sqlite3.Connection, number: str) -> di
     quarantined = defaultdict(list)
     for q in quarantine_view(conn):
         if q["session"]:
-            quarantined[q["session"]].append(q)
+            quarantined[(q["device"], q["session"])].append(q)
     for s in sessions:
         rows = conn.execute(
             "SELECT seq, type, body FROM records WHERE session = ? AND device = ? ORDER BY seq",
@@ -215,7 +218,8 @@ def case_view(store: EvidenceStore, conn: sqlite3.Connection, number: str) -> di
             str(v) for v in per_device[s["device"]] if v.seq is not None and lo <= v.seq <= hi + 1
         ]
         problems += [
-            f"quarantined seq {q['seq']}: {q['reason']}" for q in quarantined[s["session"]]
+            f"quarantined seq {q['seq']}: {q['reason']}"
+            for q in quarantined[(s["device"], s["session"])]
         ]
         close = [json.loads(r["body"]) for r in rows if r["type"] == "session-close"]
         if close and close[0].get("segments") != s["segments"]:

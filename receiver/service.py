@@ -1,13 +1,20 @@
 """The receiver service: MQTT ingest loop, assignment publisher, systemd notify and watchdog.
 
-One paho network thread feeds every message to :class:`receiver.ingest.Ingest` in arrival order
-and publishes its replies (QoS 1). The main thread publishes new assignments (retained) and
-cleared ones (a retained "cleared" message), expires
-idle transfers and pets the systemd watchdog. Failure posture: bad input never stops the service
-(see :mod:`receiver.ingest`); a lost broker connection is retried forever; on start, temp files of
-transfers interrupted by a crash are deleted, because a partial segment is never stored. It
-refuses to start (ConfigError) without mutual-TLS settings (unless ``allow_insecure``) or with an
-unreadable encryption key.
+Three threads. paho's network thread only reads the socket and *enqueues* each upload message
+(:class:`receiver.ingest.worker.FairQueue`: per-device rate and byte budgets, bounded queues),
+so it keeps the socket drained and the keepalive alive whatever a device sends. The ingest
+worker takes messages round-robin over devices, runs :class:`receiver.ingest.Ingest` (hashing,
+decryption, fsync, SQLite) and publishes its replies (QoS 1); it also expires idle transfers.
+The main thread publishes new assignments (retained) and cleared ones (a retained "cleared"
+message) and pets the systemd watchdog while both other threads are alive and no message has
+taken too long. Retained messages on upload topics are never processed (a device could
+otherwise have them replayed at every reconnect): the subscription asks the broker not to send
+them, and any that arrive anyway are dropped.
+
+Failure posture: bad input never stops the service (see :mod:`receiver.ingest`); a lost broker
+connection is retried forever; on start, temp files of transfers interrupted by a crash are
+deleted, because a partial segment is never stored. It refuses to start (ConfigError) without
+mutual-TLS settings (unless ``allow_insecure``) or with an unreadable encryption key.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ import os
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from evidence import transfer as wire
 from evidence.records import format_utc
@@ -29,6 +37,8 @@ from receiver.cases import CaseBook
 from receiver.config import ReceiverConfig
 from receiver.identity import load_media_key, load_receipt_key
 from receiver.ingest import Ingest, Outgoing
+from receiver.ingest.limits import LogLimiter
+from receiver.ingest.worker import FairQueue
 from receiver.mqtt import connect_properties, make_client
 from receiver.store import EvidenceStore, connect
 
@@ -36,6 +46,8 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL_S = 0.5
 EXPIRE_INTERVAL_S = 30.0
+#: MQTT 5 retain handling 2: the broker sends no retained messages when we subscribe
+_NO_RETAINED = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
 
 
 class ReceiverService:
@@ -55,16 +67,20 @@ class ReceiverService:
             self.store,
             self.ingest_conn,
             self.receipt_key,
-            max_segment_bytes=lim.max_segment_bytes,
-            max_transfers=lim.max_transfers,
-            transfer_timeout_s=lim.transfer_timeout_s,
+            limits=lim,
             dock_registry=config.dock_registry,
             encryption_key=encryption_key,
         )
         self.ingest.refresh_registry()
+        self.queue = FairQueue(lim, time.monotonic)
+        self.logs = LogLimiter(log, lim.log_lines_per_minute)
+        self.worker: threading.Thread | None = None
         self.instance = uuid.uuid4().hex
         self.connected = threading.Event()
-        self.client = make_client(config.broker)
+        self.client = make_client(config.broker, manual_ack=True)
+        #: connection generation: a message is acknowledged only on the connection it came on
+        #: (after a reconnect the broker resends it, and its mid may name another message)
+        self.generation = 0
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -90,9 +106,10 @@ class ReceiverService:
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
             return
+        self.generation += 1
         log.info("connected to broker (session present: %s)", flags.session_present)
-        client.subscribe(wire.UP_SUBSCRIPTION, qos=1)
-        client.subscribe(f"{wire.PREFIX}/+/status", qos=1)
+        client.subscribe(wire.UP_SUBSCRIPTION, options=_NO_RETAINED)
+        client.subscribe(f"{wire.PREFIX}/+/status", options=_NO_RETAINED)
         client.publish(wire.RECEIVER_STATUS_TOPIC, self._status("online"), qos=1, retain=True)
         self.connected.set()
 
@@ -103,14 +120,56 @@ class ReceiverService:
         log.warning("disconnected from broker: %s", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        for out in self.ingest.handle(msg.topic, bytes(msg.payload)):
-            self._publish(out)
+        # network thread: nothing here may block or take long (see the module docstring)
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            client.ack(msg.mid, msg.qos)
+            return  # not a topic of ours (our ACL'd topics are ASCII)
+        if msg.retain:
+            client.ack(msg.mid, msg.qos)
+            self.logs.log(
+                logging.WARNING,
+                topic[:80],
+                "retained",
+                "ignored a retained message on %s",
+                topic[:200].encode("unicode_escape").decode("ascii"),
+            )
+            return
+        tag = (self.generation, msg.mid, msg.qos)
+        if not self.queue.offer(topic, bytes(msg.payload), tag):
+            client.ack(msg.mid, msg.qos)  # dropped: the device resends when it asks again
+
+    def _work(self, stop: threading.Event) -> None:
+        """The ingest worker: messages round-robin over devices, replies published."""
+        last_expire = time.monotonic()
+        while not stop.is_set():
+            item = self.queue.take(timeout_s=HOUSEKEEPING_INTERVAL_S)
+            if item is not None:
+                topic, payload, tag = item
+                for out in self.ingest.handle(topic, payload):
+                    self._publish(out)
+                generation, mid, qos = cast(tuple[int, int, int], tag)
+                if generation == self.generation:
+                    self.client.ack(mid, qos)
+            now = time.monotonic()
+            if now - last_expire > EXPIRE_INTERVAL_S:
+                last_expire = now
+                self.ingest.expire()
 
     def _publish(self, out: Outgoing) -> None:
         info = self.client.publish(out.topic, out.payload, qos=1, retain=out.retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             # the device will ask again (query on timeout); nothing is lost
-            log.warning("could not queue reply on %s: rc %s", out.topic, info.rc)
+            device = out.topic.split("/")[2] if out.topic.count("/") >= 2 else "?"
+            self.logs.log(
+                logging.WARNING,
+                device,
+                "reply",
+                "could not queue reply on %s: rc %s",
+                out.topic,
+                info.rc,
+            )
 
     # -- main thread -----------------------------------------------------------------------
     def publish_assignments(self) -> int:
@@ -145,6 +204,8 @@ class ReceiverService:
         thread = getattr(self.client, "_thread", None)
         if thread is None or not thread.is_alive():
             return False
+        if self.worker is None or not self.worker.is_alive():
+            return False
         busy = self.ingest.busy_since
         return busy is None or time.monotonic() - busy < stuck_after_s
 
@@ -158,6 +219,10 @@ class ReceiverService:
             properties=connect_properties(bcfg.session_expiry_s),
         )
         self.client.loop_start()
+        self.worker = threading.Thread(
+            target=self._work, args=(stop,), name="ingest-worker", daemon=True
+        )
+        self.worker.start()
         watchdog_s = sdnotify.watchdog_ping_interval_s()
         sdnotify.notify("READY=1\nSTATUS=receiving")
         log.info(
@@ -167,7 +232,7 @@ class ReceiverService:
             bcfg.port,
             self.config.data_dir,
         )
-        last_expire = last_pet = time.monotonic()
+        last_pet = time.monotonic()
         try:
             while not stop.wait(HOUSEKEEPING_INTERVAL_S):
                 now = time.monotonic()
@@ -175,9 +240,6 @@ class ReceiverService:
                     self.publish_assignments()
                 except Exception:
                     log.exception("publishing assignments failed; will retry")
-                if now - last_expire > EXPIRE_INTERVAL_S:
-                    last_expire = now
-                    self.ingest.expire()
                 if (
                     watchdog_s is not None
                     and now - last_pet >= watchdog_s
@@ -193,6 +255,9 @@ class ReceiverService:
                 ).wait_for_publish(timeout=2)
             self.client.disconnect()
             self.client.loop_stop()
+            self.queue.close()
+            if self.worker is not None:
+                self.worker.join(timeout=30)
             self.ingest.close()
             self.ingest_conn.close()
             self.main_conn.close()

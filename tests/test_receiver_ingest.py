@@ -27,8 +27,12 @@ class Rig:
         self.chain = DeviceChain(self.root, DEV, self.key)
         self.clock = SteppingClock()
         store = EvidenceStore(tmp / "rdata")
+        self.now = 0.0  # the ingest's clock, stepped by tests
         self.ingest = Ingest(
-            store, connect(store.db_path), load_receipt_key(tmp / "rdata" / "r.key")
+            store,
+            connect(store.db_path),
+            load_receipt_key(tmp / "rdata" / "r.key"),
+            clock=lambda: self.now,
         )
         self.ingest.registry.add_key(DEV, self.key.public_key())
 
@@ -129,7 +133,7 @@ def test_idle_transfers_expire_and_leave_no_temp_files(tmp_path: Path) -> None:
     rig.init(rec)
     rig.chunk(rec, 0, b"q" * 1024)
     assert list(rig.ingest.store.tmp.iterdir())
-    rig.ingest.transfer_timeout_s = 0.0
+    rig.now += rig.ingest.limits.transfer_timeout_s + 1
     assert rig.ingest.expire() == 1
     assert not list(rig.ingest.store.tmp.iterdir())
     assert _kinds(rig.fin(rec)) == ["need"]  # unknown now: the device resends everything

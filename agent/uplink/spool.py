@@ -7,7 +7,9 @@ recorder; the uplink only reads sealed records and the media they name, and writ
 empty retained message) and ``clock.json`` (``synced_utc``: device clock at
 the sync; ``offset_s``: receiver clock minus device clock, round trip halved; ``rtt_s``).
 
-Upload order: sessions with a marker first, then the oldest first; within a session, seq order.
+Upload order: seq order. The receiver stores a record only when it continues the device's stored
+chain (issue 9), so a marked session sent ahead of older ones would only wait there (and fill
+the window): the oldest goes first.
 Failure posture: an unreadable record is logged and skipped (it stays pending, so ``status``
 shows it); media are deleted only for records with a valid stored receipt whose media hash
 matches the signed record, and only as the retention setting allows.
@@ -120,18 +122,7 @@ class Spool:
         todo = [
             i for i in self.items() if not self.has_receipt(i.hash) and not self.is_rejected(i.hash)
         ]
-        sessions: dict[str, list[Item]] = {}
-        for item in todo:
-            sessions.setdefault(item.record.session, []).append(item)
-        marked = {
-            s
-            for s, items in sessions.items()
-            if any(i.record.type == RecordType.MARKER for i in items)
-        }
-        order = sorted(
-            sessions, key=lambda s: (s not in marked, min(i.record.seq for i in sessions[s]))
-        )
-        return [i for s in order for i in sorted(sessions[s], key=lambda i: i.record.seq)]
+        return sorted(todo, key=lambda i: i.record.seq)
 
     def has_receipt(self, record_hash: str) -> bool:
         return (self.receipts / f"{record_hash}.json").exists()

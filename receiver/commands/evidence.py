@@ -59,7 +59,7 @@ def _import(args: argparse.Namespace, ctx: Context) -> int:
         ctx.store,
         ctx.conn,
         load_receipt_key(config.receipt_key_path),
-        max_segment_bytes=config.limits.max_segment_bytes,
+        limits=config.limits,
         dock_registry=config.dock_registry,
         encryption_key=load_media_key(config.encryption_key),
     )

@@ -12,7 +12,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 3
+from receiver.store import records
+
+SCHEMA_VERSION = 4
 
 # Columns added after version 1: (table, column, type). Added to older databases on open.
 ADDED_COLUMNS = (
@@ -23,9 +25,28 @@ ADDED_COLUMNS = (
     # the decrypted plaintext of an encrypted segment, stored as its own object
     ("records", "plain_sha256", "TEXT"),
     ("records", "plain_size", "INTEGER"),
+    # bytes kept in quarantine for the item (record + media): the per-device quota counts them
+    ("quarantine", "size", "INTEGER NOT NULL DEFAULT 0"),
+    # 1: the record itself is authentic and continues the chain, only its media were refused
+    # (tampered, undecryptable, a name clash): the device's later records continue from it
+    ("quarantine", "chain_link", "INTEGER NOT NULL DEFAULT 0"),
 )
 
-SCHEMA = """
+_FILINGS_V4 = """
+-- a session is named by its device and its id: another device's session of the same id is
+-- another session (version 4; older databases are migrated on open)
+CREATE TABLE IF NOT EXISTS filings (
+    session TEXT NOT NULL,
+    device TEXT NOT NULL,
+    case_number TEXT NOT NULL REFERENCES cases (number),
+    how TEXT NOT NULL,
+    filed_utc TEXT NOT NULL,
+    PRIMARY KEY (device, session)
+);
+"""
+
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY,
@@ -107,13 +128,9 @@ CREATE TABLE IF NOT EXISTS assignments (
     active INTEGER NOT NULL DEFAULT 1,
     published_utc TEXT
 );
-CREATE TABLE IF NOT EXISTS filings (
-    session TEXT PRIMARY KEY,
-    device TEXT NOT NULL,
-    case_number TEXT NOT NULL REFERENCES cases (number),
-    how TEXT NOT NULL,
-    filed_utc TEXT NOT NULL
-);
+"""
+    + _FILINGS_V4
+    + """
 -- a clerk moved a filed session to another case (--move): who was where, and when
 CREATE TABLE IF NOT EXISTS filing_moves (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -123,12 +140,33 @@ CREATE TABLE IF NOT EXISTS filing_moves (
     moved_utc TEXT NOT NULL
 );
 """
+)
 
 
 #: Further tables, one string per subject module of this package (custody, access, compliance):
 #: each module defines its own ``SCHEMA`` of ``CREATE ... IF NOT EXISTS`` statements and is
 #: listed here, so that opening a database creates everything in one place.
-EXTRA_SCHEMAS: tuple[str, ...] = ()
+EXTRA_SCHEMAS: tuple[str, ...] = (records.SCHEMA,)
+
+
+def _key_filings_by_device(conn: sqlite3.Connection) -> None:
+    """Version 3 keyed filings by session id alone; rebuild the table keyed by (device, id)."""
+    pk = [r["name"] for r in conn.execute("PRAGMA table_info(filings)") if r["pk"]]
+    if pk != ["session"]:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE filings RENAME TO filings_v3")
+        conn.execute(_FILINGS_V4)
+        conn.execute(
+            "INSERT INTO filings (session, device, case_number, how, filed_utc) "
+            "SELECT session, device, case_number, how, filed_utc FROM filings_v3"
+        )
+        conn.execute("DROP TABLE filings_v3")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -141,6 +179,7 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.executescript(SCHEMA)
+    _key_filings_by_device(conn)
     for extra in EXTRA_SCHEMAS:
         conn.executescript(extra)
     for table, column, kind in ADDED_COLUMNS:
