@@ -255,3 +255,45 @@ def test_inclusion_proof_of_an_entry_verifies(seeded_template: Seeded, tmp_path:
     )
     code, _, err = s.run("custody", "prove", "100000", user="audrey")
     assert code == 2 and "no custody entry" in err
+
+
+def test_case_show_is_not_verified_after_an_object_is_replaced_or_a_marker_forged(
+    seeded_template: Seeded, tmp_path: Path
+) -> None:
+    s = _copy(seeded_template, tmp_path)
+    code, out, _ = s.run("case", "show", CASE)
+    assert code == 0 and "verification: verified" in out
+    conn = _db(s)
+    replace_object(s, conn)
+    code, out, _ = s.run("case", "show", CASE)
+    assert code == 1 and "replaced" in out
+    s2 = _copy(seeded_template, tmp_path / "second")
+    conn = _db(s2)
+    change_marker_body(s2, conn)
+    code, out, _ = s2.run("case", "show", CASE)
+    assert code == 1 and "differs from the signed record" in out
+
+
+def test_quarantine_flag_clears_after_a_good_re_import(
+    tmp_path: Path, mpegts_clips: list[Path]
+) -> None:
+    import shutil
+
+    from evidence import layout
+
+    s = seed(tmp_path, mpegts_clips, sessions=1)
+    # the same spool with one segment's media damaged, imported into a fresh receiver first
+    fresh = Seeded(tmp_path / "fresh", s.spool)
+    fresh.ok("device", "add", "--id", s.spool.device, "--key", str(s.spool.pub_path))
+    fresh.ok("case", "create", "--number", CASE, "--type", "seizure", "--title", "t")
+    bad = tmp_path / "bad"
+    shutil.copytree(s.spool.root, bad)
+    media = sorted(layout.media_dir(bad, s.spool.device).iterdir())[0]
+    os.chmod(media, 0o644)
+    media.write_bytes(media.read_bytes()[:-1000])
+    assert fresh.run("import", str(bad))[0] == 1
+    code, out, _ = fresh.run("case", "show", CASE)
+    assert code == 1 and "PROBLEM" in out and "quarantined" in out
+    assert fresh.run("import", str(s.spool.root))[0] == 0
+    code, out, _ = fresh.run("case", "show", CASE)
+    assert code == 0 and "quarantined" not in out, out
