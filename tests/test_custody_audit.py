@@ -118,6 +118,11 @@ def rewrite_custody_entry(s: Seeded, conn: sqlite3.Connection) -> str:
     return "custody-entry-altered"
 
 
+def swap_device_key(s: Seeded, conn: sqlite3.Connection) -> str:
+    conn.execute("UPDATE devices SET key_id = 'ed25519:00000000000000000000000000000000'")
+    return "device-key-altered"
+
+
 TAMPERING: list[Callable[[Seeded, sqlite3.Connection], str]] = [
     change_media_hash,
     change_marker_body,
@@ -130,6 +135,7 @@ TAMPERING: list[Callable[[Seeded, sqlite3.Connection], str]] = [
     erase_last_session,
     truncate_custody_log,
     rewrite_custody_entry,
+    swap_device_key,
 ]
 
 

@@ -252,6 +252,7 @@ def _audit_events(store: EvidenceStore, conn: sqlite3.Connection, f: Findings) -
         for r in conn.execute("SELECT record_hash, reason FROM quarantine")
     }
     expected_filing: dict[str, tuple[str, str, int]] = {}
+    registered: dict[str, tuple[str, int]] = {}
     for row in CustodySQL(conn).entries():
         try:
             event = json.loads(row["entry"])
@@ -283,11 +284,22 @@ def _audit_events(store: EvidenceStore, conn: sqlite3.Connection, f: Findings) -
             qpath = event.get("path")
             if isinstance(qpath, str) and not (store.data_dir / qpath).is_dir():
                 f.add("quarantine-wiped", where, f"custody entry {idx}: {qpath} is gone")
+        elif kind == "device-registration" and isinstance(event.get("key"), str):
+            registered[str(event.get("device"))] = (event["key"], idx)
         elif kind in ("filing", "move"):
             session, case = event.get("session"), event.get("case")
             if isinstance(session, str) and isinstance(case, str):
                 expected_filing[session] = (case, str(event.get("device")), idx)
     _compare_filings(conn, expected_filing, f)
+    keys = {r["id"]: r["key_id"] for r in conn.execute("SELECT id, key_id FROM devices")}
+    for device, (kid, idx) in sorted(registered.items()):
+        if keys.get(device) != kid:
+            f.add(
+                "device-key-altered",
+                f"device {device}",
+                f"registered with key {kid} (custody entry {idx}); the database says "
+                f"{keys.get(device)}",
+            )
 
 
 def _compare_filings(

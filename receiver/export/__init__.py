@@ -160,10 +160,11 @@ def _build(
         }
         for device, drows in per_device.items()
     }
+    case_info = {**case.to_dict(), "concluded_date": evq.case_concluded(conn, number)}
     unsigned = {
         "v": 1,
         "type": CASE_FILE_TYPE,
-        "case": case.to_dict(),
+        "case": case_info,
         "created_utc": now_utc(),
         "exported_by": actor,
         "approval": approval,
@@ -178,7 +179,7 @@ def _build(
     check = verify_case_file(root, receiver_keys=KeyRing([key.public_key()]), device_keys=ring)
     report = {**check.to_dict(), "root": "."}
     _put(root, "report.json", json.dumps(report, ensure_ascii=False, indent=1).encode())
-    _put(root, "index.html", _index_html(case.to_dict(), rows, devices, head.to_dict(), report))
+    _put(root, "index.html", _index_html(case_info, rows, devices, head.to_dict(), report))
     files = _file_list(root)
     _put(root, MANIFEST, canonical_bytes(sign_manifest({**unsigned, "files": files}, key)))
     return {
@@ -272,7 +273,8 @@ def _index_html(
         "td,th{border:1px solid #999;padding:.2em .5em;text-align:left}</style></head><body>",
         f"<h1>Case {e(case['number'])}: {e(case['title'])}</h1>",
         f"<p>Type {e(case['enforcement_type'])} (AV {e(case['av_level'])}), sensitivity "
-        f"{e(case['sensitivity'])}, parties: {e(', '.join(case['parties']) or '-')}</p>",
+        f"{e(case['sensitivity'])}, parties: {e(', '.join(case['parties']) or '-')}, "
+        f"concluded: {e(case.get('concluded_date') or 'not yet')}</p>",
         "<p>Verification at export: "
         + ("<b>verified</b>" if report["ok"] else "<b>PROBLEMS</b>")
         + f". Check it yourself: <code>bodycam-verify THIS-DIRECTORY --receiver-key "
