@@ -303,3 +303,16 @@ def test_quarantine_flag_clears_after_a_good_re_import(
     assert fresh.run("import", str(s.spool.root))[0] == 0
     code, out, _ = fresh.run("case", "show", CASE)
     assert code == 0 and "quarantined" not in out, out
+
+
+def test_moves_made_through_the_receiver_audit_clean(
+    seeded_template: Seeded, tmp_path: Path
+) -> None:
+    s = _copy(seeded_template, tmp_path)
+    s.ok("case", "create", "--number", "JY-B", "--type", "dispute", "--title", "t")
+    session = s.json("sessions")[0]["session"]
+    s.ok("file", "--session", session, "--case", "JY-B", "--move")
+    code, result = _audit(s)
+    assert code == 0 and result["ok"], result["findings"]
+    moves = [e for e in s.json("custody", "log", user="audrey") if e["kind"] == "move"]
+    assert moves[-1]["session"] == session and moves[-1]["from_case"] == CASE

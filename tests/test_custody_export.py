@@ -57,7 +57,8 @@ def test_export_copied_elsewhere_verifies_offline_with_a_pinned_key(
     assert "pinned with --receiver-key" in out and "OK:" in out
     manifest = json.loads((copy / "manifest.json").read_text())
     assert set(manifest["devices"]) == {s.spool.device}
-    assert (copy / "index.html").read_text().count("<h2>Session") == 2
+    page = (copy / "index.html").read_text()
+    assert page.count("<h2>Session") == 2 and "marker arrival" in page and ".ts</a>" in page
     assert any(p.startswith("play/") or "/media/" in p for p in manifest["files"])
     entries = json.loads((copy / "custody" / "entries.json").read_text())
     assert {"filing", "export", "approval-grant"} <= {e["entry"]["kind"] for e in entries}
