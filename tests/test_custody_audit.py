@@ -316,3 +316,42 @@ def test_moves_made_through_the_receiver_audit_clean(
     assert code == 0 and result["ok"], result["findings"]
     moves = [e for e in s.json("custody", "log", user="audrey") if e["kind"] == "move"]
     assert moves[-1]["session"] == session and moves[-1]["from_case"] == CASE
+
+
+def test_encrypted_media_deleted_ciphertext_and_redirected_plaintext_are_named(
+    tmp_path: Path, mpegts_clips: list[Path]
+) -> None:
+    s = seed(tmp_path, mpegts_clips, encrypted=True)
+    assert _audit(s)[0] == 0
+    conn = _db(s)
+    segs = conn.execute("SELECT * FROM records WHERE type = 'segment' ORDER BY seq").fetchall()
+    assert all(r["plain_sha256"] and r["plain_sha256"] != r["media_sha256"] for r in segs)
+    # the insider points the first segment's playable plaintext at another segment's video
+    conn.execute(
+        "UPDATE records SET plain_sha256 = ? WHERE hash = ?",
+        (segs[-1]["plain_sha256"], segs[0]["hash"]),
+    )
+    # and deletes the stored ciphertext of the second
+    _object(s, segs[1]["media_sha256"]).unlink()
+    conn.close()
+    code, result = _audit(s)
+    kinds = _kinds(result)
+    assert code == 1 and {"plaintext-redirected", "object-deleted"} <= kinds, result
+    assert any("stored media" in f["where"] for f in result["findings"])
+
+
+def test_encrypted_case_exports_playable_plaintext_that_verifies(
+    tmp_path: Path, mpegts_clips: list[Path]
+) -> None:
+    s = seed(tmp_path, mpegts_clips, encrypted=True, sessions=1)
+    s.approve("export")
+    s.ok("export", CASE, "--out", str(tmp_path / "case"), user="clara")
+    play = sorted((tmp_path / "case" / "play" / s.spool.device).iterdir())
+    stored = sorted((tmp_path / "case" / "devices" / s.spool.device / "media").iterdir())
+    assert len(play) == len(stored) == 2
+    assert play[0].read_bytes()[0] == 0x47  # an MPEG-TS sync byte: playable
+    assert stored[0].read_bytes()[:7] == b"BCAMENC"
+    from tests.test_custody_export import verify
+
+    code, out, err = verify(tmp_path / "case", "--receiver-key", str(s.data / "receipt.pub"))
+    assert code == 0, out + err
