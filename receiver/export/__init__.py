@@ -44,7 +44,7 @@ from evidence.receipt import STATUS_STORED, Receipt
 from receiver.cases import CaseBook
 from receiver.config import ReceiverConfig
 from receiver.custody import CustodyLog, now_utc, record_event
-from receiver.errors import ConflictError, StoreError
+from receiver.errors import ConflictError, InvalidInputError, StoreError
 from receiver.identity import load_receipt_key
 from receiver.registry import DeviceRegistry
 from receiver.store import EvidenceStore
@@ -120,6 +120,18 @@ def _build(
 ) -> dict[str, Any]:
     case = CaseBook(conn).require(number)
     rows = evq.case_records(conn, number)
+    if not rows:
+        raise InvalidInputError(
+            "case", f"{number} has no recordings filed to it: nothing to export"
+        )
+    for row in rows:
+        for sha in (row["media_sha256"], row["plain_sha256"]):
+            if sha is not None and not store.object_path(sha).is_file():
+                raise StoreError(
+                    store.object_path(sha),
+                    f"stored media of {row['device']} seq {row['seq']} is missing: the export "
+                    "is refused (run `bodycam-receiver audit`)",
+                )
     registry = DeviceRegistry(conn)
     per_device: dict[str, list[sqlite3.Row]] = {}
     for row in rows:
