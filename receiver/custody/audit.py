@@ -32,7 +32,7 @@ from typing import Any
 from evidence import layout
 from evidence.canonical import parse_json
 from evidence.errors import EvidenceError
-from evidence.merkle import MerkleError, TreeHead, leaf_hash, root_hash
+from evidence.merkle import MerkleError, MerkleTree, TreeHead, leaf_hash
 from evidence.records import Record
 from receiver.config import ReceiverConfig
 from receiver.custody import CustodyLog
@@ -197,6 +197,7 @@ def _audit_log(custody: CustodyLog, f: Findings) -> list[TreeHead]:
             f.add("custody-entry-altered", f"custody entry {row['idx']}", "entry text changed")
         leaves.append(computed)
     public = custody.key.public_key()
+    tree = MerkleTree(leaves)
     for source, head in _heads(custody, f):
         f.count("tree heads")
         if not head.verify(public):
@@ -209,7 +210,7 @@ def _audit_log(custody: CustodyLog, f: Findings) -> list[TreeHead]:
                 source,
                 f"signed head covers {head.tree_size} entries, the log holds {len(leaves)}",
             )
-        elif root_hash(leaves[: head.tree_size]).hex() != head.root:
+        elif tree.root(head.tree_size).hex() != head.root:
             f.add(
                 "custody-log-rewritten",
                 source,
