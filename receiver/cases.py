@@ -231,17 +231,6 @@ class CaseBook:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             self.conn.execute("UPDATE assignments SET active = 0 WHERE device = ?", (device,))
-            record_event(  # custody hook, in the assignment's transaction
-                self.conn,
-                "assignment",
-                device=device,
-                case=case,
-                officers=officers,
-                place=place,
-                reason=reason,
-                target=target,
-                stage=stage,
-            )
             cur = self.conn.execute(
                 "INSERT INTO assignments (device, case_number, officers, place, reason, target, "
                 "stage, created_utc, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
@@ -255,6 +244,17 @@ class CaseBook:
                     stage,
                     _now(),
                 ),
+            )
+            record_event(
+                self.conn,
+                "assignment",
+                device=device,
+                case=case,
+                officers=officers,
+                place=place,
+                reason=reason,
+                target=target,
+                stage=stage,
             )
             self.conn.execute("COMMIT")
         except BaseException:

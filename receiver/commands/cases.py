@@ -92,10 +92,9 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _show(args: argparse.Namespace, ctx: Context) -> int:
-    from receiver.commands.access import operations
+    from receiver.commands.access import operations  # role check + custody "view" event
 
-    operations(args, ctx).viewed_case(args.number)  # role check + custody "view" event
-    data = reports.case_view(ctx.store, ctx.conn, args.number)
+    data = operations(args, ctx).show_case(args.number)
     print(json.dumps(data, ensure_ascii=False, indent=2) if args.json else case_text(data))
     return 0 if data["verification"] == "verified" else 1
 

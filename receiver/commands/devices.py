@@ -10,6 +10,7 @@ from pathlib import Path
 
 from receiver import reports
 from receiver.commands import Context, bind, json_flag, show
+from receiver.custody import record_event
 from receiver.registry import DeviceRegistry
 
 DEVICE_COLUMNS = (
@@ -45,13 +46,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     bind(json_flag(sub.add_parser("devices", help="same as `device list`")), _list, read_only=True)
 
 
-def _actor(args: argparse.Namespace) -> str:
-    return getattr(args, "user", None) or "local-operator"
-
-
 def _add(args: argparse.Namespace, ctx: Context) -> int:
-    from receiver.custody import record_event  # custody hook
-
     d = DeviceRegistry(ctx.conn).add(args.id, args.key, replace_key=args.replace_key)
     record_event(ctx.conn, "device-registration", actor=_actor(args), device=d.id, key=d.key_id)
     print(f"device {d.id} registered with key {d.key_id}")
@@ -59,14 +54,16 @@ def _add(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _revoke(args: argparse.Namespace, ctx: Context) -> int:
-    from receiver.custody import record_event  # custody hook
-
     DeviceRegistry(ctx.conn).revoke(args.id, args.reason)
     record_event(
         ctx.conn, "device-revocation", actor=_actor(args), device=args.id, detail=args.reason
     )
     print(f"device {args.id} revoked: its uploads are quarantined from now on")
     return 0
+
+
+def _actor(args: argparse.Namespace) -> str:
+    return getattr(args, "user", None) or "local-operator"
 
 
 def _list(args: argparse.Namespace, ctx: Context) -> int:
