@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from evidence import casefile  # hook: exported case files have their own checks
+
+    if casefile.is_case_file(args.path):
+        return casefile.run_cli(args.path, args.receiver_key, args.key, args.json)
     try:
         report = _run(args)
     except TreeError as exc:

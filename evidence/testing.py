@@ -127,6 +127,37 @@ def write_session(
     return out
 
 
+def segment_body(
+    name: str,
+    media: dict[str, Any] | None,
+    *,
+    stored: dict[str, Any] | None = None,
+    encryption: dict[str, Any] | None = None,
+    **members: Any,
+) -> dict[str, Any]:
+    """A complete segment body (every member §3 requires) for ``name``; ``members`` override
+    the defaults (one 1-second 320x240 segment at index 0, H.264 + AAC, not recovered)."""
+    body: dict[str, Any] = {
+        "index": 0,
+        "file": name,
+        "media": media,
+        "stored": stored,
+        "encryption": encryption,
+        "utc_start": "2026-11-02T09:00:00.000000Z",
+        "utc_end": "2026-11-02T09:00:01.000000Z",
+        "media_start_us": 0,
+        "media_end_us": 1_000_000,
+        "frames": 15,
+        "dropped_frames": 0,
+        "video": {"codec": "h264", "width": 320, "height": 240, "fps": 15},
+        "audio": {"codec": "aac", "sample_rate": 16000, "channels": 1},
+        "pre_event_us": 0,
+        "recovered": False,
+    }
+    body.update(members)
+    return body
+
+
 def _write_segment(
     chain: DeviceChain,
     session: str,
@@ -151,23 +182,18 @@ def _write_segment(
     segment_s = plan.segment_s
     start = clock.now or clock.start
     end_time = clock.tick(segment_s)
-    body = {
-        "index": index,
-        "file": name,
-        "media": media_digest,
-        "stored": stored,
-        "encryption": encryption,
-        "utc_start": format_utc(start),
-        "utc_end": end_time.utc,
-        "media_start_us": index * segment_s * 1_000_000,
-        "media_end_us": (index + 1) * segment_s * 1_000_000,
-        "frames": segment_s * 15,
-        "dropped_frames": 0,
-        "video": {"codec": "h264", "width": 320, "height": 240, "fps": 15},
-        "audio": {"codec": "aac", "sample_rate": 16000, "channels": 1},
-        "pre_event_us": 0,
-        "recovered": False,
-    }
+    body = segment_body(
+        name,
+        media_digest,
+        stored=stored,
+        encryption=encryption,
+        index=index,
+        utc_start=format_utc(start),
+        utc_end=end_time.utc,
+        media_start_us=index * segment_s * 1_000_000,
+        media_end_us=(index + 1) * segment_s * 1_000_000,
+        frames=segment_s * 15,
+    )
     return chain.append(RecordType.SEGMENT, session, body, end_time)
 
 

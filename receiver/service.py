@@ -35,6 +35,7 @@ from evidence.records import format_utc
 from receiver import sdnotify
 from receiver.cases import CaseBook
 from receiver.config import ReceiverConfig
+from receiver.custody import CustodyLog, issue_head_if_due
 from receiver.identity import load_media_key, load_receipt_key
 from receiver.ingest import Ingest, Outgoing
 from receiver.ingest.limits import LogLimiter
@@ -62,6 +63,7 @@ class ReceiverService:
         config.broker.check_tls()
         self.ingest_conn = connect(self.store.db_path)
         self.main_conn = connect(self.store.db_path)
+        self.custody = CustodyLog(self.main_conn, self.store.data_dir, self.receipt_key)
         lim = config.limits
         self.ingest = Ingest(
             self.store,
@@ -232,7 +234,7 @@ class ReceiverService:
             bcfg.port,
             self.config.data_dir,
         )
-        last_pet = time.monotonic()
+        last_pet = last_head = time.monotonic()
         try:
             while not stop.wait(HOUSEKEEPING_INTERVAL_S):
                 now = time.monotonic()
@@ -240,6 +242,12 @@ class ReceiverService:
                     self.publish_assignments()
                 except Exception:
                     log.exception("publishing assignments failed; will retry")
+                if now - last_head > EXPIRE_INTERVAL_S:
+                    last_head = now
+                    try:  # custody: a signed tree head at least hourly while the log grows
+                        issue_head_if_due(self.custody)
+                    except Exception:
+                        log.exception("signing a custody tree head failed; will retry")
                 if (
                     watchdog_s is not None
                     and now - last_pet >= watchdog_s

@@ -12,7 +12,7 @@ from evidence.keys import generate_signing_key
 from evidence.media import digest_file
 from evidence.receipt import Receipt
 from evidence.records import Record, RecordType
-from evidence.testing import SteppingClock
+from evidence.testing import SteppingClock, segment_body
 from receiver.identity import load_receipt_key
 from receiver.ingest import Ingest, Outgoing
 from receiver.store import EvidenceStore, connect
@@ -40,7 +40,7 @@ class Rig:
         path = self.root / "devices" / DEV / "media" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        body = {"file": file or name, "media": digest_file(path, 1024).to_dict(), "stored": None}
+        body = segment_body(file or name, digest_file(path, 1024).to_dict())
         return self.chain.append(RecordType.SEGMENT, "s1", body, self.clock.tick(1))
 
     def send(self, kind: str, payload: bytes) -> list[Outgoing]:

@@ -28,8 +28,8 @@ from evidence.encryption import (
 )
 from evidence.keys import generate_signing_key, save_signing_key
 from evidence.media import digest_file
-from evidence.records import RecordType
-from evidence.testing import SteppingClock
+from evidence.records import RecordType, format_utc
+from evidence.testing import SteppingClock, segment_body
 from provisioning import broker as broker_config
 from provisioning import device as provisioning_device
 from provisioning.dock import Dock as ProvisioningDock
@@ -154,16 +154,19 @@ class Writer:
         return p
 
     def segment(self, name: str, media: dict[str, Any] | None, enc: Any, **extra: Any) -> None:
-        body = {
-            "index": 0,
-            "file": name,
-            "media": media,
-            "stored": digest_file(self.path(name)).to_dict(),
-            "encryption": enc,
-            "recovered": False,
+        start = self.clock.now or self.clock.start
+        end = self.clock.tick(1)
+        stored = digest_file(self.path(name)).to_dict()
+        body = segment_body(
+            name,
+            media,
+            stored=stored,
+            encryption=enc,
+            utc_start=format_utc(start),
+            utc_end=end.utc,
             **extra,
-        }
-        self.chain.append(RecordType.SEGMENT, self.session, body, self.clock.tick(1))
+        )
+        self.chain.append(RecordType.SEGMENT, self.session, body, end)
 
 
 def test_undecryptable_or_mismatching_media_are_quarantined_with_the_reason(

@@ -92,7 +92,9 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _show(args: argparse.Namespace, ctx: Context) -> int:
-    data = reports.case_view(ctx.store, ctx.conn, args.number)
+    from receiver.commands.access import operations  # role check + custody "view" event
+
+    data = operations(args, ctx).show_case(args.number)
     print(json.dumps(data, ensure_ascii=False, indent=2) if args.json else case_text(data))
     return 0 if data["verification"] == "verified" else 1
 

@@ -30,6 +30,7 @@ from evidence import transfer as wire
 from evidence.keys import key_id
 from evidence.receipt import STATUS_QUARANTINED, Receipt
 from evidence.records import GENESIS_PREV, Record
+from receiver.custody import record_event
 from receiver.ingest.limits import Limits, LogLimiter
 from receiver.ingest.messages import record_problem
 from receiver.registry import DeviceRegistry, DockRegistryFollower
@@ -111,7 +112,9 @@ class Admission:
     def chain_problem(self, record: Record) -> str | None:
         """A contradiction with the stored chain (a fork), or None."""
         held = self.table.hash_at(record.device, record.seq)
-        if held is not None:
+        # the same record kept in quarantine for its media only (a chain link) may come back
+        # with good media: that continues the chain, it does not fork it
+        if held is not None and held != record.hash():
             return f"seq {record.seq} is already stored as a different record {held[:16]}…"
         if record.seq == 0:
             return None if record.prev == GENESIS_PREV else "seq 0 does not start the chain"
@@ -175,6 +178,17 @@ class Admission:
             str(path.relative_to(self.store.data_dir)),
             size,
             chain_link=link,
+        )
+        record_event(
+            self.table.conn,
+            "quarantine",
+            actor=f"device:{dev}",
+            device=dev,
+            seq=record.seq,
+            session=record.session,
+            record=record_hash,
+            detail=reason,
+            path=str(path.relative_to(self.store.data_dir)),
         )
         self.quarantined += 1
         self.logs.log(

@@ -50,6 +50,8 @@ from evidence.media import CHUNK_SIZE, FileDigest, StreamingDigest
 from evidence.receipt import STATUS_QUARANTINED, STATUS_STORED
 from evidence.records import Record, RecordType, format_utc
 from receiver.cases import CaseBook
+from receiver.custody import record_event
+from receiver.custody.anchors import accept_chain_head
 from receiver.errors import ConflictError, ReceiverError, StoreError
 from receiver.ingest import messages as m
 from receiver.ingest.admission import CONTINUES, Admission, Outgoing, need
@@ -227,6 +229,10 @@ class Ingest:
         horizon = seen - self.limits.transfer_timeout_s
         for other in [d for d, t in self.docked.items() if t < horizon]:
             del self.docked[other]
+        if hello.chain_head is not None:  # custody: anchor the chain's tail
+            refused = accept_chain_head(self.conn, device, dev.public_key, hello.chain_head)
+            if refused:
+                log.warning("chain head from %s refused: %s", device, m.escape(refused))
         window_bytes, window_messages = grant_window(self.limits, len(self.docked))
         reply = {
             "v": wire.PROTOCOL_VERSION,
@@ -582,6 +588,17 @@ class Ingest:
             return self.admission.quarantine(record, record_hash, str(exc))
 
         def file_session() -> None:
+            record_event(  # custody: commits with the row it describes
+                self.conn,
+                "ingest",
+                actor=f"device:{record.device}",
+                device=record.device,
+                seq=record.seq,
+                session=record.session,
+                record=record_hash,
+                type=str(record.type),
+                media=media.sha256 if media else None,
+            )
             if record.type == RecordType.SESSION_OPEN:
                 case = self.cases.file_on_open(record.session, record.device, record.body)
                 log.info(

@@ -50,6 +50,7 @@ class Hello:
     pending_segments: int
     oldest_pending_utc: str | None
     head_seq: int | None
+    chain_head: object | None = None  # a signed ChainHead (receiver.custody.anchors checks it)
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ def parse_hello(payload: bytes, topic: str = "") -> Hello:
         pending,
         oldest,
         _int(msg, "head_seq", topic, nullable=True),
+        msg.get("chain_head"),
     )
 
 
@@ -200,6 +202,10 @@ def record_problem(record: Record) -> str | None:
         return f"time.utc {escape(record.time.utc)[:40]!r} is not a valid time"
     if depth(record.body) > MAX_DEPTH:
         return f"body nested deeper than {MAX_DEPTH}"
+    try:  # the body's own rules (evidence.bodies, §3), then the generic bounds below
+        record.typed_body()
+    except EvidenceError as exc:
+        return escape(str(exc))[:200]
     return _body_problem(record.body)
 
 
@@ -218,7 +224,8 @@ def _body_problem(body: dict[str, Any]) -> str | None:
         elif isinstance(value, str):
             if len(value) > MAX_STRING_CHARS:
                 return f"{where} is longer than {MAX_STRING_CHARS} characters"
-            if ("utc" in key or _LOOKS_LIKE_TIME.match(value)) and valid_time(value) is None:
+            is_time = key == "utc" or key.endswith("_utc") or _LOOKS_LIKE_TIME.match(value)
+            if is_time and valid_time(value) is None:
                 return f"{where} {escape(value)[:40]!r} is not a valid time"
         elif (
             isinstance(value, int)
