@@ -419,6 +419,7 @@ class SimulatedCapture(CapturePipeline):
 
     def _step_frame(self) -> None:
         """Stepped mode, step lock held: capture the next frame at its own time."""
+        self.liveness.beat()
         n = self._next_frame
         deadline_ns = self._frame_start_ns(n)
         self._clock_to(deadline_ns)
