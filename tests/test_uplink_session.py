@@ -297,3 +297,26 @@ def test_late_answers_to_the_start_up_probe_do_not_cause_resends(
     # a need after that is a real one (e.g. the answer to a time-out query)
     assert "init" in kinds(session.handle(need(first[0], wire.NEED_ALL)))
     assert session.result.resends == 1
+
+
+def receiver_status(state: str, instance: str) -> Message:
+    msg = {"v": 1, "state": state, "instance": instance}
+    return Message(wire.RECEIVER_STATUS_TOPIC, wire.encode_json(msg))
+
+
+def test_a_restarted_receiver_is_asked_and_an_offline_one_is_not(
+    built: BuiltSpool, receiver_key: Ed25519PrivateKey
+) -> None:
+    session, clock = make_session(built, receiver_key, receipt_timeout_s=1.0)
+    assert session.handle(receiver_status("online", "rx-1")) == []  # first sight: nothing to ask
+    inflight = sent_records(connect(session, clock))
+    assert inflight
+    queries_before = session.result.queries
+    session.handle(receiver_status("offline", "rx-1"))
+    clock.advance(3600)  # far past any receipt time-out
+    assert "query" not in kinds(session.tick())  # its session would only pile them up
+    again = session.handle(receiver_status("online", "rx-2"))
+    asked = [
+        h for a in again if a.topic.endswith("/query") for h in json.loads(a.payload)["records"]
+    ]
+    assert sorted(asked) == sorted(session.inflight) and session.result.queries > queries_before

@@ -97,7 +97,7 @@ class Uploader:
         self.progress = progress
         self.events: queue.Queue[Event | _PubAck] = queue.Queue()
         self.mid_owner: dict[int, str | None] = {}
-        self._ever_connected = threading.Event()
+        self._connected = threading.Event()
         self.client = self._make_client()
 
     @property
@@ -141,17 +141,18 @@ class Uploader:
             return
         client.subscribe(wire.down_subscription(self.device), qos=1)
         client.subscribe(wire.RECEIVER_STATUS_TOPIC, qos=1)
-        self._ever_connected.set()
+        self._connected.set()
         self.events.put(Connected(bool(flags.session_present)))
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
-        if not self._ever_connected.is_set():
-            # dropped before any CONNACK: with TLS 1.3 that is how a refused client certificate
+        if not self._connected.is_set():
+            # dropped before the CONNACK: with TLS 1.3 that is how a refused client certificate
             # shows (the server checks it after the handshake)
             self.events.put(ConnectFailed())
             return
+        self._connected.clear()
         self.events.put(Disconnected(str(reason)))
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
