@@ -16,7 +16,14 @@ What a crash can leave behind, and what we do:
   digest is checked and the rename completed.
 - ``state/session.json`` of a session that was never closed: a ``gap`` record (cause
   ``power-loss`` when the boot id changed since the session opened, else ``crash``) and a
-  ``session-close`` with reason ``crash-recovery``.
+  ``session-close`` with reason ``crash-recovery``. The gap follows the recovered segment in the
+  chain and describes the lost interval: from the end of the last sealed media (the recovered
+  segment's end, else the last sealed segment's, else the session's opening) to the restart,
+  never empty. The session-close counts are re-derived from the session's records (the
+  records are the truth; ``session.json`` may lag them by one seal).
+- a recovered segment's ``video``/``audio`` parameters come from what the part itself says
+  (plaintext: PyAV), completed from the device's newest sealed segment, or from the
+  ``media_params`` the caller passes (the capture configuration); §3 requires them.
 
 Failure posture: recovery never deletes media (an empty part holds no media and is removed).
 A part that cannot be read is sealed as it is, with zero frames, rather than dropped; only a
@@ -44,7 +51,9 @@ from agent.spool import (
     remove_progress,
 )
 from evidence import layout
+from evidence.bodies import GapBody, SegmentBody
 from evidence.encryption import HEADER_SIZE_BYTES, is_encrypted_file, readable_prefix_bytes
+from evidence.errors import RecordFormatError
 from evidence.fsutil import fsync_dir
 from evidence.media import digest_file
 from evidence.records import Record, RecordType, format_utc, parse_utc
@@ -52,6 +61,19 @@ from evidence.records import Record, RecordType, format_utc, parse_utc
 log = logging.getLogger(__name__)
 
 TS_PACKET_BYTES = 188
+# How far back to look for a sealed segment whose video/audio parameters a recovered one reuses.
+PARAMS_LOOKBACK_RECORDS = 500
+# A crash gap is never empty: when the restart clock is not after the last media end, the gap
+# gets this minimal length and its detail says why.
+MIN_GAP = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class MediaParams:
+    """Video and audio parameters for a recovered segment's body (§3)."""
+
+    video: dict[str, Any]
+    audio: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -150,9 +172,14 @@ def _session_records(spool: Spool, session: str) -> list[Record]:
     return found
 
 
-def recover(spool: Spool) -> RecoveryResult:
-    """Bring the spool back to a consistent, closed state after a crash or power loss."""
+def recover(spool: Spool, *, media_params: MediaParams | None = None) -> RecoveryResult:
+    """Bring the spool back to a consistent, closed state after a crash or power loss.
+
+    ``media_params``: the capture configuration's video/audio parameters, used for a recovered
+    segment when neither the part nor an earlier sealed segment gives them.
+    """
     result = RecoveryResult()
+    known = _latest_params(spool) or media_params
     try:
         state = spool.load_session()
     except Exception as exc:
@@ -171,7 +198,7 @@ def recover(spool: Spool) -> RecoveryResult:
     for session, session_parts in sessions.items():
         st = state if state is not None and state.session == session else None
         try:
-            _recover_session(spool, session, sorted(session_parts), st, result)
+            _recover_session(spool, session, sorted(session_parts), st, result, known)
         except (OSError, SealError) as exc:
             raise RecoveryError(spool.parts_dir, f"session {session}: {exc}") from exc
     if state is not None:
@@ -192,14 +219,13 @@ def _recover_session(
     parts: list[tuple[int, Path]],
     state: SessionState | None,
     result: RecoveryResult,
+    known: MediaParams | None,
 ) -> None:
     records = _session_records(spool, session)
     opened = any(r.type == RecordType.SESSION_OPEN for r in records)
     closed = any(r.type == RecordType.SESSION_CLOSE for r in records)
     by_file = {r.body.get("file"): r for r in records if r.type == RecordType.SEGMENT}
-    if state is None:
-        state = _state_from_records(session, records, spool)
-    gap_start = parse_utc(state.last_utc_end) if state.last_utc_end else parse_utc(state.opened_utc)
+    state = _merge_state(state, _state_from_records(session, records, spool))
     for index, part in parts:
         name = part.name[: -len(PART_SUFFIX)]
         existing = by_file.get(name)
@@ -213,33 +239,46 @@ def _recover_session(
                 part,
             )
             continue
-        sealed = _seal_recovered(spool, part, session, index, state, result)
-        if sealed is not None:
-            gap_start = max(gap_start, parse_utc(sealed.body["utc_end"]))
+        _seal_recovered(spool, part, session, index, state, result, known)
     if not opened or closed:
         return
-    now = spool.clock.utc_now()
-    power_loss = state.boot_id != spool.clock.boot_id
-    cause = "power-loss" if power_loss else "crash"
-    detail = (
-        f"agent restarted after {'a power loss (new boot)' if power_loss else 'a crash'}; "
-        f"{len(result.recovered_segments)} interrupted segment(s) sealed as recovered"
-    )
-    gap = spool.append(
-        RecordType.GAP,
-        session,
-        {
-            "cause": cause,
-            "start_utc": format_utc(min(gap_start, now)),
-            "end_utc": format_utc(now),
-            "spoken_reason": False,
-            "detail": detail,
-        },
-    )
+    gap = spool.append(RecordType.GAP, session, _crash_gap(spool, state, result).to_dict())
     result.gaps.append(gap)
     state.gaps += 1
     spool.append(RecordType.SESSION_CLOSE, session, state.close_body("crash-recovery"))
     result.sessions_closed.append(session)
+
+
+def _crash_gap(spool: Spool, state: SessionState, result: RecoveryResult) -> GapBody:
+    """The lost interval: from the end of the last sealed media to the restart, never empty."""
+    start = parse_utc(state.last_utc_end) if state.last_utc_end else parse_utc(state.opened_utc)
+    now = spool.clock.utc_now()
+    power_loss = state.boot_id != spool.clock.boot_id
+    detail = (
+        f"agent restarted after {'a power loss (new boot)' if power_loss else 'a crash'}; "
+        f"{len(result.recovered_segments)} interrupted segment(s) sealed as recovered; "
+        "media from the end of the last sealed segment to the restart is lost"
+    )
+    end = now
+    if end < start + MIN_GAP:
+        end = start + MIN_GAP
+        detail += f"; the restart clock reading {format_utc(now)} is not after that media end"
+    cause = "power-loss" if power_loss else "crash"
+    return GapBody(cause, start, end, False, detail)
+
+
+def _merge_state(saved: SessionState | None, derived: SessionState) -> SessionState:
+    """``session.json`` for what only it knows, the records for every count."""
+    if saved is None:
+        return derived
+    for name in ("segments", "frames", "dropped_frames", "duration_us", "gaps", "next_index"):
+        setattr(saved, name, getattr(derived, name))
+    if derived.last_utc_end is not None and (
+        saved.last_utc_end is None or derived.last_utc_end > saved.last_utc_end
+    ):
+        saved.last_utc_end = derived.last_utc_end
+        saved.last_media_end_us = derived.last_media_end_us
+    return saved
 
 
 def _state_from_records(session: str, records: list[Record], spool: Spool) -> SessionState:
@@ -247,18 +286,57 @@ def _state_from_records(session: str, records: list[Record], spool: Spool) -> Se
     boot = records[-1].time.boot_id if records else ""
     state = SessionState(session=session, boot_id=boot, opened_utc=opened_utc)
     for r in records:
-        if r.type == RecordType.SEGMENT:
-            b = r.body
+        try:
+            body = r.typed_body()
+        except RecordFormatError as exc:
+            log.error("record seq %d of session %s unreadable body: %s", r.seq, session, exc)
+            continue
+        if isinstance(body, SegmentBody):
             state.segments += 1
-            state.frames += int(b.get("frames", 0))
-            state.dropped_frames += int(b.get("dropped_frames", 0))
-            state.duration_us += int(b["media_end_us"]) - int(b["media_start_us"])
-            state.last_media_end_us = int(b["media_end_us"])
-            state.last_utc_end = b["utc_end"]
-            state.next_index = int(b["index"]) + 1
-        elif r.type == RecordType.GAP:
+            state.frames += body.frames
+            state.dropped_frames += body.dropped_frames
+            state.duration_us += body.duration_us
+            state.last_media_end_us = body.media_end_us
+            state.last_utc_end = format_utc(body.utc_end)
+            state.next_index = body.index + 1
+        elif isinstance(body, GapBody):
             state.gaps += 1
     return state
+
+
+def _latest_params(spool: Spool) -> MediaParams | None:
+    """Video/audio parameters of the device's newest sealed segment that has them all."""
+    files = sorted(layout.iter_record_files(spool.root, spool.device_id), reverse=True)
+    for path in files[:PARAMS_LOOKBACK_RECORDS]:
+        try:
+            record = Record.load(path)
+            if record.type != RecordType.SEGMENT:
+                continue
+            body = record.typed_body()
+        except RecordFormatError:
+            continue
+        if isinstance(body, SegmentBody) and None not in (
+            body.video.width,
+            body.video.height,
+            body.video.fps,
+        ):
+            audio = body.audio.to_dict() if body.audio is not None else None
+            return MediaParams(body.video.to_dict(), audio)
+    return None
+
+
+def _complete_params(probe: TsProbe, known: MediaParams | None) -> tuple[dict[str, Any], Any]:
+    """The probe's parameters, each missing one taken from ``known`` (else null)."""
+    video = {"codec": "h264", "width": None, "height": None, "fps": None}
+    video.update({k: v for k, v in (known.video if known else {}).items() if k in video and v})
+    video.update({k: v for k, v in probe.video.items() if k in video and v})
+    if probe.audio is None:
+        return video, None
+    audio = {"codec": "aac", "sample_rate": None, "channels": None}
+    template = known.audio if known is not None and known.audio is not None else {}
+    audio.update({k: v for k, v in template.items() if k in audio and v})
+    audio.update({k: v for k, v in probe.audio.items() if k in audio and v})
+    return video, audio
 
 
 def _complete_rename(
@@ -318,6 +396,7 @@ def _seal_recovered(
     index: int,
     state: SessionState,
     result: RecoveryResult,
+    known: MediaParams | None,
 ) -> Record | None:
     encrypted = part.stat().st_size > 0 and is_encrypted_file(part)
     if encrypted:
@@ -335,6 +414,7 @@ def _seal_recovered(
         probe, last_write = probe_encrypted(part)
     else:
         probe, last_write = probe_ts(part), None
+    video, audio = _complete_params(probe, known)
     first_of_recording = index == state.recording_index0 or state.last_media_end_us is None
     media_start = 0 if first_of_recording else int(state.last_media_end_us or 0)
     if state.last_utc_end and not first_of_recording:
@@ -354,8 +434,8 @@ def _seal_recovered(
         frames=probe.frames,
         dropped_frames=0,
         pre_event_us=state.pre_event_us if first_of_recording else 0,
-        video=probe.video,
-        audio=probe.audio,
+        video=video,
+        audio=audio,
     )
     record = spool.seal(part, session, index, stats, recovered=True)
     state.segments += 1

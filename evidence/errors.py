@@ -19,6 +19,24 @@ class RecordFormatError(EvidenceError):
         super().__init__(f"{where}{reason}")
 
 
+class InvalidTimeError(RecordFormatError):
+    """A time that is not ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` or names an impossible date/time."""
+
+
+class BodyError(RecordFormatError):
+    """A record body that lacks a required member or has one of the wrong type or range."""
+
+
+class UnsafePathError(EvidenceError):
+    """A path inside an evidence tree that is not a regular file or directory inside the tree
+    (a symbolic link, FIFO, device, ``..``, or a name with a separator)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
 class KeyFileError(EvidenceError):
     """A key file is missing, unreadable or does not hold the expected kind of key."""
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -100,12 +101,18 @@ def save_public_key(path: Path, public_key: Ed25519PublicKey) -> None:
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    return load_private_pem(path, Ed25519PrivateKey, "an Ed25519 key")
+    key: Ed25519PrivateKey = load_private_pem(path, Ed25519PrivateKey, "an Ed25519 key")
+    return key
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """Load an Ed25519 public key from a PEM public key, a PEM private key or a certificate."""
-    data = read_key_file(path)
+    return public_key_from_pem(read_key_file(path), Path(path))
+
+
+def public_key_from_pem(data: bytes, path: Path) -> Ed25519PublicKey:
+    """An Ed25519 public key from PEM bytes (public key, private key or certificate);
+    ``path`` only names the source in errors."""
     key: object
     try:
         if b"CERTIFICATE" in data:
@@ -116,7 +123,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
             key = serialization.load_pem_private_key(data, password=None).public_key()
         else:
             key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise KeyFileError(Path(path), f"not a PEM public key: {exc}") from exc
     if not isinstance(key, Ed25519PublicKey):
         raise KeyFileError(Path(path), f"not an Ed25519 key ({type(key).__name__})")

@@ -16,14 +16,15 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from evidence.values import SAFE_NAME_RE as SAFE_NAME_RE  # re-exported; ends in \Z
+
 DEVICES = "devices"
 RECORDS = "records"
 MEDIA = "media"
 MANIFEST = "manifest.json"
 STATE = "state"
 DEVICE_PUBLIC_KEY = "device.pub"
-RECORD_NAME_RE = re.compile(r"^(\d{10})\.json$")
-SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RECORD_NAME_RE = re.compile(r"(\d{10})\.json\Z")
 
 
 def device_dir(root: Path, device: str) -> Path:
@@ -47,26 +48,29 @@ def record_path(root: Path, device: str, seq: int) -> Path:
 
 
 def media_path(root: Path, device: str, name: str) -> Path:
-    if not SAFE_NAME_RE.match(name):
+    if not SAFE_NAME_RE.fullmatch(name):
         raise ValueError(f"unsafe media file name {name!r}")
     return media_dir(root, device) / name
 
 
 def iter_devices(root: Path) -> Iterator[str]:
+    """Device directories (real directories, not links), sorted by name."""
     base = Path(root) / DEVICES
-    if base.is_dir():
+    if base.is_dir() and not base.is_symlink():
         for entry in sorted(base.iterdir()):
-            if entry.is_dir():
+            # a link to a directory elsewhere (e.g. /etc) is not a device of this tree
+            if entry.is_dir() and not entry.is_symlink():
                 yield entry.name
 
 
 def iter_record_files(root: Path, device: str) -> Iterator[Path]:
-    """Record files of a device sorted by file name (which is the seq they claim)."""
+    """Record files of a device sorted by file name (which is the seq they claim); regular
+    files only: links and special files are left out (the verifier reports them)."""
     base = records_dir(root, device)
-    if base.is_dir():
-        yield from sorted(p for p in base.iterdir() if p.is_file())
+    if base.is_dir() and not base.is_symlink():
+        yield from sorted(p for p in base.iterdir() if p.is_file() and not p.is_symlink())
 
 
 def seq_from_name(path: Path) -> int | None:
-    m = RECORD_NAME_RE.match(path.name)
+    m = RECORD_NAME_RE.fullmatch(path.name)
     return int(m.group(1)) if m else None

@@ -13,7 +13,6 @@ caller can log why a receipt was not accepted.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -23,15 +22,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from evidence.canonical import parse_json
 from evidence.errors import EvidenceError, RecordFormatError
 from evidence.keys import key_id
-from evidence.records import DEVICE_ID_RE, format_utc
 from evidence.signing import CanonicallySigned, sign_canonical
+from evidence.values import format_utc, is_device_id, is_hex64, is_safe_int, parse_utc
 
 RECEIPT_VERSION = 1
 STATUS_STORED = "stored"
 STATUS_QUARANTINED = "quarantined"
 STATUSES = frozenset({STATUS_STORED, STATUS_QUARANTINED})
 MAX_RECEIPT_BYTES = 64 * 1024
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+MAX_REASON_CHARS = 4096
 
 
 class ReceiptError(EvidenceError):
@@ -136,24 +135,26 @@ class Receipt(CanonicallySigned):
             media_sha256, media_size = d["media_sha256"], d["media_size"]
         except KeyError as exc:
             raise ReceiptError(f"receipt lacks field {exc.args[0]!r}") from exc
-        if not isinstance(device, str) or not DEVICE_ID_RE.match(device):
+        if not is_device_id(device):
             raise ReceiptError("receipt device id is not valid")
-        if not isinstance(record, str) or not _HEX64.match(record):
+        if not is_hex64(record):
             raise ReceiptError("receipt record is not a SHA-256 hex digest")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        if not is_safe_int(seq, 0):
             raise ReceiptError("receipt seq is not a non-negative integer")
         if status not in STATUSES:
             raise ReceiptError(f"receipt status {status!r} is unknown")
         for name, value in (("utc", utc), ("key", key), ("sig", sig), ("record_type", record_type)):
-            if not isinstance(value, str) or not value:
+            if not isinstance(value, str) or not value or len(value) > 256:
                 raise ReceiptError(f"receipt {name} is not a non-empty string")
-        if reason is not None and not isinstance(reason, str):
-            raise ReceiptError("receipt reason is not a string")
-        if media_sha256 is not None and (
-            not isinstance(media_sha256, str) or not _HEX64.match(media_sha256)
-        ):
+        try:
+            parse_utc(utc)
+        except RecordFormatError as exc:
+            raise ReceiptError(f"receipt utc: {exc.reason}") from exc
+        if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS):
+            raise ReceiptError("receipt reason is not a string of at most 4096 characters")
+        if media_sha256 is not None and not is_hex64(media_sha256):
             raise ReceiptError("receipt media_sha256 is not a SHA-256 hex digest")
-        if media_size is not None and (not isinstance(media_size, int) or media_size < 0):
+        if media_size is not None and not is_safe_int(media_size, 0):
             raise ReceiptError("receipt media_size is not a non-negative integer")
         return cls(
             device=device,

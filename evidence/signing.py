@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from evidence.canonical import canonical_bytes
+from evidence.errors import RecordFormatError
 
 
 def sign_canonical(unsigned: dict[str, Any], key: Ed25519PrivateKey) -> str:
@@ -27,10 +28,20 @@ def sign_canonical(unsigned: dict[str, Any], key: Ed25519PrivateKey) -> str:
 
 
 def signature_valid(unsigned: dict[str, Any], sig: str, public_key: Ed25519PublicKey) -> bool:
-    """True when base64 ``sig`` is ``public_key``'s signature of ``unsigned``'s canonical bytes."""
+    """True when base64 ``sig`` is ``public_key``'s signature of ``unsigned``'s canonical bytes
+    (False, never an exception, when ``unsigned`` cannot even be canonicalised)."""
+    try:
+        signed = canonical_bytes(unsigned)
+    except RecordFormatError:
+        return False
+    return signature_valid_bytes(signed, sig, public_key)
+
+
+def signature_valid_bytes(signed: bytes, sig: str, public_key: Ed25519PublicKey) -> bool:
+    """True when base64 ``sig`` is ``public_key``'s signature of the bytes ``signed``."""
     try:
         raw = base64.b64decode(sig, validate=True)
-        public_key.verify(raw, canonical_bytes(unsigned))
+        public_key.verify(raw, signed)
     except (InvalidSignature, binascii.Error, ValueError):
         return False
     return True

@@ -50,6 +50,16 @@ def default_assignment() -> dict[str, Any]:
     }
 
 
+def session_open_body(assignment: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A complete §3 ``session-open`` body (the default assignment unless one is given)."""
+    return {
+        "assignment": dict(assignment) if assignment is not None else default_assignment(),
+        "checks": {"result": "pass", "items": []},
+        "preamble": {"text": "现在开始录音录像", "lang": "zh", "voice": "cmn-latn-pinyin"},
+        "pre_event_us": 0,
+    }
+
+
 @dataclass(frozen=True)
 class SessionMarker:
     """The one marker record a built session carries."""
@@ -87,15 +97,7 @@ def write_session(
     session = session or uuid.uuid4().hex
     out = [
         chain.append(
-            RecordType.SESSION_OPEN,
-            session,
-            {
-                "assignment": dict(plan.assignment),
-                "checks": {"result": "pass", "items": []},
-                "preamble": {"text": "现在开始录音录像", "lang": "zh", "voice": "cmn-latn-pinyin"},
-                "pre_event_us": 0,
-            },
-            clock.tick(1),
+            RecordType.SESSION_OPEN, session, session_open_body(plan.assignment), clock.tick(1)
         )
     ]
     marker = plan.marker

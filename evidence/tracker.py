@@ -8,11 +8,12 @@ structure and unexplained gaps between segments. It never raises on bad evidence
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from evidence.errors import RecordFormatError
+from evidence.bodies import Body, GapBody, SegmentBody, SessionCloseBody
+from evidence.errors import InvalidTimeError, RecordFormatError
 from evidence.keys import KeyRing
-from evidence.records import GENESIS_PREV, Record, RecordType, parse_utc
+from evidence.records import GENESIS_PREV, Record, RecordType
 from evidence.violations import Violation
 from evidence.violations import ViolationKind as K
 
@@ -20,6 +21,9 @@ from evidence.violations import ViolationKind as K
 GAP_TOLERANCE_S = 2.0
 # Media-timeline discontinuity between consecutive segments that still counts as continuous.
 MEDIA_TOLERANCE_US = 200_000
+# How far a gap record's interval is widened at each end when it must cover a hole: a fault is
+# noticed by a no-data watchdog (2 s) and capture needs a moment to restart.
+COVER_TOLERANCE_S = 5.0
 DEVICE_LEVEL_TYPES = frozenset({RecordType.CHECK, RecordType.CLOCK})
 
 
@@ -27,12 +31,44 @@ DEVICE_LEVEL_TYPES = frozenset({RecordType.CHECK, RecordType.CLOCK})
 class _Session:
     id: str
     open_seq: int
+    complete: bool = True  # False when the excerpt starts inside the session (counts unknown)
     segments: int = 0
-    last_index: int | None = None
-    last_end_utc: datetime | None = None
-    last_end_us: int | None = None
-    gap_since_segment: bool = False
+    gaps: int = 0
+    frames: int = 0
+    dropped_frames: int = 0
+    duration_us: int = 0
+    last: SegmentBody | None = None
+    pending_gaps: list[GapBody] = field(default_factory=list)
     closed: bool = False
+
+
+def typed_body(record: Record) -> tuple[Body | None, Violation | None]:
+    """The record's typed body, or the violation its body is (malformed-body / invalid-time)."""
+    try:
+        return record.typed_body(), None
+    except InvalidTimeError as exc:
+        kind, reason = K.INVALID_TIME, exc.reason
+    except RecordFormatError as exc:
+        kind, reason = K.MALFORMED_BODY, exc.reason
+    return None, Violation(kind, record.device, record.seq, None, reason)
+
+
+def uncovered_seconds(gaps: list[GapBody], start: datetime, end: datetime) -> float:
+    """Seconds of [start, end] covered by no gap interval (each widened by the tolerance)."""
+    widen = timedelta(seconds=COVER_TOLERANCE_S)
+    cursor, missing = start, 0.0
+    for g in sorted(gaps, key=lambda g: g.start_utc):
+        lo, hi = g.start_utc - widen, g.end_utc + widen
+        if hi <= cursor:
+            continue
+        if lo > cursor:
+            missing += (min(lo, end) - cursor).total_seconds()
+        cursor = max(cursor, hi)
+        if cursor >= end:
+            break
+    if cursor < end:
+        missing += (end - cursor).total_seconds()
+    return max(missing, 0.0)
 
 
 @dataclass
@@ -41,7 +77,8 @@ class ChainTracker:
 
     ``keyring`` holds the keys trusted for this device. ``start_seq`` is the first seq expected
     (0 for a whole chain). Set ``boundary=True`` before feeding the first record of a declared
-    excerpt range, so its ``prev`` and any preceding gap are not held against it.
+    excerpt range, so its ``prev`` and any preceding gap are not held against it. Each record's
+    body is parsed once (:func:`typed_body`); a body that breaks §3 is reported here.
     """
 
     device: str
@@ -56,6 +93,8 @@ class ChainTracker:
     records: int = 0
     segments: int = 0
     sessions: int = 0
+    session_ids: dict[str, int] = field(default_factory=dict)
+    bodies: dict[int, Body] = field(default_factory=dict)
 
     def _v(self, kind: K, record: Record | None, detail: str, seq: int | None = None) -> Violation:
         s = seq if seq is not None else (record.seq if record else None)
@@ -77,7 +116,13 @@ class ChainTracker:
         if not self._check_sequence(record, valid_sig, boundary, out):
             return out  # duplicate or out-of-order: nothing more to learn from it
         self._check_time(record, out)
-        self._check_session(record, boundary, out)
+        body, problem = typed_body(record)
+        if problem is not None:
+            out.append(self._v(problem.kind, record, problem.detail))
+        else:
+            assert body is not None
+            self.bodies[record.seq] = body
+        self._check_session(record, body, boundary, out)
         self.last, self.last_valid_sig = record, valid_sig
         self.records += 1
         return out
@@ -167,7 +212,9 @@ class ChainTracker:
                 self._v(K.TIME_BACKWARDS, record, "monotonic clock went backwards within one boot")
             )
 
-    def _check_session(self, record: Record, boundary: bool, out: list[Violation]) -> None:
+    def _check_session(
+        self, record: Record, body: Body | None, boundary: bool, out: list[Violation]
+    ) -> None:
         kind = record.type
         if kind in DEVICE_LEVEL_TYPES:
             return
@@ -181,12 +228,21 @@ class ChainTracker:
                         f"session {s.id} (opened at seq {s.open_seq}) was never closed",
                     )
                 )
+            first = self.session_ids.setdefault(record.session, record.seq)
+            if first != record.seq:
+                out.append(
+                    self._v(
+                        K.DUPLICATE_SESSION,
+                        record,
+                        f"session id {record.session} was already opened at seq {first}",
+                    )
+                )
             self.session = _Session(record.session, record.seq)
             self.sessions += 1
             return
         if s is None or s.closed or s.id != record.session:
             if boundary and s is None:
-                s = self.session = _Session(record.session, record.seq)
+                s = self.session = _Session(record.session, record.seq, complete=False)
             else:
                 out.append(
                     self._v(
@@ -197,52 +253,79 @@ class ChainTracker:
                 )
                 return
         if kind == RecordType.GAP:
-            s.gap_since_segment = True
+            s.gaps += 1
+            if isinstance(body, GapBody):
+                s.pending_gaps.append(body)
         elif kind == RecordType.SEGMENT:
-            self._check_segment(record, s, out)
+            self.segments += 1
+            s.segments += 1
+            if isinstance(body, SegmentBody):
+                self._check_segment(record, body, s, out)
+            else:
+                s.complete = False  # its counts can no longer be checked
         elif kind == RecordType.SESSION_CLOSE:
             s.closed = True
+            if isinstance(body, SessionCloseBody) and s.complete:
+                self._check_close(record, body, s, out)
 
-    def _check_segment(self, record: Record, s: _Session, out: list[Violation]) -> None:
-        self.segments += 1
-        s.segments += 1
-        body = record.body
-        try:
-            index = _int(body, "index")
-            start_us, end_us = _int(body, "media_start_us"), _int(body, "media_end_us")
-            start_utc, end_utc = parse_utc(body["utc_start"]), parse_utc(body["utc_end"])
-        except (KeyError, RecordFormatError) as exc:
-            out.append(self._v(K.MALFORMED_BODY, record, f"segment body: {exc}"))
-            return
-        if s.last_index is not None and s.last_end_utc is not None and s.last_end_us is not None:
-            hole_s = (start_utc - s.last_end_utc).total_seconds()
-            jump_us = start_us - s.last_end_us
+    def _check_segment(
+        self, record: Record, seg: SegmentBody, s: _Session, out: list[Violation]
+    ) -> None:
+        s.frames += seg.frames
+        s.dropped_frames += seg.dropped_frames
+        s.duration_us += seg.duration_us
+        last = s.last
+        if last is not None:
+            hole_s = (seg.utc_start - last.utc_end).total_seconds()
+            jump_us = seg.media_start_us - last.media_end_us
             broken = (
-                index != s.last_index + 1
+                seg.index != last.index + 1
                 or hole_s > GAP_TOLERANCE_S
                 or abs(jump_us) > MEDIA_TOLERANCE_US
             )
-            if broken and not s.gap_since_segment:
-                out.append(
-                    self._v(
-                        K.UNEXPLAINED_GAP,
-                        record,
-                        f"segment {index} follows segment "
-                        f"{s.last_index} after {hole_s:.3f} s wall clock / "
-                        f"{jump_us / 1e6:.3f} s media time with no gap record",
+            what = (
+                f"segment {seg.index} follows segment {last.index} after {hole_s:.3f} s wall "
+                f"clock / {jump_us / 1e6:.3f} s media time"
+            )
+            if broken and not s.pending_gaps:
+                out.append(self._v(K.UNEXPLAINED_GAP, record, f"{what} with no gap record"))
+            elif broken and hole_s > GAP_TOLERANCE_S:
+                missing = uncovered_seconds(s.pending_gaps, last.utc_end, seg.utc_start)
+                if missing > 0:
+                    out.append(
+                        self._v(
+                            K.UNEXPLAINED_GAP,
+                            record,
+                            f"{what}: the gap record(s) before it leave {missing:.3f} s of the "
+                            "hole uncovered",
+                        )
                     )
+        s.last = seg
+        s.pending_gaps = []
+
+    def _check_close(
+        self, record: Record, close: SessionCloseBody, s: _Session, out: list[Violation]
+    ) -> None:
+        pairs = (
+            ("segments", close.segments, s.segments),
+            ("gaps", close.gaps, s.gaps),
+            ("frames", close.frames, s.frames),
+            ("dropped_frames", close.dropped_frames, s.dropped_frames),
+            ("duration_us", close.duration_us, s.duration_us),
+        )
+        wrong = [
+            f"{name} {said} (records show {seen})" for name, said, seen in pairs if said != seen
+        ]
+        if wrong:
+            out.append(
+                self._v(
+                    K.SESSION_CLOSE_MISMATCH,
+                    record,
+                    f"session-close of session {s.id} says " + ", ".join(wrong),
                 )
-        s.last_index, s.last_end_utc, s.last_end_us = index, end_utc, end_us
-        s.gap_since_segment = False
+            )
 
     def open_session(self) -> str | None:
         """The id of a session still open after the last record fed, if any."""
         s = self.session
         return s.id if s is not None and not s.closed else None
-
-
-def _int(body: dict[str, object], name: str) -> int:
-    value = body[name]
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise RecordFormatError(f"{name} is not an integer")
-    return value

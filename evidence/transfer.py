@@ -24,25 +24,45 @@ offset-addressed chunks (each carrying its SHA-256, checked against the signed r
 ``fin``. Records of one session go in ``seq`` order; the receiver accepts any order and tracks
 chain continuity itself. The device frees space only on a signed receipt, never on a PUBACK.
 
-Failure posture: every ``parse_*``/``unpack_*`` function raises :class:`WireError` (carrying the
-topic and a reason) for anything malformed; none of them ever returns partial data.
+Typed messages: :class:`Hello`, :class:`Init`, :class:`Fin`, :class:`Query`, :class:`Need`,
+:class:`ClockSync` and :class:`Status` parse a payload once (``X.parse(payload, topic)``) with
+every bound checked — sizes, integer ranges, hex digests, RFC 3339 times that are real dates —
+and encode themselves (``x.encode()``); the schema dictionaries and :func:`parse_json` stay for
+callers that still work with dictionaries.
+
+Failure posture: every ``parse_*``/``unpack_*`` function and every ``X.parse`` raises
+:class:`WireError` (carrying the topic and a reason) for anything malformed — including JSON
+nested too deep, integers of thousands of digits and impossible dates; none of them ever returns
+partial data.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import struct
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+from evidence.canonical import parse_json as _parse_json_strict
+from evidence.errors import RecordFormatError
+from evidence.values import DEVICE_ID_RE as DEVICE_ID_RE  # re-exported; ends in \Z
+from evidence.values import (
+    HEX64_RE,
+    MAX_SAFE_INT,
+    format_utc,
+    has_control,
+    is_device_id,
+    is_hex64,
+    is_safe_int,
+    parse_utc,
+)
 
 PROTOCOL_VERSION = 1
 PREFIX = "bodycam/v1"
 RECEIVER_STATUS_TOPIC = f"{PREFIX}/receiver/status"
 
-#: Device ids as they may appear in topics (no MQTT wildcards or separators).
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # Message kinds per direction (the last topic level).
 UP_HELLO = "hello"
@@ -108,7 +128,9 @@ NEED_LATER = "later"
 #: The retained assignment message of a device the receiver unassigned.
 ASSIGNMENT_CLEARED: dict[str, object] = {"cleared": True}
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+MAX_REASON_CHARS = 1024
+_HEX64 = HEX64_RE  # kept for callers that still match digests themselves (ends in \Z)
+MAX_LABEL_CHARS = 128
 
 
 class WireError(ValueError):
@@ -153,7 +175,7 @@ def parse_topic(topic: str) -> Topic:
     if len(parts) < 3 or f"{parts[0]}/{parts[1]}" != PREFIX:
         raise WireError("not a bodycam/v1 topic", topic)
     device = parts[2]
-    if not DEVICE_ID_RE.match(device):
+    if not is_device_id(device):
         raise WireError("bad device id in topic", topic)
     if len(parts) == 4 and parts[3] == "status":
         return Topic(device, "status", "status")
@@ -178,9 +200,9 @@ def parse_json(
     if len(payload) > MAX_JSON_MESSAGE_BYTES:
         raise WireError(f"message of {len(payload)} bytes exceeds the limit", topic)
     try:
-        value = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"not JSON: {exc}", topic) from exc
+        value = _parse_json_strict(payload)
+    except RecordFormatError as exc:  # not UTF-8/JSON, duplicate keys, too deep, huge integers
+        raise WireError(f"not JSON: {exc.reason}", topic) from exc
     if not isinstance(value, dict):
         raise WireError("JSON message is not an object", topic)
     for name, typ in schema.items():
@@ -195,9 +217,190 @@ def parse_json(
     if value.get("v") != PROTOCOL_VERSION:
         raise WireError(f"unsupported protocol version {value.get('v')!r}", topic)
     for name in ("record", "sha256"):
-        if isinstance(value.get(name), str) and not _HEX64.match(value[name]):
+        if isinstance(value.get(name), str) and not is_hex64(value[name]):
             raise WireError(f"field {name!r} is not a SHA-256 hex digest", topic)
     return value
+
+
+# -- typed JSON messages -------------------------------------------------------------------
+def _int(d: dict[str, Any], name: str, topic: str, *, lo: int = 0, hi: int = MAX_SAFE_INT) -> int:
+    value = d[name]
+    if not is_safe_int(value, lo, hi):
+        raise WireError(f"field {name!r} is not an integer in {lo}..{hi}", topic)
+    return int(value)
+
+
+def _opt_int(d: dict[str, Any], name: str, topic: str) -> int | None:
+    return None if d.get(name) is None else _int(d, name, topic)
+
+
+def _time(d: dict[str, Any], name: str, topic: str) -> datetime:
+    try:
+        return parse_utc(d[name])
+    except RecordFormatError as exc:
+        raise WireError(f"field {name!r}: {exc.reason}", topic) from exc
+
+
+def _label(d: dict[str, Any], name: str, topic: str, max_chars: int = MAX_LABEL_CHARS) -> str:
+    value = d[name]
+    if not isinstance(value, str) or len(value) > max_chars or has_control(value):
+        raise WireError(f"field {name!r} is not text of at most {max_chars} characters", topic)
+    return value
+
+
+@dataclass(frozen=True)
+class Hello:
+    device_utc: datetime
+    pending_segments: int
+    oldest_pending_utc: datetime | None
+    head_seq: int | None
+
+    @classmethod
+    def parse(cls, payload: bytes, topic: str = "") -> Hello:
+        d = parse_json(payload, HELLO, topic)
+        oldest = None if d["oldest_pending_utc"] is None else _time(d, "oldest_pending_utc", topic)
+        return cls(
+            _time(d, "device_utc", topic),
+            _int(d, "pending_segments", topic),
+            oldest,
+            _opt_int(d, "head_seq", topic),
+        )
+
+    def encode(self) -> bytes:
+        oldest = self.oldest_pending_utc
+        return encode_json(
+            {
+                "v": PROTOCOL_VERSION,
+                "device_utc": format_utc(self.device_utc),
+                "pending_segments": self.pending_segments,
+                "oldest_pending_utc": format_utc(oldest) if oldest is not None else None,
+                "head_seq": self.head_seq,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Init:
+    record: dict[str, Any]  # parse with evidence.records.Record.from_dict (signature, chain)
+
+    @classmethod
+    def parse(cls, payload: bytes, topic: str = "") -> Init:
+        return cls(parse_json(payload, INIT, topic)["record"])
+
+    def encode(self) -> bytes:
+        return encode_json({"v": PROTOCOL_VERSION, "record": self.record})
+
+
+@dataclass(frozen=True)
+class Fin:
+    record: str
+    size: int
+    sha256: str
+    chunks: int
+
+    @classmethod
+    def parse(cls, payload: bytes, topic: str = "") -> Fin:
+        d = parse_json(payload, FIN, topic)
+        return cls(d["record"], _int(d, "size", topic), d["sha256"], _int(d, "chunks", topic))
+
+    def encode(self) -> bytes:
+        return encode_json(
+            {
+                "v": PROTOCOL_VERSION,
+                "record": self.record,
+                "size": self.size,
+                "sha256": self.sha256,
+                "chunks": self.chunks,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Query:
+    records: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, payload: bytes, topic: str = "") -> Query:
+        d = parse_json(payload, QUERY, topic)
+        hashes = d["records"]
+        if len(hashes) > MAX_QUERY_RECORDS or not all(is_hex64(h) for h in hashes):
+            raise WireError(
+                f"'records' is not a list of at most {MAX_QUERY_RECORDS} SHA-256 hex digests",
+                topic,
+            )
+        return cls(tuple(hashes))
+
+    def encode(self) -> bytes:
+        return encode_json({"v": PROTOCOL_VERSION, "records": list(self.records)})
+
+
+@dataclass(frozen=True)
+class Need:
+    record: str
+    what: str  # NEED_ALL, NEED_CHUNKS or NEED_LATER
+    chunks: tuple[int, ...]
+    reason: str
+
+    @classmethod
+    def parse(cls, payload: bytes, topic: str = "") -> Need:
+        d = parse_json(payload, NEED, topic)
+        if d["what"] not in (NEED_ALL, NEED_CHUNKS, NEED_LATER):
+            raise WireError(f"unknown 'what' {str(d['what'])[:20]!r}", topic)
+        chunks = d["chunks"]
+        if len(chunks) > MAX_NEED_CHUNKS or not all(is_safe_int(c, 0) for c in chunks):
+            raise WireError(f"'chunks' is not a list of at most {MAX_NEED_CHUNKS} indices", topic)
+        return cls(d["record"], d["what"], tuple(chunks), _label(d, "reason", topic, 1024))
+
+    def encode(self) -> bytes:
+        return encode_json(
+            {
+                "v": PROTOCOL_VERSION,
+                "record": self.record,
+                "what": self.what,
+                "chunks": list(self.chunks),
+                "reason": self.reason,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class ClockSync:
+    receiver_utc: datetime
+    echo_device_utc: str  # echoed verbatim: the device matches it to its own hello
+    receiver: str
+
+    @classmethod
+    def parse(cls, payload: bytes, topic: str = "") -> ClockSync:
+        d = parse_json(payload, CLOCK, topic)
+        return cls(
+            _time(d, "receiver_utc", topic),
+            _label(d, "echo_device_utc", topic),
+            _label(d, "receiver", topic),
+        )
+
+    def encode(self) -> bytes:
+        return encode_json(
+            {
+                "v": PROTOCOL_VERSION,
+                "receiver_utc": format_utc(self.receiver_utc),
+                "echo_device_utc": self.echo_device_utc,
+                "receiver": self.receiver,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Status:
+    state: str
+    instance: str
+
+    @classmethod
+    def parse(cls, payload: bytes, topic: str = "") -> Status:
+        d = parse_json(payload, STATUS, topic)
+        return cls(_label(d, "state", topic, 32), _label(d, "instance", topic))
+
+    def encode(self) -> bytes:
+        return encode_json({"v": PROTOCOL_VERSION, "state": self.state, "instance": self.instance})
 
 
 # -- binary chunk frame ------------------------------------------------------------------

@@ -2,34 +2,57 @@
 
 Failure posture: fail closed and never stop at the first problem. Every record and every media
 file is examined and each problem is reported as a :class:`Violation` of its own kind; only an
-unusable root (missing or unreadable) raises :class:`TreeError`.
+unusable root (missing or unreadable) raises :class:`TreeError`. The tree is read through
+:class:`evidence.safeio.Tree`: nothing outside it is ever opened (no links followed, no FIFOs or
+devices, bounded reads), and anything that tries is an ``unsafe-path`` violation.
+
+Speed: every record is canonicalised once (its hash, signed bytes and the canonical-file check
+share it); media files are hashed in a thread pool, one read pass per file for the whole and
+the per-chunk digests (``hashlib`` releases the GIL, so the files are hashed on every core).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evidence import layout
+from evidence.bodies import SegmentBody
 from evidence.canonical import parse_json
-from evidence.errors import EvidenceError, KeyFileError, RecordFormatError
-from evidence.keys import KeyRing, load_public_key
-from evidence.media import FileDigest, StreamingDigest
-from evidence.records import Record, RecordType
+from evidence.digests import digest_blocks, digest_stream
+from evidence.errors import (
+    EvidenceError,
+    InvalidTimeError,
+    KeyFileError,
+    RecordFormatError,
+    UnsafePathError,
+)
+from evidence.keys import KeyRing, public_key_from_pem
+from evidence.media import FileDigest
+from evidence.records import MAX_RECORD_BYTES, Record, RecordType
+from evidence.safeio import Tree
 from evidence.tracker import ChainTracker
+from evidence.values import is_device_id, is_safe_int, is_safe_name
 from evidence.violations import Violation
 from evidence.violations import ViolationKind as K
 
 log = logging.getLogger(__name__)
 
 # Turns a stored (encrypted) media file into plaintext blocks for digesting; None = no key.
-# The dict is the segment's ``encryption`` plus ``"recovered_prefix": True`` for a segment cut by
-# a crash (its stream has no last chunk; only then may the decryptor accept that).
-MediaDecryptor = Callable[[Path, dict[str, Any]], "Any"]
+# It is given the open file (or, from older callers, a path) and the segment's ``encryption``
+# plus ``"recovered_prefix": True`` for a segment cut by a crash (its stream has no last chunk;
+# only then may the decryptor accept that).
+MediaDecryptor = Callable[[Any, dict[str, Any]], Any]
+
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_KEY_FILE_BYTES = 64 << 10
+MAX_RECEIPT_FILE_BYTES = 64 << 10
+MAX_RANGES_PER_DEVICE = 100_000
 
 
 class TreeError(EvidenceError):
@@ -100,13 +123,15 @@ def verify_tree(
     *,
     decryptor: MediaDecryptor | None = None,
     receiver_keys: KeyRing | None = None,
+    workers: int | None = None,
 ) -> Report:
     """Verify every device chain and media file under ``root``.
 
     ``keyring`` is the set of trusted device keys; without one, the keys found in the tree
-    itself are used, which proves integrity but not origin (a note says so). On a device spool,
-    media freed after the receiver receipted it is accepted when ``state/receipts`` holds the
-    receipt; ``receiver_keys`` are the receiver keys its signature must verify with.
+    itself are used, which proves integrity but not origin (a note says so). Media a device
+    freed after the receiver receipted it is excused only by a receipt in ``state/receipts``
+    that verifies with one of ``receiver_keys``; without those keys such media is reported as
+    ``unverified-receipt``. ``workers``: hashing threads (default: one per CPU).
     """
     root = Path(root)
     if not root.exists():
@@ -116,95 +141,196 @@ def verify_tree(
     if not os.access(root, os.R_OK | os.X_OK):
         raise TreeError(root, "directory is not readable")
     report = Report(root)
-    scopes = _read_manifest(root, report)
     try:
-        devices = list(layout.iter_devices(root))
+        tree = Tree(root)
     except OSError as exc:
-        raise TreeError(root, f"cannot list devices: {exc.strerror or exc}") from exc
-    if not devices:
-        report.violations.append(
-            Violation(
-                K.NO_EVIDENCE,
-                None,
-                None,
-                None,
-                f"no {layout.DEVICES}/ with any device "
-                "under this directory: nothing here to verify",
+        raise TreeError(root, f"cannot open: {exc.strerror or exc}") from exc
+    threads = workers or len(os.sched_getaffinity(0)) or 1
+    with tree, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="verify") as pool:
+        pending: list[_DeviceVerifier] = []
+        scopes = _read_manifest(tree, report)
+        devices = _list_devices(tree, report)
+        if scopes is not None:
+            for device in sorted(set(scopes) - set(devices)):
+                report.violations.append(
+                    Violation(
+                        K.MISSING_DEVICE,
+                        device,
+                        None,
+                        layout.MANIFEST,
+                        "the manifest declares this device but the tree has no chain for it",
+                    )
+                )
+        if not devices:
+            report.violations.append(
+                Violation(
+                    K.NO_EVIDENCE,
+                    None,
+                    None,
+                    None,
+                    f"no {layout.DEVICES}/ with any device "
+                    "under this directory: nothing here to verify",
+                )
             )
-        )
-        return report
-    if keyring is None:
-        report.notes.append(
-            "no trusted keys given: using the public keys stored in the tree itself; this proves "
-            "the evidence is intact and consistent, not who made it (pass --key to check origin)"
-        )
-    for device in devices:
-        scope = scopes.get(device, Scope(None))
-        ring = keyring if keyring is not None else _keys_from_tree(root, device, report)
-        verifier = _DeviceVerifier(root, device, ring, scope, decryptor, report)
-        verifier.receiver_keys = receiver_keys
-        verifier.run()
+            return report
+        if keyring is None:
+            report.notes.append(
+                "no trusted keys given: using the public keys stored in the tree itself; this "
+                "proves the evidence is intact and consistent, not who made it (pass --key to "
+                "check origin)"
+            )
+        for device in devices:
+            scope = (scopes or {}).get(device, Scope(None))
+            ring = keyring if keyring is not None else _keys_from_tree(tree, device, report)
+            verifier = _DeviceVerifier(tree, device, ring, scope, report, pool)
+            verifier.decryptor, verifier.receiver_keys = decryptor, receiver_keys
+            verifier.run()
+            pending.append(verifier)
+        for verifier in pending:
+            verifier.collect()
     return report
 
 
-def _keys_from_tree(root: Path, device: str, report: Report) -> KeyRing:
+def _list_devices(tree: Tree, report: Report) -> list[str]:
+    try:
+        if not tree.is_dir([layout.DEVICES]):
+            return []
+        entries = tree.list_dir([layout.DEVICES])
+    except UnsafePathError as exc:
+        report.violations.append(Violation(K.UNSAFE_PATH, None, None, exc.path, exc.reason))
+        return []
+    except OSError as exc:
+        raise TreeError(tree.root, f"cannot list devices: {exc.strerror or exc}") from exc
+    devices = []
+    for entry in entries:
+        rel = f"{layout.DEVICES}/{entry.name}"
+        if entry.kind == "file":
+            report.notes.append(f"{rel}: a file, not a device directory: ignored")
+        elif entry.kind != "dir":
+            report.violations.append(
+                Violation(
+                    K.UNSAFE_PATH, None, None, rel, f"is {entry.kind}, not a device directory"
+                )
+            )
+        elif not is_device_id(entry.name):
+            report.violations.append(
+                Violation(K.UNSAFE_PATH, None, None, rel, "directory name is not a device id")
+            )
+        else:
+            devices.append(entry.name)
+    return devices
+
+
+def _keys_from_tree(tree: Tree, device: str, report: Report) -> KeyRing:
     """The device's own ``device.pub``; the tree's ``keys/*.pub`` only if it has none."""
     ring = KeyRing()
-    own = layout.device_dir(root, device) / layout.DEVICE_PUBLIC_KEY
-    keys_dir = root / "keys"
-    candidates = [own] if own.exists() else sorted(keys_dir.glob("*.pub"))
-    for path in candidates:
+    own = [layout.DEVICES, device, layout.DEVICE_PUBLIC_KEY]
+    try:
+        if tree.exists(own):
+            candidates = [own]
+        else:
+            candidates = [
+                ["keys", e.name] for e in tree.list_dir(["keys"]) if e.name.endswith(".pub")
+            ]
+    except (UnsafePathError, OSError) as exc:
+        report.notes.append(f"ignored key files: {exc}")
+        return ring
+    for parts in candidates:
+        where = "/".join(parts)
         try:
-            ring.add(load_public_key(path))
-        except KeyFileError as exc:
-            report.notes.append(f"ignored key file: {exc}")
+            ring.add(public_key_from_pem(tree.read_file(parts, MAX_KEY_FILE_BYTES), Path(where)))
+        except (KeyFileError, UnsafePathError, OSError) as exc:
+            report.notes.append(f"ignored key file {where}: {exc}")
     return ring
 
 
-def _read_manifest(root: Path, report: Report) -> dict[str, Scope]:
-    path = root / layout.MANIFEST
-    if not path.exists():
-        return {}
+def _read_manifest(tree: Tree, report: Report) -> dict[str, Scope] | None:
+    """The manifest's device scopes; None without a manifest (whole chains from seq 0)."""
+    if not tree.exists([layout.MANIFEST]):
+        return None
     try:
-        data = parse_json(path.read_bytes())
-        scopes = {}
-        for device, entry in data["devices"].items():
-            ranges = tuple((int(lo), int(hi)) for lo, hi in entry["ranges"])
-            scopes[device] = Scope(ranges)
-        return scopes
-    except (OSError, RecordFormatError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        return parse_manifest(tree.read_file([layout.MANIFEST], MAX_MANIFEST_BYTES))
+    except (OSError, EvidenceError) as exc:
         report.violations.append(
             Violation(K.BAD_MANIFEST, None, None, layout.MANIFEST, f"unusable manifest: {exc}")
         )
         return {}
 
 
+def parse_manifest(data: bytes) -> dict[str, Scope]:
+    """``{"devices": {"<device>": {"ranges": [[first, last], ...]}}}``; other members ignored.
+
+    Ranges must be sorted, disjoint and ``first <= last``; raises RecordFormatError otherwise.
+    """
+    value = parse_json(data)
+    devices = value.get("devices") if isinstance(value, dict) else None
+    if not isinstance(devices, dict):
+        raise RecordFormatError("manifest has no 'devices' object")
+    scopes: dict[str, Scope] = {}
+    for device, entry in devices.items():
+        if not is_device_id(device):
+            raise RecordFormatError(f"manifest names an invalid device id {device[:80]!r}")
+        ranges = entry.get("ranges") if isinstance(entry, dict) else None
+        if not isinstance(ranges, list) or not 0 < len(ranges) <= MAX_RANGES_PER_DEVICE:
+            raise RecordFormatError(f"device {device}: 'ranges' is not a non-empty list")
+        out: list[tuple[int, int]] = []
+        for pair in ranges:
+            if not (
+                isinstance(pair, list)
+                and len(pair) == 2
+                and all(is_safe_int(x, 0) for x in pair)
+                and pair[0] <= pair[1]
+            ):
+                raise RecordFormatError(f"device {device}: range {str(pair)[:60]} is not [lo, hi]")
+            if out and pair[0] <= out[-1][1]:
+                raise RecordFormatError(f"device {device}: ranges overlap or are not sorted")
+            out.append((pair[0], pair[1]))
+        scopes[device] = Scope(tuple(out))
+    return scopes
+
+
+@dataclass
+class _MediaJob:
+    seq: int
+    rel: str
+    parts: list[str]
+    want: FileDigest
+    body: SegmentBody
+
+
 class _DeviceVerifier:
     def __init__(
         self,
-        root: Path,
+        tree: Tree,
         device: str,
         keyring: KeyRing,
         scope: Scope,
-        decryptor: MediaDecryptor | None,
         report: Report,
+        pool: ThreadPoolExecutor,
     ) -> None:
-        self.root, self.device, self.scope = root, device, scope
-        self.decryptor = decryptor
+        self.tree, self.device, self.scope = tree, device, scope
         self.report = report
+        self.pool = pool
+        self.decryptor: MediaDecryptor | None = None
+        self.receiver_keys: KeyRing | None = None
         self.summary = report.devices.setdefault(device, DeviceSummary(device))
         self.tracker = ChainTracker(device, keyring)
         self.referenced: set[str] = set()
-        self.receiver_keys: KeyRing | None = None
+        self.jobs: list[tuple[_MediaJob, Future[tuple[list[Violation], list[str]]]]] = []
+        self.base = [layout.DEVICES, device]
 
     def violation(self, kind: K, seq: int | None, file: str | None, detail: str) -> None:
         self.report.violations.append(Violation(kind, self.device, seq, file, detail))
 
+    def rel(self, *parts: str) -> str:
+        return "/".join([*self.base, *parts])
+
     def run(self) -> None:
         records = self._load_records()
         for record in records:
-            path = layout.record_path(self.root, self.device, record.seq)
-            self.tracker.file_names[record.seq] = self._rel(path)
+            self.tracker.file_names[record.seq] = self.rel(
+                layout.RECORDS, layout.record_name(record.seq)
+            )
         for record in records:
             boundary = self.scope.boundary(record.seq)
             for v in self.tracker.feed(record, boundary=boundary):
@@ -215,49 +341,107 @@ class _DeviceVerifier:
                 ):
                     continue
                 self.report.violations.append(v)
-            if record.type == RecordType.SEGMENT:
-                self._check_media(record)
+            body = self.tracker.bodies.get(record.seq)
+            if isinstance(body, SegmentBody):
+                self._check_media(record, body)
+            elif record.type == RecordType.SEGMENT and is_safe_name(record.body.get("file")):
+                # malformed (already reported): its media is not "extra" on top of that
+                self.referenced.add(record.body["file"])
+        self._check_ranges_present(records)
         self._check_unreferenced_media()
         self._summarise(records)
 
+    def collect(self) -> None:
+        """Wait for this device's media hashing and report what it found, in seq order."""
+        for job, future in self.jobs:
+            try:
+                violations, notes = future.result()
+            except UnsafePathError as exc:
+                violations, notes = [self._v(K.UNSAFE_PATH, job.seq, job.rel, exc.reason)], []
+            except OSError as exc:
+                detail = f"cannot read: {exc.strerror or exc}"
+                violations, notes = [self._v(K.MEDIA_UNREADABLE, job.seq, job.rel, detail)], []
+            self.report.violations.extend(violations)
+            self.report.notes.extend(notes)
+            if not any(v.kind == K.UNSAFE_PATH for v in violations):
+                self.summary.media_bytes += job.want.size
+
+    def _v(self, kind: K, seq: int | None, file: str | None, detail: str) -> Violation:
+        return Violation(kind, self.device, seq, file, detail)
+
+    # -- records ---------------------------------------------------------------------------
     def _load_records(self) -> list[Record]:
-        loaded: list[tuple[Path, Record]] = []
+        loaded: list[tuple[str, Record]] = []
         try:
-            files = list(layout.iter_record_files(self.root, self.device))
-        except OSError as exc:
-            self.violation(K.UNREADABLE_RECORD, None, layout.RECORDS, f"cannot list records: {exc}")
+            entries = self.tree.list_dir([*self.base, layout.RECORDS])
+        except UnsafePathError as exc:
+            self.violation(K.UNSAFE_PATH, None, exc.path, exc.reason)
             return []
-        for path in files:
-            rel = self._rel(path)
-            if path.name.startswith("."):
+        except OSError as exc:
+            self.violation(
+                K.UNREADABLE_RECORD, None, self.rel(layout.RECORDS), f"cannot list: {exc}"
+            )
+            return []
+        for entry in entries:
+            rel = self.rel(layout.RECORDS, entry.name)
+            if entry.name.startswith("."):
                 self.report.notes.append(f"{rel}: temporary file ignored (interrupted write)")
                 continue
-            try:
-                loaded.append((path, Record.load(path)))
-            except RecordFormatError as exc:
-                self.violation(K.UNREADABLE_RECORD, layout.seq_from_name(path), rel, exc.reason)
+            named = layout.seq_from_name(Path(entry.name))
+            if entry.kind != "file":
+                self.violation(K.UNSAFE_PATH, named, rel, f"is {entry.kind}, not a record file")
+                continue
+            record = self._load_one(entry.name, rel, named)
+            if record is not None:
+                loaded.append((entry.name, record))
         self._check_names(loaded)
         by_seq: dict[int, Record] = {}
-        for path, record in loaded:
+        for name, record in loaded:
             if record.seq in by_seq:
                 if by_seq[record.seq].hash() != record.hash():
                     self.violation(
                         K.DUPLICATE_SEQ,
                         record.seq,
-                        self._rel(path),
+                        self.rel(layout.RECORDS, name),
                         f"a second, different record claims seq {record.seq}",
                     )
                 continue
             by_seq[record.seq] = record
         return [by_seq[s] for s in sorted(by_seq)]
 
-    def _check_names(self, loaded: list[tuple[Path, Record]]) -> None:
-        names = {layout.seq_from_name(p): r.seq for p, r in loaded}
-        for path, record in loaded:
-            named = layout.seq_from_name(path)
+    def _load_one(self, name: str, rel: str, named: int | None) -> Record | None:
+        try:
+            data = self.tree.read_file([*self.base, layout.RECORDS, name], MAX_RECORD_BYTES)
+            record = Record.parse(data)
+        except UnsafePathError as exc:
+            self.violation(K.UNREADABLE_RECORD, named, rel, exc.reason)
+            return None
+        except OSError as exc:
+            self.violation(K.UNREADABLE_RECORD, named, rel, f"cannot read: {exc.strerror or exc}")
+            return None
+        except InvalidTimeError as exc:
+            self.violation(K.INVALID_TIME, named, rel, exc.reason)
+            return None
+        except RecordFormatError as exc:
+            self.violation(K.UNREADABLE_RECORD, named, rel, exc.reason)
+            return None
+        if data != record.canonical():
+            self.violation(
+                K.NON_CANONICAL,
+                record.seq,
+                rel,
+                "record file is not byte-for-byte its RFC 8785 canonical form "
+                "(its sha256sum is not the record hash)",
+            )
+        return record
+
+    def _check_names(self, loaded: list[tuple[str, Record]]) -> None:
+        names = {layout.seq_from_name(Path(n)): r.seq for n, r in loaded}
+        for name, record in loaded:
+            named = layout.seq_from_name(Path(name))
             if named == record.seq:
                 continue
-            rel = self._rel(path)
+            rel = self.rel(layout.RECORDS, name)
             if named is not None and names.get(record.seq) == named:
                 self.violation(
                     K.REORDERED,
@@ -273,124 +457,170 @@ class _DeviceVerifier:
                     f"file name does not match the record's seq {record.seq}",
                 )
 
-    def _check_media(self, record: Record) -> None:
-        body = record.body
-        rel_record = layout.record_name(record.seq)
-        try:
-            name = body["file"]
-            stored = FileDigest.from_dict(body["stored"]) if body.get("stored") else None
-            # A segment recovered after a crash on an encrypting device has no plaintext digest
-            # (the device cannot decrypt what it wrote); only its stored bytes are signed.
-            recovered_prefix = body.get("media") is None and stored is not None
-            if recovered_prefix and not (body.get("recovered") and body.get("encryption")):
-                raise ValueError("'media' is null but the segment is not a recovered encrypted one")
-            media = stored if recovered_prefix else FileDigest.from_dict(body["media"])
-            assert media is not None
-            path = layout.media_path(self.root, self.device, name)
-        except (KeyError, RecordFormatError, ValueError, TypeError) as exc:
-            self.violation(K.MALFORMED_BODY, record.seq, rel_record, f"segment body: {exc}")
+    def _check_ranges_present(self, records: list[Record]) -> None:
+        """Every record inside a declared range must be present, to its last seq."""
+        if self.scope.ranges is None:
             return
+        present = {r.seq for r in records}
+        for lo, hi in self.scope.ranges:
+            if lo not in present:
+                self.violation(
+                    K.MISSING_SEQ,
+                    lo,
+                    None,
+                    f"the manifest's range {lo}..{hi} lacks its first record",
+                )
+            if hi not in present and hi != lo:
+                self.violation(
+                    K.MISSING_SEQ,
+                    hi,
+                    None,
+                    f"the manifest's range {lo}..{hi} lacks its last record (tail cut off)",
+                )
+
+    # -- media -----------------------------------------------------------------------------
+    def _check_media(self, record: Record, body: SegmentBody) -> None:
+        name = body.file
         self.referenced.add(name)
-        rel = self._rel(path)
-        if not path.exists():
+        parts = [*self.base, layout.MEDIA, name]
+        rel = self.rel(layout.MEDIA, name)
+        job = _MediaJob(record.seq, rel, parts, body.on_disk, body)
+        try:
+            present = self.tree.exists(parts)
+        except OSError as exc:
+            self.violation(K.MEDIA_UNREADABLE, record.seq, rel, f"cannot look up: {exc}")
+            return
+        if not present:
             if self.scope.missing_allowed(record.seq):
                 return
-            problem = self._released(record, stored or media)
-            if problem is not None:
-                self.violation(K.MISSING_MEDIA, record.seq, rel, problem)
+            self._released(record, body, rel)
             return
-        on_disk = stored or media
-        self._compare(record.seq, rel, path, on_disk, _read_blocks(path))
-        self.summary.media_bytes += on_disk.size
-        if stored is None or self.decryptor is None:
-            return
-        info = dict(body.get("encryption") or {})
-        if recovered_prefix:
+        self.jobs.append((job, self.pool.submit(self._hash_job, job)))
+
+    def _hash_job(self, job: _MediaJob) -> tuple[list[Violation], list[str]]:
+        """Runs in the pool: hash (and decrypt, with a key) one media file."""
+        with self.tree.open_file(job.parts) as f:
+            got = digest_stream(f, job.want.chunk_size)
+        out = self._compare(job.seq, job.rel, job.want, got)
+        notes: list[str] = []
+        body = job.body
+        if body.stored is None or self.decryptor is None:
+            return out, notes
+        info: dict[str, Any] = body.encryption.to_dict() if body.encryption else {}
+        if body.recovered_prefix:
             info["recovered_prefix"] = True
         try:
-            blocks = self.decryptor(path, info)
-            if recovered_prefix:
-                plain = sum(len(block) for block in blocks)
-                self.report.notes.append(
-                    f"device {self.device} seq {record.seq}: {rel} was cut by a crash and sealed "
-                    f"as recovered: its {plain} plaintext bytes decrypt and authenticate (no "
-                    "plaintext digest was recorded; the stream is truncated by the crash)"
-                )
-            else:
-                self._compare(record.seq, rel + " (decrypted)", path, media, blocks)
-        except EvidenceError as exc:
-            self.violation(K.MEDIA_UNREADABLE, record.seq, rel, f"cannot decrypt: {exc}")
-        except OSError as exc:
-            self.violation(K.MEDIA_UNREADABLE, record.seq, rel, f"cannot read: {exc}")
+            with self.tree.open_file(job.parts) as f:
+                blocks: Iterable[bytes] = self.decryptor(f, info)
+                if body.recovered_prefix:
+                    plain = sum(len(block) for block in blocks)
+                    notes.append(
+                        f"device {self.device} seq {job.seq}: {job.rel} was cut by a crash and "
+                        f"sealed as recovered: its {plain} plaintext bytes decrypt and "
+                        "authenticate (no plaintext digest was recorded; the stream is "
+                        "truncated by the crash)"
+                    )
+                elif body.media is not None:
+                    decrypted = digest_blocks(blocks, body.media.chunk_size)
+                    out += self._compare(job.seq, job.rel + " (decrypted)", body.media, decrypted)
+        except (EvidenceError, ValueError, OSError) as exc:
+            out.append(self._v(K.MEDIA_UNREADABLE, job.seq, job.rel, f"cannot decrypt: {exc}"))
+        return out, notes
 
-    def _released(self, record: Record, digest: FileDigest) -> str | None:
-        """None when the media was freed against a valid receipt, else why it counts as missing."""
-        path = self.root / layout.STATE / "receipts" / f"{record.hash()}.json"
-        if not path.exists():
-            return "media file of this segment is missing (and no receiver receipt for it)"
-        from evidence.receipt import Receipt, ReceiptError
+    def _released(self, record: Record, body: SegmentBody, rel: str) -> None:
+        """Absent media is excused only by a receipt that verifies with a trusted receiver key."""
+        receipt_parts = [layout.STATE, "receipts", f"{record.hash()}.json"]
+        problem = self._receipt_problem(record, body, receipt_parts)
+        if problem is None:
+            self.summary.released += 1
+        elif problem[0] == K.UNVERIFIED_RECEIPT:
+            self.violation(K.UNVERIFIED_RECEIPT, record.seq, rel, problem[1])
+        else:
+            self.violation(K.MISSING_MEDIA, record.seq, rel, problem[1])
+
+    def _receipt_problem(
+        self, record: Record, body: SegmentBody, parts: list[str]
+    ) -> tuple[K, str] | None:
+        from evidence.receipt import Receipt
 
         try:
-            receipt = Receipt.parse(path.read_bytes())
-        except (OSError, ReceiptError) as exc:
-            return f"media missing; its receipt is unusable: {exc}"
-        if receipt.status != "stored" or receipt.media_sha256 != digest.sha256:
-            return "media missing; its receipt does not acknowledge these bytes as stored"
+            if not self.tree.exists(parts):
+                return K.MISSING_MEDIA, "media file of this segment is missing (and no receipt)"
+            receipt = Receipt.parse(self.tree.read_file(parts, MAX_RECEIPT_FILE_BYTES))
+        except (OSError, EvidenceError) as exc:
+            return K.MISSING_MEDIA, f"media missing; its receipt is unusable: {exc}"
+        if receipt.status != "stored" or receipt.media_sha256 != body.on_disk.sha256:
+            return K.MISSING_MEDIA, "media missing; its receipt does not acknowledge these bytes"
         if self.receiver_keys is None:
-            self.report.notes.append(
-                f"device {self.device} seq {record.seq}: media freed after a receipt whose "
-                "signature was not checked (pass --receiver-key)"
+            return (
+                K.UNVERIFIED_RECEIPT,
+                "media missing; a receipt claims it was stored, but no trusted receiver key was "
+                "given (--receiver-key), so it cannot excuse the absence",
             )
-            return None
         public = self.receiver_keys.get(receipt.key)
         if public is None:
-            return f"media missing; its receipt is signed by untrusted key {receipt.key}"
-        reason = receipt.verify(public, record_hash=record.hash(), device=self.device)
+            return (
+                K.MISSING_MEDIA,
+                f"media missing; its receipt is signed by untrusted key {receipt.key}",
+            )
+        try:
+            reason = receipt.verify(public, record_hash=record.hash(), device=self.device)
+        except EvidenceError as exc:  # e.g. a string that cannot be canonicalised
+            reason = str(exc)
         if reason is not None:
-            return f"media missing; its receipt is not valid: {reason}"
-        self.summary.released += 1
+            return K.MISSING_MEDIA, f"media missing; its receipt is not valid: {reason}"
         return None
 
-    def _compare(self, seq: int, rel: str, path: Path, want: FileDigest, blocks: Any) -> None:
-        digest = StreamingDigest(want.chunk_size)
-        try:
-            for block in blocks:
-                digest.update(block)
-        except OSError as exc:
-            self.violation(K.MEDIA_UNREADABLE, seq, rel, f"cannot read: {exc.strerror or exc}")
-            return
-        got = digest.finish()
+    def _compare(self, seq: int, rel: str, want: FileDigest, got: FileDigest) -> list[Violation]:
         if got.sha256 == want.sha256 and got.size == want.size:
-            return
+            return []
+        out = []
         if got.size != want.size:
-            self.violation(
-                K.MEDIA_SIZE_MISMATCH,
-                seq,
-                rel,
-                f"{got.size} bytes on disk, {want.size} recorded (truncated or extended)",
+            out.append(
+                self._v(
+                    K.MEDIA_SIZE_MISMATCH,
+                    seq,
+                    rel,
+                    f"{got.size} bytes on disk, {want.size} recorded (truncated or extended)",
+                )
             )
         bad = [i for i, (a, b) in enumerate(zip(got.chunks, want.chunks, strict=False)) if a != b]
         if bad:
             shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if len(bad) > 10 else "")
-            self.violation(
-                K.CHUNK_HASH_MISMATCH,
+            out.append(
+                self._v(
+                    K.CHUNK_HASH_MISMATCH,
+                    seq,
+                    rel,
+                    f"{len(bad)} chunk(s) of {want.chunk_size} bytes differ: {shown}",
+                )
+            )
+        out.append(
+            self._v(
+                K.MEDIA_HASH_MISMATCH,
                 seq,
                 rel,
-                f"{len(bad)} chunk(s) of {want.chunk_size} bytes differ: {shown}",
+                f"SHA-256 {got.sha256} on disk, {want.sha256} recorded",
             )
-        self.violation(
-            K.MEDIA_HASH_MISMATCH, seq, rel, f"SHA-256 {got.sha256} on disk, {want.sha256} recorded"
         )
+        return out
 
     def _check_unreferenced_media(self) -> None:
-        base = layout.media_dir(self.root, self.device)
-        if not base.is_dir():
+        try:
+            entries = self.tree.list_dir([*self.base, layout.MEDIA])
+        except UnsafePathError as exc:
+            self.violation(K.UNSAFE_PATH, None, exc.path, exc.reason)
             return
-        for path in sorted(base.iterdir()):
-            if path.name in self.referenced:
+        except OSError as exc:
+            self.violation(K.MEDIA_UNREADABLE, None, self.rel(layout.MEDIA), f"cannot list: {exc}")
+            return
+        for entry in entries:
+            rel = self.rel(layout.MEDIA, entry.name)
+            if entry.kind != "file":
+                self.violation(K.UNSAFE_PATH, None, rel, f"is {entry.kind}, not a media file")
+            elif entry.name in self.referenced:
                 continue
-            rel = self._rel(path)
-            if path.name.endswith(".part") or path.name.startswith("."):
+            elif entry.name.endswith(".part") or entry.name.startswith("."):
                 self.report.notes.append(
                     f"{rel}: partial media not yet sealed (recording in progress or interrupted)"
                 )
@@ -409,12 +639,3 @@ class _DeviceVerifier:
                 f"device {self.device}: session {self.summary.open_session} has no session-close "
                 "yet (recording in progress, or awaiting crash recovery)"
             )
-
-    def _rel(self, path: Path) -> str:
-        return str(path.relative_to(self.root))
-
-
-def _read_blocks(path: Path, block_bytes: int = 1 << 20) -> Any:
-    with open(path, "rb") as f:
-        while block := f.read(block_bytes):
-            yield block

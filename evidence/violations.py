@@ -31,6 +31,13 @@ class ViolationKind(StrEnum):
     MEDIA_UNREADABLE = "media-unreadable"
     NO_EVIDENCE = "no-evidence"
     BAD_MANIFEST = "bad-manifest"
+    INVALID_TIME = "invalid-time"
+    NON_CANONICAL = "non-canonical-record"
+    UNVERIFIED_RECEIPT = "unverified-receipt"
+    UNSAFE_PATH = "unsafe-path"
+    DUPLICATE_SESSION = "duplicate-session"
+    SESSION_CLOSE_MISMATCH = "session-close-mismatch"
+    MISSING_DEVICE = "missing-device"
 
 
 @dataclass(frozen=True)

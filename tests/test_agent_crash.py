@@ -58,6 +58,14 @@ def test_sigkill_mid_segment_then_restart_recovers(tmp_path: Path) -> None:
     assert gap.body["cause"] == "crash"
     assert close.type == RecordType.SESSION_CLOSE and close.body["reason"] == "crash-recovery"
     assert gap.seq > recovered.seq and close.seq > gap.seq
+    # the gap describes the lost interval: from the end of the recovered media to the restart
+    gap_start, gap_end = parse_utc(gap.body["start_utc"]), parse_utc(gap.body["end_utc"])
+    assert gap_start == parse_utc(recovered.body["utc_end"])
+    assert gap_end > gap_start and gap_end >= killed_at
+    # the session-close counts are what the session's records show
+    segments = [r for r in mine if r.type == RecordType.SEGMENT]
+    assert close.body["segments"] == len(segments) and close.body["gaps"] == 1
+    assert close.body["frames"] == sum(r.body["frames"] for r in segments)
     assert recovered.body["index"] == 1 and recovered.body["frames"] > 20
     assert recovered.body["media_start_us"] == mine[1].body["media_end_us"]
     assert recovered.body["media"]["size"] % 188 == 0

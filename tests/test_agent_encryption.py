@@ -38,6 +38,7 @@ from evidence.encryption import (
 from evidence.keys import generate_signing_key
 from evidence.media import digest_file
 from evidence.records import Record, RecordType, parse_utc
+from evidence.testing import session_open_body
 from evidence.verify import verify_tree
 from tests.support.agent import kill_mid_segment, restart
 
@@ -375,7 +376,7 @@ def test_a_plaintext_part_is_encrypted_when_sealed_on_an_encrypting_spool(
     key = generate_encryption_key()
     clock = SimulatedClock(datetime(2026, 5, 4, 9, 0, tzinfo=UTC), boot_id="boot-A")
     spool = Spool(tmp_path, "BC-7", generate_signing_key(), clock, recipient=key.public_key())
-    spool.append(RecordType.SESSION_OPEN, "S1", {"note": "test"})
+    spool.append(RecordType.SESSION_OPEN, "S1", session_open_body())
     part = spool.part_path("S1", 0)
     shutil.copyfile(mpegts_clips[0], part)
     plain = digest_file(part)
@@ -478,7 +479,7 @@ def test_power_loss_in_the_first_segment_keeps_exactly_what_was_flushed(
     )
     state = SessionState(session="S1", boot_id="boot-A", opened_utc=format_utc(t0))
     spool.save_session(state)
-    spool.append(RecordType.SESSION_OPEN, "S1", {"assignment": {}, "checks": {}})
+    spool.append(RecordType.SESSION_OPEN, "S1", session_open_body())
     clip = mpegts_clips[0].read_bytes()
     flushed = len(clip) // 2 // TS_PACKET * TS_PACKET
     fh = spool.open_part("S1", 0)

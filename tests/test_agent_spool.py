@@ -17,6 +17,7 @@ from evidence import layout
 from evidence.keys import generate_signing_key
 from evidence.media import digest_file
 from evidence.records import Record, RecordType, format_utc
+from evidence.testing import session_open_body
 from evidence.verify import verify_tree
 
 DEVICE = "SIM-SPOOL-1"
@@ -46,7 +47,7 @@ def _stats(index: int, start_us: int, end_us: int, frames: int) -> SegmentStats:
 def _open_session(spool: Spool, session: str = "S1") -> SessionState:
     state = SessionState(session=session, boot_id=spool.clock.boot_id, opened_utc=format_utc(T0))
     spool.save_session(state)
-    spool.append(RecordType.SESSION_OPEN, session, {"assignment": {}, "checks": {}})
+    spool.append(RecordType.SESSION_OPEN, session, session_open_body())
     return state
 
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from evidence import layout
+from evidence.canonical import canonical_bytes
 from evidence.chain import DeviceChain
 from evidence.keys import KeyRing, generate_signing_key, save_public_key
 from evidence.media import digest_file
 from evidence.records import Record, RecordType, format_utc
-from evidence.testing import SteppingClock, build_chain, write_session
+from evidence.testing import SteppingClock, build_chain, default_assignment, write_session
 from evidence.verify import verify_tree
 
 DEVICE = "BWC-0001"
@@ -161,10 +162,11 @@ def test_altered_record_field_breaks_signature_and_hash_link(tree: Path, keyring
     data = json.loads(path.read_bytes())
     data["body"]["place"] = "elsewhere"
     data["body"]["frames"] = 1
-    path.write_text(json.dumps(data))
+    path.write_bytes(canonical_bytes(data))
     report = verify_tree(tree, keyring)
     assert kinds_at(report, 1) == {"bad-signature", "record-hash-mismatch"}
-    assert kinds_at(report) == {"bad-signature", "record-hash-mismatch"}
+    # the altered frame count no longer adds up to what the session-close says
+    assert kinds_at(report) == {"bad-signature", "record-hash-mismatch", "session-close-mismatch"}
 
 
 def test_deleted_middle_record_is_missing_seq(tree: Path, keyring: KeyRing) -> None:
@@ -173,7 +175,12 @@ def test_deleted_middle_record_is_missing_seq(tree: Path, keyring: KeyRing) -> N
     missing = [v for v in report.violations if v.kind == "missing-seq"]
     assert len(missing) == 1 and missing[0].seq == 8
     # the media of the deleted segment record is now unaccounted for
-    assert kinds_at(report) <= {"missing-seq", "extra-media", "unexplained-gap"}
+    assert kinds_at(report) <= {
+        "missing-seq",
+        "extra-media",
+        "unexplained-gap",
+        "session-close-mismatch",
+    }
 
 
 def test_deleted_whole_middle_session_is_a_missing_range(tree: Path, keyring: KeyRing) -> None:
@@ -244,7 +251,13 @@ def _session_with_hole(root: Path, key, media: list[Path], *, gap_record: bool) 
     """One session of two segments with 30 s of nothing between them."""
     chain = DeviceChain(root, DEVICE, key)
     clock = SteppingClock()
-    chain.append(RecordType.SESSION_OPEN, "sess-hole", {"assignment": {}}, clock.tick(1))
+    open_body = {
+        "assignment": default_assignment(),
+        "checks": {"outcome": "pass", "checks": []},
+        "preamble": {"text": "", "lang": "zh", "voice": "cmn-latn-pinyin"},
+        "pre_event_us": 0,
+    }
+    chain.append(RecordType.SESSION_OPEN, "sess-hole", open_body, clock.tick(1))
     for i, src in enumerate(media[:2]):
         offset_us = 0
         if i == 1:
@@ -275,13 +288,28 @@ def _session_with_hole(root: Path, key, media: list[Path], *, gap_record: bool) 
             "file": name,
             "media": digest_file(dst).to_dict(),
             "stored": None,
+            "encryption": None,
             "utc_start": start,
             "utc_end": t.utc,
             "media_start_us": i * 10_000_000 + offset_us,
             "media_end_us": (i + 1) * 10_000_000 + offset_us,
+            "frames": 150,
+            "dropped_frames": 0,
+            "video": {"codec": "h264", "width": 320, "height": 240, "fps": 15},
+            "audio": None,
+            "pre_event_us": 0,
+            "recovered": False,
         }
         chain.append(RecordType.SEGMENT, "sess-hole", body, t)
-    chain.append(RecordType.SESSION_CLOSE, "sess-hole", {"reason": "stopped"}, clock.tick(1))
+    close = {
+        "reason": "stopped",
+        "duration_us": 20_000_000,
+        "segments": 2,
+        "frames": 300,
+        "dropped_frames": 0,
+        "gaps": 1 if gap_record else 0,
+    }
+    chain.append(RecordType.SESSION_CLOSE, "sess-hole", close, clock.tick(1))
 
 
 def test_segment_hole_without_gap_record_is_unexplained(
