@@ -35,6 +35,8 @@ MAX_STRING_CHARS = 16 * 1024
 MAX_SESSION_CHARS = 128
 _TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
 _LOOKS_LIKE_TIME = re.compile(r"\d{4}-\d\d-\d\dT")
+#: body keys that hold a time: utc, start_utc, utc_end ... (not "outcome")
+_TIME_KEY = re.compile(r"utc|utc_\w+|\w+_utc")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 #: body fields that count something: never negative
 _COUNT_KEYS = frozenset(
@@ -224,8 +226,9 @@ def _body_problem(body: dict[str, Any]) -> str | None:
         elif isinstance(value, str):
             if len(value) > MAX_STRING_CHARS:
                 return f"{where} is longer than {MAX_STRING_CHARS} characters"
-            is_time = key == "utc" or key.endswith("_utc") or _LOOKS_LIKE_TIME.match(value)
-            if is_time and valid_time(value) is None:
+            if (_TIME_KEY.fullmatch(key) or _LOOKS_LIKE_TIME.match(value)) and valid_time(
+                value
+            ) is None:
                 return f"{where} {escape(value)[:40]!r} is not a valid time"
         elif (
             isinstance(value, int)
