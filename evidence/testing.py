@@ -158,6 +158,13 @@ def segment_body(
     return body
 
 
+def marker_body(
+    kind: str = "important", *, utc: str = "2026-11-02T09:00:00.000000Z", note: str = ""
+) -> dict[str, Any]:
+    """A complete marker body (§3)."""
+    return {"kind": kind, "utc": utc, "media_us": None, "note": note}
+
+
 def _write_segment(
     chain: DeviceChain,
     session: str,
@@ -200,8 +207,7 @@ def _write_segment(
 def _write_marker(
     chain: DeviceChain, session: str, clock: SteppingClock, marker: SessionMarker
 ) -> Record:
-    utc = format_utc(clock.now or clock.start)
-    body = {"kind": marker.kind, "utc": utc, "media_us": None, "note": ""}
+    body = marker_body(marker.kind, utc=format_utc(clock.now or clock.start))
     return chain.append(RecordType.MARKER, session, body, clock.tick(marker.advance_s))
 
 

@@ -16,6 +16,7 @@ from evidence import transfer as wire
 from evidence.keys import generate_signing_key
 from evidence.media import digest_file
 from evidence.receipt import Receipt
+from evidence.testing import segment_body
 from receiver.cli import main
 from receiver.config import load_config
 from receiver.errors import ConfigError
@@ -211,7 +212,7 @@ def test_reassembly_memory_does_not_grow_with_segment_size(tmp_path: Path) -> No
     dst.parent.mkdir(parents=True)
     media.rename(dst)
     digest = digest_file(dst)
-    body = {"index": 0, "file": "big.ts", "media": digest.to_dict(), "stored": None}
+    body = segment_body("big.ts", digest.to_dict())
     record = chain.append(RecordType.SEGMENT, "s1", body, clock.tick(1))
     data = tmp_path / "rdata"
     ingest = _ingest(data)

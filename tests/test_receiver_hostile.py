@@ -21,7 +21,13 @@ from evidence.keys import generate_signing_key
 from evidence.media import digest_file
 from evidence.receipt import Receipt
 from evidence.records import Record, RecordType
-from evidence.testing import SteppingClock
+from evidence.testing import (
+    SteppingClock,
+    default_assignment,
+    marker_body,
+    segment_body,
+    session_open_body,
+)
 from receiver import reports
 from receiver.cases import CaseBook
 from receiver.cli import main as receiver_cli
@@ -53,14 +59,14 @@ class Device:
         return self.chain.append(type_, session, body, self.clock.tick(1))
 
     def open_session(self, session: str, case: str | None = CASE) -> Record:
-        body: dict[str, object] = {"assignment": {"case": case} if case else None}
+        body: dict[str, object] = session_open_body({**default_assignment(), "case": case})
         return self.append(RecordType.SESSION_OPEN, session, body)
 
     def segment(self, session: str, data: bytes, name: str) -> Record:
         path = self.root / "devices" / self.name / "media" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        body = {"file": name, "media": digest_file(path, 1024).to_dict(), "stored": None}
+        body = segment_body(name, digest_file(path, 1024).to_dict())
         return self.append(RecordType.SEGMENT, session, body)
 
     def send(self, kind: str, payload: bytes) -> list[Outgoing]:
@@ -127,7 +133,7 @@ def _forged(dev: Device, seq: int, prev: str, session: str) -> Record:
         prev=prev,
         time=dev.clock.tick(1),
         public_key=dev.key.public_key(),
-        body={"kind": "arrival", "utc": dev.clock.tick(0).utc, "note": ""},
+        body=marker_body("arrival", utc=dev.clock.tick(0).utc),
     ).sign(dev.key)
 
 
@@ -225,7 +231,7 @@ def test_another_device_cannot_reach_a_session_by_its_id(ingest: Ingest, tmp_pat
     a_open = a.open_session("shared-id", case=None)
     assert receipts(a.init(_bad_signature(a_open, forged=True)))[0].status == "quarantined"
     assert [r.status for r in receipts(a.upload(a_open))] == ["stored"]
-    marker = a.append(RecordType.MARKER, "shared-id", {"kind": "arrival", "note": "A's"})
+    marker = a.append(RecordType.MARKER, "shared-id", marker_body("arrival", note="A's"))
     assert [r.status for r in receipts(a.upload(marker))] == ["stored"]
     case = reports.case_view(ingest.store, ingest.conn, CASE)
     assert [(s["device"], s["session"]) for s in case["sessions"]] == [("BC-B", "shared-id")]
@@ -244,7 +250,7 @@ def test_future_record_with_random_prev_does_not_displace_the_genuine_one(
     assert receipts(a.init(fake)) == []  # it waits for seq 2: nothing stored, nothing receipted
     assert ingest.table.stored(fake.hash(), "BC-A") is None
     genuine = [a.open_session("s1")]
-    genuine += [a.append(RecordType.MARKER, "s1", {"kind": "k", "note": str(i)}) for i in range(3)]
+    genuine += [a.append(RecordType.MARKER, "s1", marker_body("k", note=str(i))) for i in range(3)]
     assert genuine[3].seq == 3
     statuses: dict[str, str] = {}
     for record in genuine:
@@ -260,7 +266,7 @@ def test_waiting_records_are_bounded_and_stored_when_the_gap_fills(
 ) -> None:
     a = Device(ingest, tmp_path / "a", "BC-A")
     records = [a.open_session("s1")]
-    records += [a.append(RecordType.MARKER, "s1", {"kind": "k", "note": ""}) for _ in range(3)]
+    records += [a.append(RecordType.MARKER, "s1", marker_body("k")) for _ in range(3)]
     for record in reversed(records[1:]):  # out of order: all wait
         assert a.upload(record) == []
     out = a.upload(records[0])
@@ -308,7 +314,7 @@ def test_trailing_newline_name_negative_counts_and_escape_sequences(
     pending = ingest.conn.execute("SELECT pending_segments FROM devices WHERE id = 'BC-A'")
     assert pending.fetchone()[0] != -5
     note = "\x1b[2J\x1b[H\nOK all verified\x9b31m"
-    marker = a.append(RecordType.MARKER, "s1", {"kind": "arrival", "note": note})
+    marker = a.append(RecordType.MARKER, "s1", marker_body("arrival", note=note))
     # the segment's seq was skipped by the quarantined rename: store it first
     assert [x.status for x in receipts(a.upload(seg, data))] == ["stored"]
     assert [x.status for x in receipts(a.upload(marker))] == ["stored"]

@@ -12,7 +12,7 @@ from evidence.keys import generate_signing_key
 from evidence.media import digest_file
 from evidence.receipt import Receipt
 from evidence.records import Record, RecordType
-from evidence.testing import SteppingClock, segment_body
+from evidence.testing import SteppingClock, marker_body, segment_body
 from receiver.identity import load_receipt_key
 from receiver.ingest import Ingest, Outgoing
 from receiver.store import EvidenceStore, connect
@@ -117,7 +117,7 @@ def test_unsafe_name_name_clash_and_fork_are_quarantined(tmp_path: Path) -> None
         prev=first.prev,
         time=rig.clock.tick(1),
         public_key=rig.key.public_key(),
-        body={"kind": "x"},
+        body=marker_body("x"),
     ).sign(rig.key)
     r = _receipt(rig.init(fork))
     assert r.status == "quarantined" and "already stored" in (r.reason or "")
@@ -195,13 +195,12 @@ def test_decrypt_path_io_failure_and_missing_key_are_retried_not_quarantined(
     media = rig.root / "devices" / DEV / "media" / "e.ts"
     media.parent.mkdir(parents=True, exist_ok=True)
     enc = encrypt_for_spool(mpegts_clips[0], media, media_key.public_key())
-    body: dict[str, Any] = {
-        "file": "e.ts",
-        "media": enc.media.to_dict(),
-        "stored": digest_file(media, 1024).to_dict(),
-        "encryption": enc.encryption,
-        "recovered": False,
-    }
+    body: dict[str, Any] = segment_body(
+        "e.ts",
+        enc.media.to_dict(),
+        stored=digest_file(media, 1024).to_dict(),
+        encryption=enc.encryption,
+    )
     rec = rig.chain.append(RecordType.SEGMENT, "s1", body, rig.clock.tick(1))
     data = media.read_bytes()
     stored = body["stored"]

@@ -204,11 +204,16 @@ def record_problem(record: Record) -> str | None:
         return f"time.utc {escape(record.time.utc)[:40]!r} is not a valid time"
     if depth(record.body) > MAX_DEPTH:
         return f"body nested deeper than {MAX_DEPTH}"
-    try:  # the body's own rules (evidence.bodies, §3), then the generic bounds below
+    problem = _body_problem(record.body)
+    if problem is not None:
+        return problem
+    if record.type == RecordType.SEGMENT and segment_file_name(record.body) is None:
+        return f"segment file name {escape(str(record.body.get('file')))[:80]!r} is not a safe name"
+    try:  # then the body's own rules (evidence.bodies, §3)
         record.typed_body()
     except EvidenceError as exc:
         return escape(str(exc))[:200]
-    return _body_problem(record.body)
+    return None
 
 
 def _body_problem(body: dict[str, Any]) -> str | None:
