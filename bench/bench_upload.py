@@ -49,7 +49,7 @@ from evidence.encryption import encrypt_for_spool, load_encryption_public_key  #
 from evidence.keys import generate_signing_key  # noqa: E402
 from evidence.media import CHUNK_SIZE, digest_file  # noqa: E402
 from evidence.records import RecordType, format_utc  # noqa: E402
-from evidence.testing import SteppingClock  # noqa: E402
+from evidence.testing import SteppingClock, default_assignment, session_open_body  # noqa: E402
 from tests.support.dock import Dock, running_dock  # noqa: E402
 
 DEVICE = "BENCH-01"
@@ -70,7 +70,8 @@ def build_spool(
     chain = DeviceChain(root, device, key)
     clock = SteppingClock()
     session = "bench-session"
-    chain.append(RecordType.SESSION_OPEN, session, {"assignment": {"case": None}}, clock.tick(1))
+    opened = session_open_body({**default_assignment(), "case": None})
+    chain.append(RecordType.SESSION_OPEN, session, opened, clock.tick(1))
     files = []
     for index in range(segments):
         name = f"seg-{index:05d}.ts"
@@ -107,7 +108,15 @@ def build_spool(
             }
         files.append(path)
         chain.append(RecordType.SEGMENT, session, body, clock.tick(10))
-    chain.append(RecordType.SESSION_CLOSE, session, {"segments": segments}, clock.tick(1))
+    closed = {
+        "reason": "stopped",
+        "duration_us": segments * 10_000_000,
+        "segments": segments,
+        "frames": segments * 250,
+        "dropped_frames": 0,
+        "gaps": 0,
+    }
+    chain.append(RecordType.SESSION_CLOSE, session, closed, clock.tick(1))
     return key, files
 
 
