@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from evidence.errors import EvidenceError
-from receiver.commands import Context, cases, devices, evidence, service
+from receiver.commands import Context, cases, devices, evidence, service, web
 from receiver.config import ReceiverConfig, load_config
 from receiver.errors import ConfigError, ReceiverError
 from receiver.registry import DeviceRegistry, DockRegistryFollower
@@ -29,7 +29,7 @@ from receiver.store import EvidenceStore, connect
 log = logging.getLogger(__name__)
 
 #: the command modules, in the order their commands appear in ``--help``
-COMMAND_MODULES = (service, devices, cases, evidence)
+COMMAND_MODULES = (service, devices, cases, evidence, web)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,9 +62,11 @@ def _check_data_dir(data_dir: Path, *, must_exist: bool) -> None:
 
 def dispatch(args: argparse.Namespace) -> int:
     config = _config(args)
-    # read-only commands never create a data directory: a mistyped --data-dir is reported,
-    # not silently turned into an empty store
-    _check_data_dir(config.data_dir, must_exist=args.read_only)
+    # read-only commands never create a data directory named on the command line: a mistyped
+    # --data-dir is reported, not silently turned into an empty store; the one a provisioned
+    # configuration names is this dock's store, still empty until the first upload
+    from_file = args.config is not None and args.data_dir is None
+    _check_data_dir(config.data_dir, must_exist=args.read_only and not from_file)
     if args.raw:
         return int(args.handler(args, config))
     store = EvidenceStore(config.data_dir)
