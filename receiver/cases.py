@@ -158,9 +158,11 @@ class CaseBook:
         parties: list[str] | None = None,
         sensitivity: str = "internal",
     ) -> Case:
-        number = number.strip()
+        number, title = number.strip(), title.strip()
         if not number:
             raise InvalidInputError("number", "a case number is required")
+        if not title:
+            raise InvalidInputError("title", "a case title is required")
         if enforcement_type not in ENFORCEMENT_TYPES:
             raise InvalidInputError(
                 "type", f"{enforcement_type!r}; known: {', '.join(sorted(ENFORCEMENT_TYPES))}"
@@ -225,8 +227,14 @@ class CaseBook:
             raise NotFoundError("device", device)
         if stage not in STAGES:
             raise InvalidInputError("stage", f"{stage!r}; known: {', '.join(STAGES)}")
-        if not officers:
-            raise InvalidInputError("officers", "at least one officer is required")
+        officers = [o.strip() for o in officers]
+        if not officers or not all(officers):
+            raise InvalidInputError("officer", "at least one officer, and no empty name")
+        place, reason, target = place.strip(), reason.strip(), target.strip()
+        # spoken in the preamble and signed in every session-open (Art. 12): never blank
+        for name, value in (("place", place), ("reason", reason), ("target", target)):
+            if not value:
+                raise InvalidInputError(name, "must not be empty (it is spoken in the preamble)")
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             self.conn.execute("UPDATE assignments SET active = 0 WHERE device = ?", (device,))

@@ -5,9 +5,9 @@ global options, opens the data directory and calls the chosen command's handler.
 
 Exit status: 0 success; 1 the store or a case has verification problems (``reverify``,
 ``case show``) or an ``import`` refused or could not complete some records; 2 bad input
-(unknown case, bad key file, bad option). Failure posture: every error a user can cause is
-printed as one line naming what was wrong, never a traceback, and nothing is changed by a
-failed command.
+(unknown case, bad key file, bad option); 3 ``case show`` of a case with no sessions yet.
+Failure posture: every error a user can cause is printed as one line naming what was wrong,
+never a traceback, and nothing is changed by a failed command.
 """
 
 from __future__ import annotations
@@ -33,7 +33,12 @@ COMMAND_MODULES = (service, devices, cases, evidence, web)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bodycam-receiver", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="bodycam-receiver",
+        description=__doc__.split("\n")[0].replace("``", ""),  # no reST markup in --help
+        epilog="exit status: 0 success; 1 verification problems or records not imported; "
+        "2 bad input; 3 case show of a case with no sessions",
+    )
     p.add_argument("--config", type=Path, help="TOML configuration file")
     p.add_argument("--data-dir", type=Path, help="data directory (overrides the config)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -82,8 +87,10 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # listings print tables on stdout; their log lines (stderr) only with -v
+    quiet = args.read_only and not args.raw
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else (logging.WARNING if quiet else logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

@@ -2,7 +2,8 @@
 ``unassign`` and ``file``.
 
 Failure posture: an unknown case, device or session, or a refused move, raises ReceiverError
-(exit 2) and changes nothing; ``case show`` exits 1 when the case has verification problems.
+(exit 2) and changes nothing; ``case show`` exits 1 when the case has verification problems and
+3 when it has no sessions yet.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ SESSION_COLUMNS = (
     "quarantined",
     "case",
 )
+#: ``case show`` of a case without sessions: nothing to verify, which is not a failed check
+EXIT_EMPTY_CASE = 3
 CASE_COLUMNS = ("number", "enforcement_type", "av_level", "title", "sensitivity", "sessions")
 
 
@@ -37,13 +40,30 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     case = sub.add_parser("case", help="cases").add_subparsers(dest="action", required=True)
     cc = case.add_parser("create", help="create a case")
     cc.add_argument("--number", required=True, help="the case number")
-    cc.add_argument("--type", required=True, choices=sorted(ENFORCEMENT_TYPES))
+    cc.add_argument(
+        "--type",
+        required=True,
+        choices=sorted(ENFORCEMENT_TYPES),
+        help="the enforcement type (sets the AV-recording level of Art. 8/9)",
+    )
     cc.add_argument("--title", required=True, help="a short title")
     cc.add_argument("--party", action="append", default=[], help="repeat for each party")
-    cc.add_argument("--sensitivity", default="internal", choices=SENSITIVITY)
+    cc.add_argument(
+        "--sensitivity",
+        default="internal",
+        choices=SENSITIVITY,
+        help="sensitivity label (Art. 22; default internal)",
+    )
     bind(cc, _create)
     bind(json_flag(case.add_parser("list", help="list cases")), _list, read_only=True)
-    cs = json_flag(case.add_parser("show", help="a case with its sessions and verification state"))
+    cs = json_flag(
+        case.add_parser(
+            "show",
+            help="a case with its sessions and verification state",
+            epilog="exit status: 0 every session verified; 1 verification problems (tampered, "
+            f"missing or quarantined records); {EXIT_EMPTY_CASE} the case has no sessions yet",
+        )
+    )
     cs.add_argument("number", help="the case number")
     bind(cs, _show, read_only=True)
     bind(json_flag(sub.add_parser("cases", help="same as `case list`")), _list, read_only=True)
@@ -55,7 +75,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     asg.add_argument("--place", required=True, help="where the enforcement takes place")
     asg.add_argument("--reason", required=True, help="why (spoken in the preamble)")
     asg.add_argument("--target", required=True, help="the party or premises concerned")
-    asg.add_argument("--stage", required=True, choices=STAGES)
+    asg.add_argument(
+        "--stage", required=True, choices=STAGES, help="the enforcement stage (Art. 2)"
+    )
     bind(asg, _assign)
 
     una = sub.add_parser(
@@ -94,7 +116,9 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
 def _show(args: argparse.Namespace, ctx: Context) -> int:
     data = reports.case_view(ctx.store, ctx.conn, args.number)
     print(json.dumps(data, ensure_ascii=False, indent=2) if args.json else case_text(data))
-    return 0 if data["verification"] == "verified" else 1
+    if data["verification"] == "verified":
+        return 0
+    return EXIT_EMPTY_CASE if not data["sessions"] else 1
 
 
 def case_text(data: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from receiver import reports
 from receiver.commands import Context, bind, json_flag, show
+from receiver.errors import InvalidInputError
 from receiver.registry import DeviceRegistry
 
 DEVICE_COLUMNS = (
@@ -46,6 +47,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _add(args: argparse.Namespace, ctx: Context) -> int:
+    _refuse_private_key(args.key)
     d = DeviceRegistry(ctx.conn).add(args.id, args.key, replace_key=args.replace_key)
     print(f"device {d.id} registered with key {d.key_id}")
     return 0
@@ -60,3 +62,18 @@ def _revoke(args: argparse.Namespace, ctx: Context) -> int:
 def _list(args: argparse.Namespace, ctx: Context) -> int:
     show(reports.devices_view(ctx.conn), args.json, DEVICE_COLUMNS)
     return 0
+
+
+def _refuse_private_key(path: Path) -> None:
+    """A private key handed in by mistake is refused with a clear word (and not echoed): the
+    device's signing key never leaves the device; only its public key is registered."""
+    try:
+        head = path.read_bytes()[: 1 << 16]
+    except OSError:
+        return  # the registry reports an unreadable file in its own words
+    if b"PRIVATE KEY" in head:
+        raise InvalidInputError(
+            "--key",
+            f"{path} holds a PRIVATE key: give the device's public key (signing.pub) or its "
+            "certificate; the private key must never leave the device",
+        )
