@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from evidence.records import format_utc
+from receiver.custody import record_event
 from receiver.errors import ConflictError, InvalidInputError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -340,6 +341,14 @@ class CaseBook:
             self.conn.execute("DELETE FROM filings WHERE session = ?", (session,))
             self._file(session, row["device"], case, FILED_BY_CLERK)
             if current is not None:
+                record_event(
+                    self.conn,
+                    "move",
+                    session=session,
+                    device=row["device"],
+                    case=case,
+                    from_case=current[0],
+                )
                 self.conn.execute(
                     "INSERT INTO filing_moves (session, from_case, to_case, moved_utc) "
                     "VALUES (?, ?, ?, ?)",
@@ -354,11 +363,13 @@ class CaseBook:
         return current[0] if current else None
 
     def _file(self, session: str, device: str, case: str, how: str) -> None:
-        self.conn.execute(
+        cur = self.conn.execute(
             "INSERT OR IGNORE INTO filings (session, device, case_number, how, filed_utc) "
             "VALUES (?, ?, ?, ?, ?)",
             (session, device, case, how, _now()),
         )
+        if cur.rowcount == 1:  # custody hook: the audit replays filings from the log
+            record_event(self.conn, "filing", session=session, device=device, case=case, how=how)
 
     def filing(self, session: str) -> tuple[str, str] | None:
         row = self.conn.execute(

@@ -128,7 +128,10 @@ CREATE TABLE IF NOT EXISTS filing_moves (
 #: Further tables, one string per subject module of this package (custody, access, compliance):
 #: each module defines its own ``SCHEMA`` of ``CREATE ... IF NOT EXISTS`` statements and is
 #: listed here, so that opening a database creates everything in one place.
-EXTRA_SCHEMAS: tuple[str, ...] = ()
+from receiver.store import access as _access  # noqa: E402
+from receiver.store import custody as _custody  # noqa: E402
+
+EXTRA_SCHEMAS: tuple[str, ...] = (_custody.SCHEMA, _access.SCHEMA)
 
 
 def connect(path: Path) -> sqlite3.Connection:
