@@ -1,7 +1,7 @@
 """The review console's routes: server-rendered pages (Starlette + Jinja2), no page script.
 
 Every route except the sign-in page and the static files needs a signed-in user whose role may
-open it (:data:`ROLE_PAGES`); media additionally need an approval where the case requires one,
+open it (:data:`PAGE_NEEDS`); media additionally need an approval where the case requires one,
 checked on every request, so a guessed or shared media URL gets nothing. Every POST is checked
 for the session's CSRF token before its handler runs. Views, playbacks and downloads are
 written to the custody log through the backend.
@@ -12,7 +12,10 @@ an unexpected error is logged with its traceback and answered 500 without detail
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from receiver.access import PERMISSIONS, AccessDenied
 from receiver.errors import ConflictError, InvalidInputError, NotFoundError, ReceiverError
 from receiver.web import i18n
 from receiver.web.backend import Backend, Forbidden, Principal, Unavailable
@@ -45,23 +49,29 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 LANG_COOKIE = "bodycam_lang"
+LOGIN_COOKIE = "bodycam_login"
 MAX_FORM_FIELDS = 50
 MAX_FIELD_CHARS = 2000
 
-ALL = frozenset({"clerk", "supervisor", "auditor", "technician"})
-#: which roles may open which part of the console (media need an approval on top, per case)
-ROLE_PAGES: dict[str, frozenset[str]] = {
-    "cases": frozenset({"clerk", "supervisor", "auditor"}),
-    "inbox": frozenset({"clerk", "supervisor"}),
-    "assignments": frozenset({"clerk", "supervisor"}),
-    "approvals": frozenset({"clerk", "supervisor", "auditor"}),
-    "decide": frozenset({"supervisor"}),
-    "export": frozenset({"clerk", "supervisor", "auditor"}),
-    "report": frozenset({"clerk", "supervisor", "auditor"}),
-    "devices": ALL,
-    "quarantine": ALL,
-    "custody": frozenset({"clerk", "supervisor", "auditor"}),
+#: which permissions (receiver.access.PERMISSIONS) open which part of the console; media need
+#: a granted approval on top, per case and per request
+PAGE_NEEDS: dict[str, frozenset[str]] = {
+    "cases": frozenset({"read-cases"}),
+    "inbox": frozenset({"manage-cases"}),
+    "assignments": frozenset({"manage-cases"}),
+    "approvals": frozenset({"request", "approve", "audit"}),
+    "decide": frozenset({"approve"}),
+    "export": frozenset({"request"}),
+    "report": frozenset({"read-cases", "audit"}),
+    "devices": frozenset({"manage-devices", "read-cases"}),
+    "quarantine": frozenset({"manage-devices", "read-cases"}),
+    "custody": frozenset({"read-custody", "read-cases"}),
 }
+
+
+def may_open(role: str, page: str) -> bool:
+    return bool(PERMISSIONS.get(role, frozenset()) & PAGE_NEEDS[page])
+
 
 Handler = Callable[[Request, Session], Awaitable[Response]]
 
@@ -92,12 +102,13 @@ class Console:
     ) -> HTMLResponse:
         lang = language(request)
         t = i18n.translator(lang)
+        csrf = ctx.pop("csrf", session.csrf if session else "")
         html = self.env.get_template(template).render(
             t=t,
             lang=lang,
             user=session,
-            csrf=session.csrf if session else "",
-            can=lambda page: session is not None and session.role in ROLE_PAGES[page],
+            csrf=csrf,
+            can=lambda page: session is not None and may_open(session.role, page),
             other_lang="en" if lang == "zh" else "zh",
             path=request.url.path,
             **ctx,
@@ -141,8 +152,13 @@ def guarded(console: Console, page: str | None, handler: Handler) -> Callable[..
             if request.url.path.startswith("/media/"):
                 return Response("sign in first\n", status_code=401, media_type="text/plain")
             return RedirectResponse("/login?" + urlencode({"next": request.url.path}), 303)
+        fresh = await asyncio.to_thread(console.backend.current, session.user)
+        if fresh is None:  # disabled or removed since signing in
+            console.sessions.end(session.id)
+            return RedirectResponse("/login", 303)
+        session.role = fresh.role
         t = i18n.translator(language(request))
-        if page is not None and session.role not in ROLE_PAGES[page]:
+        if page is not None and not may_open(session.role, page):
             return console.error(request, session, 403, t("error.forbidden"))
         if request.method == "POST":
             form = await form_of(request)
@@ -151,6 +167,8 @@ def guarded(console: Console, page: str | None, handler: Handler) -> Callable[..
                 return console.error(request, session, 403, t("error.csrf"))
         try:
             response = await handler(request, session)
+        except AccessDenied as exc:
+            return console.error(request, session, 403, f"{t('error.forbidden')}: {exc.reason}")
         except Forbidden as exc:
             return console.error(request, session, 403, f"{t('error.forbidden')}: {exc.reason}")
         except NotFoundError as exc:
@@ -183,10 +201,17 @@ def _safe_next(target: str) -> str:
 
 
 def sign_in_routes(console: Console) -> list[Route]:
-    async def login_page(request: Request) -> Response:
-        return console.render(
-            request, "login.html", None, next=_safe_next(request.query_params.get("next", ""))
+    def login_form(request: Request, status: int = 200, **ctx: Any) -> Response:
+        # double-submit token: a sign-in form posted from another site lacks the cookie
+        token = secrets.token_urlsafe(32)
+        response = console.render(request, "login.html", None, status=status, csrf=token, **ctx)
+        response.set_cookie(
+            LOGIN_COOKIE, token, secure=True, httponly=True, samesite="strict", path="/login"
         )
+        return response
+
+    async def login_page(request: Request) -> Response:
+        return login_form(request, next=_safe_next(request.query_params.get("next", "")))
 
     async def login(request: Request) -> Response:
         t = i18n.translator(language(request))
@@ -196,20 +221,18 @@ def sign_in_routes(console: Console) -> list[Route]:
             return console.error(request, None, 400, t("login.failed"))
         name, password, client = text(form, "user"), form.get("password"), _client(request)
         target = _safe_next(text(form, "next"))
+        cookie, token = request.cookies.get(LOGIN_COOKIE, ""), form.get("csrf")
+        if not (cookie and isinstance(token, str) and hmac.compare_digest(cookie, token)):
+            return console.error(request, None, 403, t("error.csrf"))
         wait = console.throttle.wait_s(name, client)
         if wait > 0:
-            return console.render(
-                request, "login.html", None, status=429, next=target,
-                message=t("login.locked", s=int(wait) + 1),
-            )  # fmt: skip
+            return login_form(request, 429, next=target, message=t("login.locked", s=int(wait) + 1))
         who = None
         if isinstance(password, str) and name:
-            who = console.backend.authenticate(name, password, client)
+            who = await asyncio.to_thread(console.backend.authenticate, name, password, client)
         if who is None:
             console.throttle.failed(name, client)
-            return console.render(
-                request, "login.html", None, status=401, next=target, message=t("login.failed")
-            )
+            return login_form(request, 401, next=target, message=t("login.failed"))
         console.throttle.succeeded(name, client)
         session = console.sessions.create(who.name, who.role, who.display)
         response = RedirectResponse(target, 303)

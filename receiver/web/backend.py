@@ -13,16 +13,25 @@ installed raises :class:`Unavailable`. One SQLite connection per worker thread.
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
+import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evidence import merkle
+from evidence.canonical import canonical_bytes
 from receiver import reports
+from receiver.access import EXPORT, PARTY_VIEW, VIEW, AccessDenied, Accounts, Approvals, User
 from receiver.cases import ENFORCEMENT_TYPES, STAGES, CaseBook
 from receiver.config import ReceiverConfig
-from receiver.errors import NotFoundError, ReceiverError
+from receiver.custody import record_event
+from receiver.errors import InvalidInputError, NotFoundError, ReceiverError
+from receiver.identity import load_receipt_key
+from receiver.operations import Operations
 from receiver.reports import chain_violations
 from receiver.store import EvidenceStore, connect
 from receiver.store import console as q
@@ -156,42 +165,126 @@ class Backend:
 
     # -- users, approvals, custody, export: the operations layer ---------------------------
     def authenticate(self, name: str, password: str, client: str) -> Principal | None:
-        raise Unavailable("sign-in (receiver.operations)")
+        """The user, or None for a wrong name or password (the refusal is in the custody log
+        through the operations layer)."""
+        try:
+            ops = Operations.login(self.config, self.store, self.conn, name, password)
+        except AccessDenied:
+            log.warning("sign-in refused for %r from %s", name, client)
+            return None
+        assert ops.user is not None
+        log.info("%s signed in from %s", ops.user.name, client)
+        return Principal(ops.user.name, ops.user.role, ops.user.name)
+
+    def current(self, name: str) -> Principal | None:
+        """The account as it is now (a disabled account or a changed role applies at once)."""
+        user = Accounts(self.conn).get(name)
+        if user is None or not user.active:
+            return None
+        return Principal(user.name, user.role, user.name)
+
+    def _ops(self, who: Principal) -> Operations:
+        return Operations(self.config, self.store, self.conn, User(who.name, who.role, True))
 
     def signed_out(self, who: Principal) -> None:
         log.info("%s signed out", who.name)
 
-    def log_access(
-        self, who: Principal, action: str, case: str | None, session: str | None
-    ) -> None:
-        raise Unavailable("the custody log (receiver.operations)")
+    def log_access(self, who: Principal, what: str, case: str | None) -> None:
+        record_event(self.conn, "view", actor=who.name, case=case, what=what)
+
+    def _grant(self, who: Principal, case: str | None, kinds: tuple[str, ...]) -> bool:
+        user = User(who.name, who.role, True)
+        if case is None or not user.can("request"):
+            return False
+        return Approvals(self.conn).valid_grant(case, who.name, kinds) is not None
 
     def media_allowed(self, who: Principal, case: str | None) -> bool:
-        return False
+        """Checked on every media request: a granted, unexpired view approval for this case."""
+        return self._grant(who, case, (VIEW, PARTY_VIEW))
 
     def export_allowed(self, who: Principal, case: str) -> bool:
-        return False
+        return self._grant(who, case, (EXPORT,))
+
+    def log_playback(self, who: Principal, case: str, view: dict[str, Any]) -> None:
+        """Each segment played goes through the operations layer (approval check + custody
+        event with the approval it used)."""
+        ops = self._ops(who)
+        for seg in view["segments"]:
+            if seg["sha256"] and seg["state"] == "verified":
+                ops.media_for_playback(case, view["session"], seg["seq"])
 
     def approval_purposes(self) -> tuple[str, ...]:
-        return ("view", "export")
+        return (VIEW, EXPORT)
 
     def approvals(self, who: Principal) -> list[dict[str, Any]]:
-        raise Unavailable("approvals (receiver.operations)")
+        rows = self._ops(who).approvals()
+        for a in rows:
+            a["state"] = a.get("status")
+        return sorted(rows, key=lambda a: -int(a["id"]))
 
     def request_approval(self, who: Principal, case: str, purpose: str, reason: str) -> None:
-        raise Unavailable("approvals (receiver.operations)")
+        if purpose not in self.approval_purposes():
+            raise InvalidInputError("purpose", f"one of {', '.join(self.approval_purposes())}")
+        if not reason:
+            raise InvalidInputError("reason", "say why the media is needed")
+        self._ops(who).request_approval(case, purpose, reason)
 
     def decide_approval(self, who: Principal, approval: str, grant: bool, note: str) -> None:
-        raise Unavailable("approvals (receiver.operations)")
+        if not approval.isdigit() or len(approval) > 12:
+            raise NotFoundError("approval", approval)
+        self._ops(who).decide_approval(int(approval), grant, note)
 
     def export(self, who: Principal, case: str) -> Path:
-        raise Unavailable("export (receiver.operations)")
+        """A zip of the case file in a fresh directory of the cache (the operations layer checks
+        the approval and logs the export)."""
+        work = Path(tempfile.mkdtemp(prefix="export-", dir=self._exports_dir()))
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in case)
+        result = self._ops(who).export_case(case, work / f"{safe}.zip", as_zip=True)
+        return Path(result["path"])
+
+    def _exports_dir(self) -> Path:
+        d = self.cache_dir / "exports"
+        d.mkdir(parents=True, exist_ok=True)
+        for old in d.iterdir():  # downloads older than a day are not kept
+            if old.stat().st_mtime < time.time() - 86400:
+                shutil.rmtree(old, ignore_errors=True)
+        return d
 
     def custody_log(self, who: Principal, case: str) -> list[dict[str, Any]]:
-        raise Unavailable("the custody log (receiver.operations)")
+        out = []
+        for e in self._ops(who).custody_entries(case):
+            fixed = {"index", "v", "kind", "utc", "actor", "case"}
+            detail = ", ".join(f"{k}={v}" for k, v in e.items() if k not in fixed)
+            out.append({"index": e["index"], "when": e.get("utc"), "who": e.get("actor", ""),
+                        "action": e.get("kind"), "detail": detail})  # fmt: skip
+        return out
 
     def verify_custody(self, who: Principal, case: str) -> dict[str, Any]:
-        raise Unavailable("the custody log (receiver.operations)")
+        """Every custody entry of the case: its bytes hash to its leaf, and its inclusion proof
+        leads to the root of a tree head signed by this receiver."""
+        ops = self._ops(who)
+        entries = ops.custody_entries(case)  # checks the role and the case
+        custody = ops.custody()
+        head = custody.current_head()
+        leaves = custody.leaves(head.tree_size)
+        key = load_receipt_key(self.config.receipt_key_path).public_key()
+        bad = [] if head.verify(key) else ["the tree head's signature does not verify"]
+        for e in entries:
+            i = e["index"]
+            entry = {k: v for k, v in e.items() if k != "index"}
+            leaf = merkle.leaf_hash(canonical_bytes(entry))
+            if i >= len(leaves) or leaf != leaves[i]:
+                bad.append(f"entry {i} does not match its leaf")
+                continue
+            proof = merkle.inclusion_proof(leaves, i)
+            if not merkle.verify_inclusion(leaf, i, head.tree_size, proof, head.root_bytes()):
+                bad.append(f"entry {i} is not included in the signed tree head")
+        detail = (
+            f"{len(entries)} entries, tree head {head.tree_size} {head.root[:16]}… {head.utc}"
+            if not bad
+            else "; ".join(bad[:10])
+        )
+        return {"ok": not bad, "detail": detail, "entries": len(entries)}
 
     # -- deadlines and the report: the compliance module -----------------------------------
     def deadline_states(self) -> list[tuple[str, str]]:

@@ -55,7 +55,7 @@ def routes(console: Console) -> list[Route]:
         number = request.path_params["number"]
         info = await asyncio.to_thread(b.case, number)
         sessions = await asyncio.to_thread(b.case_sessions, number)
-        await asyncio.to_thread(b.log_access, principal(session), "view-case", number, None)
+        await asyncio.to_thread(b.log_access, principal(session), "case page (console)", number)
         return console.render(
             request, "case.html", session, case=info, sessions=sessions,
             deadlines=await asyncio.to_thread(b.case_deadlines, number),
@@ -83,13 +83,15 @@ def routes(console: Console) -> list[Route]:
             view, number = await asyncio.to_thread(b.session, sid)
         except NotFoundError:
             return Response("not found\n", status_code=404, media_type="text/plain")
-        if not await asyncio.to_thread(b.media_allowed, principal(session), number):
+        if number is None or not await asyncio.to_thread(
+            b.media_allowed, principal(session), number
+        ):
             return Response("forbidden\n", status_code=403, media_type="text/plain")
         remuxed = await asyncio.to_thread(b.playback, view)
         rng = request.headers.get("range", "")
         if not rng or rng.replace(" ", "").startswith("bytes=0-"):
-            # one custody entry per playback start, not per range request of the same one
-            await asyncio.to_thread(b.log_access, principal(session), "play", number, sid)
+            # custody entries per playback start, not per range request of the same one
+            await asyncio.to_thread(b.log_playback, principal(session), number, view)
         return FileResponse(
             remuxed.path, media_type="video/mp4", headers={"cache-control": "private, no-store"}
         )

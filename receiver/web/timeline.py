@@ -102,7 +102,7 @@ def session_view(
         "start": start,
         "end": end,
         "assignment": assignment,
-        "checks": opened.get("checks") if isinstance(opened.get("checks"), dict) else {},
+        "checks": _checks(opened.get("checks")),
         "preamble": opened.get("preamble") if isinstance(opened.get("preamble"), dict) else {},
         "segments": segments,
         "gaps": gaps,
@@ -113,6 +113,20 @@ def session_view(
     }
     view["timeline"] = timeline(view)
     return view
+
+
+def _checks(report: Any) -> dict[str, Any]:
+    """The signed pre-capture check report (Art. 11) as ``{"result", "items": [name, outcome,
+    reason]}``, whichever of the two shapes the device wrote."""
+    if not isinstance(report, dict):
+        return {"result": "missing", "items": []}
+    items = report.get("checks") if isinstance(report.get("checks"), list) else report.get("items")
+    rows = [
+        {"name": i.get("name"), "outcome": i.get("outcome"), "reason": i.get("reason", "")}
+        for i in (items if isinstance(items, list) else [])
+        if isinstance(i, dict)
+    ]
+    return {"result": report.get("outcome") or report.get("result") or "-", "items": rows}
 
 
 def timeline(v: dict[str, Any]) -> dict[str, Any]:
