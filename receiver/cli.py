@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from evidence.errors import EvidenceError
-from receiver.commands import Context, cases, devices, evidence, service
+from receiver.commands import Context, cases, compliance, devices, evidence, service
 from receiver.config import ReceiverConfig, load_config
 from receiver.errors import ConfigError, ReceiverError
 from receiver.registry import DeviceRegistry, DockRegistryFollower
@@ -29,7 +29,7 @@ from receiver.store import EvidenceStore, connect
 log = logging.getLogger(__name__)
 
 #: the command modules, in the order their commands appear in ``--help``
-COMMAND_MODULES = (service, devices, cases, evidence)
+COMMAND_MODULES = (service, devices, cases, evidence, compliance)
 
 
 def _parser() -> argparse.ArgumentParser:
