@@ -117,6 +117,9 @@ class ProblemFact:
     seq: int | None
     detail: str
     utc: datetime | None
+    case: str | None = None
+    """For a quarantined session: the case its (unstored) session-open names."""
+    officers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

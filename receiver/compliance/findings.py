@@ -504,7 +504,7 @@ def _problem_findings(facts: Facts, scope: _Scope, ev: Evaluation) -> None:
     sessions = {s.session: s for s in facts.sessions}
     for p in facts.problems:
         s = sessions.get(p.session) if p.session else None
-        case, officers = (s.case, s.officers) if s else (None, ())
+        case, officers = (s.case, s.officers) if s else (p.case, p.officers)
         if not scope.in_period(p.utc) or not scope.case_ok(case, officers, p.device):
             continue
         kind = Kind.QUARANTINED if p.kind == "quarantine" else Kind.VERIFICATION_FAILURE

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from evidence import layout
@@ -295,7 +296,7 @@ class ComplianceStore:
     def facts(self, store: EvidenceStore | None = None) -> Facts:
         """Everything the findings need, read once. ``store``: also check the device chains
         (verification failures) and read each device's newest record (clock synchronised?)."""
-        problems = self._quarantine_problems()
+        problems = self._quarantine_problems(store.data_dir if store is not None else None)
         devices = self._devices(store)
         if store is not None:
             problems += self._verification_problems(store, [d.id for d in devices])
@@ -404,13 +405,31 @@ class ComplianceStore:
             )
         return out
 
-    def _quarantine_problems(self) -> list[ProblemFact]:
-        return [
-            ProblemFact(
-                "quarantine", r["device"], r["session"], r["seq"], r["reason"], _dt(r["utc"])
+    def _quarantine_problems(self, data_dir: Path | None) -> list[ProblemFact]:
+        """One problem per quarantined session (or per record outside a session), attributed
+        to the case and officers its quarantined session-open names, when there is one."""
+        groups: dict[tuple[str, str], list[sqlite3.Row]] = {}
+        for r in self.conn.execute("SELECT * FROM quarantine ORDER BY id"):
+            key = (r["device"], r["session"] or f"#{r['id']}")
+            groups.setdefault(key, []).append(r)
+        out = []
+        for (device, _), rows in groups.items():
+            case, officers = _quarantined_assignment(rows, data_dir)
+            reasons = sorted({r["reason"] for r in rows})
+            seqs = [r["seq"] for r in rows if r["seq"] is not None]
+            out.append(
+                ProblemFact(
+                    "quarantine",
+                    device,
+                    rows[0]["session"],
+                    min(seqs) if seqs else None,
+                    f"{len(rows)} record(s) quarantined: {'; '.join(reasons)}",
+                    _dt(rows[0]["utc"]),
+                    case=case,
+                    officers=officers,
+                )
             )
-            for r in self.conn.execute("SELECT * FROM quarantine ORDER BY id")
-        ]
+        return out
 
     def _verification_problems(self, store: EvidenceStore, devices: list[str]) -> list[ProblemFact]:
         from receiver.reports import chain_violations  # the one chain check the listings use
@@ -437,6 +456,28 @@ class ComplianceStore:
                     )
                 )
         return out
+
+
+def _quarantined_assignment(
+    rows: list[sqlite3.Row], data_dir: Path | None
+) -> tuple[str | None, tuple[str, ...]]:
+    """The case and officers a quarantined session-open names (read from the quarantine copy,
+    which is untrusted: used only to route the finding, never as evidence)."""
+    for r in rows:
+        if data_dir is None or r["record_type"] != "session-open" or not r["path"]:
+            continue
+        try:
+            record = Record.load(data_dir / r["path"] / "record.json")
+        except (EvidenceError, OSError):
+            continue
+        a = _dict(record.body.get("assignment"))
+        officers = a.get("officers")
+        case = a.get("case")
+        return (
+            case if isinstance(case, str) else None,
+            tuple(str(o) for o in officers) if isinstance(officers, list) else (),
+        )
+    return None, ()
 
 
 def _synced(store: EvidenceStore, device: str, seq: int) -> bool | None:
