@@ -253,6 +253,10 @@ def _conclude(args: argparse.Namespace, ctx: Context) -> int:
     if row is None:
         raise ComplianceInputError(f"no case {args.number!r}")
     profile = cstore.case_row(args.number)
+    if profile is not None and profile["concluded_date"]:
+        raise ComplianceInputError(
+            f"case {args.number} was already concluded on {profile['concluded_date']}"
+        )
     level, article = av_level(
         row["enforcement_type"], major_inspection=bool(profile and profile["major_inspection"])
     )

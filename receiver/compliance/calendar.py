@@ -140,9 +140,9 @@ def load_holiday_file(path: Path) -> dict[int, YearSchedule]:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+)", str(exc))
-        raise HolidayFileError(
-            path, int(m.group(1)) if m else None, f"not valid TOML: {exc}"
-        ) from exc
+        # "at end of document": the error is on the last line
+        line = int(m.group(1)) if m else max(1, len(text.splitlines()))
+        raise HolidayFileError(path, line, f"not valid TOML: {exc}") from exc
     unknown = set(table) - {"years"}
     if unknown:
         key = sorted(unknown)[0]

@@ -24,6 +24,7 @@ from receiver.compliance.deadlines import (
     DEFAULT_TIMEZONE,
     Deadline,
     case_file_deadline,
+    format_local,
     storage_deadline,
     zone,
 )
@@ -262,6 +263,7 @@ def _session_findings(
     ev: Evaluation,
 ) -> None:
     opts = scope.opts
+    tz = opts.tz
     base = {
         "case": s.case,
         "officers": s.officers,
@@ -279,7 +281,7 @@ def _session_findings(
             Finding(
                 Kind.STORED_LATE,
                 "Art. 14",
-                f"ended {format_utc(s.end_utc)}, stored {format_utc(s.stored_utc)}, "
+                f"ended {format_local(s.end_utc, tz)}, stored {format_local(s.stored_utc, tz)}, "
                 f"due {deadline.local()}",
                 s.end_utc,
                 deadline=deadline,
@@ -309,8 +311,8 @@ def _session_findings(
                 Kind.UNEXPLAINED_GAP,
                 "Art. 13",
                 f"gap seq {g.seq} ({g.cause or 'no cause'}) "
-                f"{format_utc(g.start_utc) if g.start_utc else '?'} .. "
-                f"{format_utc(g.end_utc) if g.end_utc else '?'}: no spoken or written explanation",
+                f"{format_local(g.start_utc, tz)} .. {format_local(g.end_utc, tz)}: "
+                "no spoken or written explanation",
                 g.start_utc or s.start_utc,
                 **base,  # type: ignore[arg-type]
             )
@@ -397,6 +399,7 @@ def _inspection_findings(
     if not c.inspection_documents:
         return
     recorded = [s for s in sessions if s.stage == "inspection"] or sessions
+    tz = opts.tz
     tol = timedelta(seconds=opts.inspection_tolerance_s)
     for doc in c.inspection_documents:
         if not recorded:
@@ -408,8 +411,8 @@ def _inspection_findings(
             if rec_start - tol <= doc.start_utc and doc.end_utc <= rec_end + tol:
                 continue
             detail = (
-                f"document {format_utc(doc.start_utc)} .. {format_utc(doc.end_utc)} vs "
-                f"recording {format_utc(rec_start)} .. {format_utc(rec_end)} "
+                f"document {format_local(doc.start_utc, tz)} .. {format_local(doc.end_utc, tz)} vs "
+                f"recording {format_local(rec_start, tz)} .. {format_local(rec_end, tz)} "
                 f"(tolerance {opts.inspection_tolerance_s:.0f} s; entered by {doc.entered_by})"
             )
         ev.findings.append(
@@ -477,6 +480,7 @@ def _missed_windows(facts: Facts, scope: _Scope) -> list[AssignmentFact]:
 
 def _assignment_findings(facts: Facts, scope: _Scope, ev: Evaluation) -> None:
     cases = {c.number: c for c in facts.cases}
+    tz = scope.opts.tz
     for a in _missed_windows(facts, scope):
         if not scope.in_period(a.window_start_utc) or not scope.case_ok(
             a.case, a.officers, a.device
@@ -489,8 +493,9 @@ def _assignment_findings(facts: Facts, scope: _Scope, ev: Evaluation) -> None:
             Finding(
                 Kind.MISSED_WINDOW,
                 article,
-                f"assignment {a.id} ({a.stage}) scheduled {format_utc(a.window_start_utc)} .. "
-                f"{format_utc(a.window_end_utc)}: no recording by {a.device} in that window",
+                f"assignment {a.id} ({a.stage}) scheduled "
+                f"{format_local(a.window_start_utc, tz)} .. "
+                f"{format_local(a.window_end_utc, tz)}: no recording by {a.device} in that window",
                 a.window_start_utc,
                 case=a.case,
                 officers=a.officers,
@@ -543,9 +548,10 @@ def _device_findings(facts: Facts, scope: _Scope, calendar: WorkCalendar, ev: Ev
 def _device_state(
     d: DeviceFact, opts: Options, calendar: WorkCalendar, officers: tuple[str, ...]
 ) -> Iterator[Finding]:
+    tz = opts.tz
     unseen = timedelta(days=opts.device_unseen_days)
     if d.last_seen_utc is None or opts.now - d.last_seen_utc > unseen:
-        seen = format_utc(d.last_seen_utc) if d.last_seen_utc else "never"
+        seen = format_local(d.last_seen_utc, tz) if d.last_seen_utc else "never"
         yield Finding(
             Kind.DEVICE_UNSEEN,
             "Art. 25",
@@ -561,7 +567,7 @@ def _device_state(
                 Kind.STILL_ON_DEVICE,
                 "Art. 14",
                 f"{d.pending_segments} segment(s) not yet uploaded, oldest from "
-                f"{format_utc(d.oldest_pending_utc)}, due {deadline.local()}",
+                f"{format_local(d.oldest_pending_utc, tz)}, due {deadline.local()}",
                 d.oldest_pending_utc,
                 officers=officers,
                 device=d.id,
