@@ -1,6 +1,9 @@
 """Cases, device assignments and the filing of sessions against cases (Art. 2, 8, 9, 22).
 
-Enforcement types carry the AV-recording level of Art. 8 (mandatory) and Art. 9 (recommended).
+Enforcement types carry the AV-recording level of Art. 8 and 20 (mandatory) and Art. 9
+(recommended); a major inspection is mandatory (Art. 18). A case may name its enforcing unit; an
+assignment may carry a scheduled window and the officer's return date (Art. 14), stored with it
+in one transaction by :mod:`receiver.store.compliance`.
 A session is filed automatically to the case named in its signed ``session-open`` assignment when
 that case exists here; otherwise it waits in the "unfiled" inbox until a clerk files it.
 Failure posture: unknown types, stages and labels raise :class:`InvalidInputError`; filing into a
@@ -19,46 +22,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from evidence.records import format_utc
+from receiver.compliance.rules import ENFORCEMENT_TYPES as RULE_TYPES
+from receiver.compliance.rules import STAGES, av_level
 from receiver.custody import record_event
 from receiver.errors import ConflictError, InvalidInputError, NotFoundError
+from receiver.store.compliance import ComplianceStore, Schedule
 
 log = logging.getLogger(__name__)
 
-AV_MANDATORY = "mandatory"
-AV_RECOMMENDED = "recommended"
-AV_NONE = "none"
-
-#: enforcement type → AV level (Art. 8: mandatory; Art. 9: as the situation requires)
-ENFORCEMENT_TYPES: dict[str, str] = {
-    "sealing": AV_MANDATORY,
-    "unsealing": AV_MANDATORY,
-    "seizure": AV_MANDATORY,
-    "substitute-performance": AV_MANDATORY,
-    "personal-liberty": AV_MANDATORY,
-    "life-health": AV_MANDATORY,
-    "major-property": AV_MANDATORY,
-    "dispute": AV_RECOMMENDED,
-    "inspection": AV_RECOMMENDED,
-    "interview": AV_RECOMMENDED,
-    "hearing": AV_RECOMMENDED,
-    "penalty": AV_RECOMMENDED,
-    "service-by-leaving": AV_RECOMMENDED,
-    "service-by-notice": AV_RECOMMENDED,
-    "licensing": AV_NONE,
-    "confirmation": AV_NONE,
-    "other": AV_NONE,
-}
-#: Art. 2: the stages of the whole process (the names the agent's spoken preamble knows)
-STAGES = (
-    "start",
-    "investigation",
-    "inspection",
-    "decision",
-    "hearing",
-    "service",
-    "execution",
-    "archiving",
-)
+#: enforcement type → AV level (Art. 8: mandatory; Art. 9: as the situation requires; Art. 20:
+#: penalty interviews and hearings in full); the full rules are in receiver.compliance.rules
+ENFORCEMENT_TYPES: dict[str, str] = {n: t.av_level for n, t in RULE_TYPES.items()}
 SENSITIVITY = ("public", "internal", "personal-privacy", "trade-secret", "state-secret")
 
 FILED_BY_ASSIGNMENT = "assignment"
@@ -158,6 +132,8 @@ class CaseBook:
         *,
         parties: list[str] | None = None,
         sensitivity: str = "internal",
+        unit: str | None = None,
+        major_inspection: bool = False,
     ) -> Case:
         number, title = number.strip(), title.strip()
         if not number:
@@ -172,21 +148,34 @@ class CaseBook:
             raise InvalidInputError(
                 "sensitivity", f"{sensitivity!r}; known: {', '.join(SENSITIVITY)}"
             )
+        if major_inspection and enforcement_type != "inspection":
+            raise InvalidInputError("major-inspection", "only an inspection can be major (Art. 18)")
         if self.get(number) is not None:
             raise ConflictError(f"case {number} already exists")
-        self.conn.execute(
-            "INSERT INTO cases (number, enforcement_type, av_level, title, parties, sensitivity, "
-            "created_utc) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                number,
-                enforcement_type,
-                ENFORCEMENT_TYPES[enforcement_type],
-                title,
-                json.dumps(parties or [], ensure_ascii=False),
-                sensitivity,
-                _now(),
-            ),
-        )
+        level, _article = av_level(enforcement_type, major_inspection=major_inspection)
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute(
+                "INSERT INTO cases (number, enforcement_type, av_level, title, parties, "
+                "sensitivity, created_utc) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    number,
+                    enforcement_type,
+                    level,
+                    title,
+                    json.dumps(parties or [], ensure_ascii=False),
+                    sensitivity,
+                    _now(),
+                ),
+            )
+            if unit is not None or major_inspection:
+                ComplianceStore(self.conn).set_case_profile(
+                    number, unit=unit, major_inspection=major_inspection, in_transaction=True
+                )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
         case = self.get(number)
         assert case is not None
         # sessions that arrived before the case existed but name it are filed now
@@ -222,6 +211,7 @@ class CaseBook:
         reason: str,
         target: str,
         stage: str,
+        schedule: Schedule | None = None,
     ) -> Assignment:
         self.require(case)
         if self.conn.execute("SELECT 1 FROM devices WHERE id = ?", (device,)).fetchone() is None:
@@ -253,6 +243,8 @@ class CaseBook:
                     _now(),
                 ),
             )
+            if schedule is not None and cur.lastrowid is not None:
+                ComplianceStore(self.conn).schedule(cur.lastrowid, schedule)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")

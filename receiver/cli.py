@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from evidence.errors import EvidenceError
-from receiver.commands import Context, cases, devices, evidence, service, web
+from receiver.commands import Context, cases, compliance, devices, evidence, service, web
 from receiver.commands import access as access_commands
 from receiver.commands import custody as custody_commands
 from receiver.commands import export as export_commands
@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     devices,
     cases,
     evidence,
+    compliance,
     access_commands,
     custody_commands,
     export_commands,

@@ -15,21 +15,35 @@ from typing import Any
 from receiver import reports
 from receiver.cases import ENFORCEMENT_TYPES, SENSITIVITY, STAGES, CaseBook
 from receiver.commands import Context, bind, json_flag, show
+from receiver.commands import compliance as compliance_commands
+from receiver.compliance import views
+from receiver.compliance.report import ReportSettings
 
 SESSION_COLUMNS = (
     "session",
     "device",
-    "start",
+    "start_local",
     "segments",
     "markers",
     "gaps",
     "closed",
     "quarantined",
     "case",
+    "store_by",
+    "on_time",
+)
+CASE_COLUMNS = (
+    "number",
+    "enforcement_type",
+    "av_level",
+    "title",
+    "sensitivity",
+    "sessions",
+    "concluded",
+    "case_file_due",
 )
 #: ``case show`` of a case without sessions: nothing to verify, which is not a failed check
 EXIT_EMPTY_CASE = 3
-CASE_COLUMNS = ("number", "enforcement_type", "av_level", "title", "sensitivity", "sessions")
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,7 +68,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         choices=SENSITIVITY,
         help="sensitivity label (Art. 22; default internal)",
     )
+    cc.add_argument("--unit", help="the enforcing unit (for the accountability report)")
+    cc.add_argument("--major-inspection", action="store_true", help="AV mandatory (Art. 18)")
     bind(cc, _create)
+    compliance_commands.add_case_commands(case)
     bind(json_flag(case.add_parser("list", help="list cases")), _list, read_only=True)
     cs = json_flag(
         case.add_parser(
@@ -78,6 +95,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     asg.add_argument(
         "--stage", required=True, choices=STAGES, help="the enforcement stage (Art. 2)"
     )
+    asg.add_argument("--window-start", help="scheduled start (local time): missed-recording check")
+    asg.add_argument("--window-end", help="scheduled end (local time)")
+    asg.add_argument("--return-date", help="officer's return from remote work (Art. 14)")
     bind(asg, _assign)
 
     una = sub.add_parser(
@@ -96,25 +116,41 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _sessions(args: argparse.Namespace, ctx: Context) -> int:
-    show(reports.sessions_view(ctx.conn, inbox_only=args.inbox), args.json, SESSION_COLUMNS)
+    rows = reports.sessions_view(ctx.conn, inbox_only=args.inbox)
+    settings = ReportSettings.from_config(ctx.config)
+    show(views.annotate_sessions(rows, ctx.conn, settings), args.json, SESSION_COLUMNS)
     return 0
 
 
 def _create(args: argparse.Namespace, ctx: Context) -> int:
     c = CaseBook(ctx.conn).create(
-        args.number, args.type, args.title, parties=args.party, sensitivity=args.sensitivity
+        args.number,
+        args.type,
+        args.title,
+        parties=args.party,
+        sensitivity=args.sensitivity,
+        unit=args.unit,
+        major_inspection=args.major_inspection,
     )
     print(f"case {c.number} created ({c.enforcement_type}, AV {c.av_level})")
     return 0
 
 
 def _list(args: argparse.Namespace, ctx: Context) -> int:
-    show(reports.cases_view(ctx.conn), args.json, CASE_COLUMNS)
+    settings = ReportSettings.from_config(ctx.config)
+    show(
+        views.annotate_cases(reports.cases_view(ctx.conn), ctx.conn, settings),
+        args.json,
+        CASE_COLUMNS,
+    )
     return 0
 
 
 def _show(args: argparse.Namespace, ctx: Context) -> int:
     data = reports.case_view(ctx.store, ctx.conn, args.number)
+    settings = ReportSettings.from_config(ctx.config)
+    views.annotate_sessions(data["sessions"], ctx.conn, settings)
+    data.update(views.annotate_cases([dict(data)], ctx.conn, settings)[0])
     print(json.dumps(data, ensure_ascii=False, indent=2) if args.json else case_text(data))
     if data["verification"] == "verified":
         return 0
@@ -127,10 +163,22 @@ def case_text(data: dict[str, Any]) -> str:
         f"  type {data['enforcement_type']} (AV {data['av_level']}), "
         f"sensitivity {data['sensitivity']}, parties: {', '.join(data['parties']) or '-'}",
         f"  verification: {data['verification']}",
+        f"  concluded: {data.get('concluded') or '-'}; case file due (Art. 21): "
+        f"{data.get('case_file_due', '-')}",
         "",
         reports.table(
             data["sessions"],
-            ["session", "device", "start", "end", "segments", "markers", "gaps", "verification"],
+            [
+                "session",
+                "device",
+                "start_local",
+                "segments",
+                "markers",
+                "gaps",
+                "store_by",
+                "on_time",
+                "verification",
+            ],
         ),
     ]
     for s in data["sessions"]:
@@ -155,6 +203,7 @@ def _assign(args: argparse.Namespace, ctx: Context) -> int:
         reason=args.reason,
         target=args.target,
         stage=args.stage,
+        schedule=compliance_commands.parse_schedule(args, ctx),
     )
     print(f"device {a.device} assigned to case {a.case} (pushed when the service runs)")
     return 0

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from receiver import reports
 from receiver.commands import Context, bind, json_flag, show
+from receiver.compliance.report import ReportSettings
+from receiver.compliance.views import annotate_devices
 from receiver.errors import InvalidInputError
 from receiver.registry import DeviceRegistry
 
@@ -17,10 +19,11 @@ DEVICE_COLUMNS = (
     "device",
     "revoked",
     "revoke_reason",
-    "last_seen",
+    "last_seen_local",
     "clock_offset_s",
     "pending_segments",
     "oldest_pending",
+    "upload_by",
     "records",
 )
 
@@ -60,7 +63,8 @@ def _revoke(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _list(args: argparse.Namespace, ctx: Context) -> int:
-    show(reports.devices_view(ctx.conn), args.json, DEVICE_COLUMNS)
+    settings = ReportSettings.from_config(ctx.config)
+    show(annotate_devices(reports.devices_view(ctx.conn), settings), args.json, DEVICE_COLUMNS)
     return 0
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from receiver.store import compliance
+
 SCHEMA_VERSION = 3
 
 # Columns added after version 1: (table, column, type). Added to older databases on open.
@@ -131,7 +133,7 @@ CREATE TABLE IF NOT EXISTS filing_moves (
 from receiver.store import access as _access  # noqa: E402
 from receiver.store import custody as _custody  # noqa: E402
 
-EXTRA_SCHEMAS: tuple[str, ...] = (_custody.SCHEMA, _access.SCHEMA)
+EXTRA_SCHEMAS: tuple[str, ...] = (compliance.SCHEMA, _custody.SCHEMA, _access.SCHEMA)
 
 
 def connect(path: Path) -> sqlite3.Connection:
