@@ -7,6 +7,7 @@ logs them). Filters are bound parameters, never formatted into the SQL.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
@@ -70,15 +71,15 @@ def case_rows(
     rows = conn.execute(
         "SELECT c.number, c.enforcement_type, c.av_level, c.title, c.parties, c.sensitivity, "
         "c.created_utc, (SELECT COUNT(*) FROM filings fi WHERE fi.case_number = c.number) "
-        f"AS sessions FROM cases c {clause} ORDER BY c.number DESC LIMIT ? OFFSET ?",
+        "AS sessions, cc.concluded_date, cc.file_formed_date FROM cases c "
+        "LEFT JOIN case_compliance cc ON cc.case_number = c.number "
+        f"{clause} ORDER BY c.number DESC LIMIT ? OFFSET ?",
         [*args, limit, offset],
     ).fetchall()
     return [dict(r) for r in rows], int(total)
 
 
-def _json_list(values: list[str]) -> str:
-    import json
-
+def _json_list(values: list[Any]) -> str:
     return json.dumps(values, ensure_ascii=False)
 
 
@@ -86,7 +87,7 @@ def case_sessions(conn: sqlite3.Connection, number: str) -> list[dict[str, Any]]
     """The sessions filed to a case with every one of their records, in seq order."""
     rows = conn.execute(
         "SELECT r.session, r.device, r.seq, r.type, r.utc, r.body, r.media_file, "
-        "r.media_sha256, r.media_size, r.plain_sha256, f.how AS filed_by "
+        "r.media_sha256, r.media_size, r.plain_sha256, r.stored_utc, f.how AS filed_by "
         "FROM filings f JOIN records r ON r.session = f.session AND r.device = f.device "
         "WHERE f.case_number = ? ORDER BY r.device, r.seq",
         (number,),
@@ -98,7 +99,7 @@ def session_records(conn: sqlite3.Connection, session: str) -> list[dict[str, An
     """One session (filed or not) with its records, or an empty list."""
     rows = conn.execute(
         "SELECT r.session, r.device, r.seq, r.type, r.utc, r.body, r.media_file, "
-        "r.media_sha256, r.media_size, r.plain_sha256, f.how AS filed_by "
+        "r.media_sha256, r.media_size, r.plain_sha256, r.stored_utc, f.how AS filed_by "
         "FROM records r LEFT JOIN filings f ON f.session = r.session "
         "WHERE r.session = ? ORDER BY r.device, r.seq",
         (session,),
@@ -140,8 +141,6 @@ def quarantined_sessions(conn: sqlite3.Connection, sessions: list[str]) -> dict[
 
 def officers_known(conn: sqlite3.Connection, limit: int = 200) -> list[str]:
     """Officer names from assignments, for the case list's officer filter."""
-    import json
-
     names: set[str] = set()
     for (officers,) in conn.execute(
         "SELECT DISTINCT officers FROM assignments ORDER BY id DESC LIMIT ?", (limit,)
@@ -151,3 +150,32 @@ def officers_known(conn: sqlite3.Connection, limit: int = 200) -> list[str]:
         except ValueError:
             continue
     return sorted(names)
+
+
+def case_conclusions(
+    conn: sqlite3.Connection, numbers: list[str] | None = None
+) -> dict[str, tuple[str | None, str | None]]:
+    """case -> (concluded date, case file formed date), local ISO dates or None."""
+    sql = (
+        "SELECT c.number, cc.concluded_date, cc.file_formed_date FROM cases c "
+        "LEFT JOIN case_compliance cc ON cc.case_number = c.number"
+    )
+    args: tuple[Any, ...] = ()
+    if numbers is not None:
+        sql += " WHERE c.number IN (SELECT value FROM json_each(?))"
+        args = (_json_list(numbers),)
+    return {r[0]: (r[1], r[2]) for r in conn.execute(sql, args)}
+
+
+def gap_explanations(
+    conn: sqlite3.Connection, device: str, seqs: list[int]
+) -> dict[int, dict[str, Any]]:
+    """seq -> the written explanation of that gap (Art. 13), for one device."""
+    if not seqs:
+        return {}
+    rows = conn.execute(
+        "SELECT seq, author, utc, text FROM gap_explanations WHERE device = ? AND seq IN "
+        "(SELECT value FROM json_each(?))",
+        (device, _json_list(seqs)),
+    )
+    return {int(r["seq"]): dict(r) for r in rows}

@@ -19,14 +19,20 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from evidence import merkle
 from evidence.canonical import canonical_bytes
+from evidence.errors import RecordFormatError
+from evidence.records import parse_utc
 from receiver import reports
 from receiver.access import EXPORT, PARTY_VIEW, VIEW, AccessDenied, Accounts, Approvals, User
 from receiver.cases import ENFORCEMENT_TYPES, STAGES, CaseBook
+from receiver.compliance.deadlines import case_file_deadline, format_local, storage_deadline
+from receiver.compliance.findings import Options
+from receiver.compliance.report import ReportSettings, build_report
 from receiver.config import ReceiverConfig
 from receiver.custody import record_event
 from receiver.errors import InvalidInputError, NotFoundError, ReceiverError
@@ -35,9 +41,19 @@ from receiver.operations import Operations
 from receiver.reports import chain_violations
 from receiver.store import EvidenceStore, connect
 from receiver.store import console as q
-from receiver.web import media, timeline
+from receiver.web import charts, media, timeline
 
 log = logging.getLogger(__name__)
+
+#: the Art. 21 case-file states the case list filters by
+DEADLINE_STATES = ("open", "file-due", "file-overdue", "file-formed")
+
+
+def _utc(text: Any) -> datetime | None:
+    try:
+        return parse_utc(text) if isinstance(text, str) else None
+    except (ValueError, RecordFormatError):
+        return None
 
 
 class Unavailable(ReceiverError):
@@ -80,7 +96,12 @@ class Backend:
     stages = STAGES
 
     def cases(self, f: q.CaseFilter, page: int = 0) -> tuple[list[dict[str, Any]], int]:
-        return q.case_rows(self.conn, f, limit=q.PAGE_SIZE, offset=page * q.PAGE_SIZE)
+        rows, total = q.case_rows(self.conn, f, limit=q.PAGE_SIZE, offset=page * q.PAGE_SIZE)
+        for r in rows:
+            r["file_state"], r["file_due"] = self.case_file_state(
+                r["concluded_date"], r["file_formed_date"]
+            )
+        return rows, total
 
     def officers(self) -> list[str]:
         return q.officers_known(self.conn)
@@ -115,11 +136,14 @@ class Backend:
         for s in sessions:
             hashes = {h for r in s["records"] for h in (r["media_sha256"], r["plain_sha256"]) if h}
             present = {h for h in hashes if self.store.has_object(h)}
+            gaps = [r["seq"] for r in s["records"] if r["type"] == "gap"]
+            explained = q.gap_explanations(self.conn, s["device"], gaps)
             out.append(
                 timeline.session_view(
-                    s, per_device[s["device"]], quarantined.get(s["session"], []), present
+                    s, per_device[s["device"]], quarantined.get(s["session"], []), present,
+                    explained,
                 )
-            )
+            )  # fmt: skip
         return out
 
     # -- playback --------------------------------------------------------------------------
@@ -287,18 +311,79 @@ class Backend:
         return {"ok": not bad, "detail": detail, "entries": len(entries)}
 
     # -- deadlines and the report: the compliance module -----------------------------------
+    @property
+    def settings(self) -> ReportSettings:
+        return ReportSettings.from_config(self.config)
+
     def deadline_states(self) -> list[tuple[str, str]]:
-        return []
+        return [(k, k) for k in DEADLINE_STATES]
+
+    def case_file_state(self, concluded: str | None, formed: str | None) -> tuple[str, str]:
+        """(state, due date as local text) of a case's Art. 21 case-file deadline."""
+        if formed:
+            return "file-formed", "-"
+        if not concluded:
+            return "open", "-"
+        s = self.settings
+        d = case_file_deadline(s.calendar(), s.timezone, date.fromisoformat(concluded))
+        state = "file-overdue" if d.overdue(datetime.now(UTC)) else "file-due"
+        return state, d.local()
 
     def cases_in_deadline_state(self, state: str) -> frozenset[str] | None:
-        return None
+        if state not in DEADLINE_STATES:
+            return None
+        rows = q.case_conclusions(self.conn)
+        return frozenset(n for n, (c, f) in rows.items() if self.case_file_state(c, f)[0] == state)
 
-    def case_deadlines(self, case: str) -> list[dict[str, Any]]:
-        return []
+    def case_deadlines(self, case: str, sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The case-file deadline (Art. 21) and each session's storage deadline (Art. 14)."""
+        s = self.settings
+        concluded, formed = q.case_conclusions(self.conn, [case]).get(case, (None, None))
+        state, due = self.case_file_state(concluded, formed)
+        out = [{"label": "Art. 21 case file", "due": due, "state": state,
+                "state_label": f"{state} (concluded {concluded or '-'})"}]  # fmt: skip
+        for v in sessions:
+            ended, stored = _utc(v["end"]), _utc(v.get("stored"))
+            if ended is None:
+                continue
+            d = storage_deadline(s.calendar(), s.timezone, ended)
+            late = stored is not None and stored >= d.due_utc
+            out.append({"label": f"Art. 14 {v['session']}", "due": d.local(),
+                        "state": "late" if late else "ok",
+                        "state_label": ("stored LATE " if late else "stored ")
+                        + format_local(stored, s.timezone)})  # fmt: skip
+        return out
 
-    def report(self, who: Principal) -> dict[str, Any]:
-        raise Unavailable("the accountability report (receiver.compliance)")
+    def report(self, who: Principal, **scope: Any) -> dict[str, Any]:
+        """The accountability report (Art. 25) as the page shows it: counts by kind, storage
+        delays against their deadline, and every finding with its place and local time."""
+        s = self.settings
+        options = Options(
+            now=datetime.now(UTC), tz=s.timezone, device_unseen_days=s.device_unseen_days,
+            clock_offset_limit_s=s.clock_offset_limit_s,
+            inspection_tolerance_s=s.inspection_tolerance_s, **scope,
+        )  # fmt: skip
+        report = build_report(self.conn, self.store, s, options).to_dict()
+        counts = sorted(report["counts"].items(), key=lambda kv: (-kv[1], kv[0]))
+        titles = {f["kind"]: f["title"] for f in report["findings"]}
+        findings = [
+            {"kind": f["title"], "article": f["article"], "case": f["case"] or "",
+             "officers": "、".join(f["officers"]), "device": f["device"] or "",
+             "when": self.local_time(f["utc"]), "detail": f["detail"]}
+            for f in report["findings"]
+        ]  # fmt: skip
+        return {
+            "summary": f"{len(findings)} findings, {len(report['cases_in_scope'])} cases, "
+            f"{s.timezone}",
+            "warnings": report["warnings"],
+            "chart": charts.bars([(f"{titles[k]} ({k})", v) for k, v in counts]),
+            "delays": charts.delays(report["storage"]),
+            "columns": ["kind", "article", "case", "officers", "device", "when", "detail"],
+            "findings": findings,
+            "by_officer": report["by_officer"],
+        }
 
     def local_time(self, utc: Any) -> str:
-        """How the console shows a stored UTC time."""
-        return "-" if utc is None else str(utc)
+        """A stored UTC time as local wall-clock text (the compliance module's formatter)."""
+        at = _utc(utc)
+        return "-" if at is None else format_local(at, self.settings.timezone)

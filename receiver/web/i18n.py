@@ -136,6 +136,19 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "custody.when": ("时间", "When"),
     "custody.who": ("人员", "Who"),
     "custody.what": ("操作", "Action"),
+    "deadline.open": ("未结案", "not concluded"),
+    "deadline.file-due": ("案卷待形成", "case file due"),
+    "deadline.file-overdue": ("案卷逾期", "case file OVERDUE"),
+    "deadline.file-formed": ("案卷已形成", "case file formed"),
+    "case.gap_written": ("书面说明", "Written explanation"),
+    "report.from": ("自", "From"),
+    "report.to": ("至", "To"),
+    "report.delays": ("存储用时与期限", "Storage delay against the deadline"),
+    "report.delays_hint": (
+        "条形：录制结束到入库的小时数（红色为逾期）；竖线：2个工作日期限",
+        "bar: hours from the end of recording to storage (red: late); tick: the 2-working-day"
+        " deadline",
+    ),
     "yes": ("是", "yes"),
     "no": ("否", "no"),
 }

@@ -9,6 +9,7 @@ where the case requires it, an approval, checked per request and logged).
 from __future__ import annotations
 
 import asyncio
+from datetime import date
 from typing import Any
 from urllib.parse import quote
 
@@ -28,6 +29,13 @@ STATUSES = ("with_sessions", "no_sessions", "quarantine")
 def _page_number(request: Request) -> int:
     raw = request.query_params.get("page", "0")
     return int(raw) if raw.isdigit() and len(raw) < 6 else 0
+
+
+def _date(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        raise InvalidInputError("date", f"{text[:20]!r} is not YYYY-MM-DD") from None
 
 
 def routes(console: Console) -> list[Route]:
@@ -58,7 +66,7 @@ def routes(console: Console) -> list[Route]:
         await asyncio.to_thread(b.log_access, principal(session), "case page (console)", number)
         return console.render(
             request, "case.html", session, case=info, sessions=sessions,
-            deadlines=await asyncio.to_thread(b.case_deadlines, number),
+            deadlines=await asyncio.to_thread(b.case_deadlines, number, sessions),
             media_ok=await asyncio.to_thread(b.media_allowed, principal(session), number),
         )  # fmt: skip
 
@@ -173,8 +181,15 @@ def routes(console: Console) -> list[Route]:
         )  # fmt: skip
 
     async def report(request: Request, session: Session) -> Response:
-        data = await asyncio.to_thread(b.report, principal(session))
-        return console.render(request, "report.html", session, report=data)
+        p = request.query_params
+        scope = {
+            "period_from": _date(p.get("from", "")),
+            "period_to": _date(p.get("to", "")),
+            "case": p.get("case", "").strip()[:100] or None,
+            "officer": p.get("officer", "").strip()[:100] or None,
+        }
+        data = await asyncio.to_thread(b.report, principal(session), **scope)
+        return console.render(request, "report.html", session, report=data, scope=scope)
 
     async def devices(request: Request, session: Session) -> Response:
         rows = await asyncio.to_thread(b.devices)

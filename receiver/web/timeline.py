@@ -29,8 +29,11 @@ def session_view(
     violations: dict[int, list[str]],
     quarantined: list[str],
     present: set[str],
+    explanations: dict[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """``violations``: seq -> chain problems; ``present``: object hashes found in the store."""
+    """``violations``: seq -> chain problems; ``present``: object hashes found in the store;
+    ``explanations``: gap seq -> its written explanation (Art. 13)."""
+    explanations = explanations or {}
     records = s["records"]
     bodies = []
     for r in records:
@@ -81,6 +84,7 @@ def session_view(
                     "end": b.get("end_utc"),
                     "spoken": bool(b.get("spoken_reason")),
                     "detail": b.get("detail", ""),
+                    "explanation": explanations.get(r["seq"]),
                 }
             )
         elif r["type"] == "marker":
@@ -101,6 +105,7 @@ def session_view(
         "filed_by": s["filed_by"],
         "start": start,
         "end": end,
+        "stored": max((r.get("stored_utc") or "" for r in records), default="") or None,
         "assignment": assignment,
         "checks": _checks(opened.get("checks")),
         "preamble": opened.get("preamble") if isinstance(opened.get("preamble"), dict) else {},
@@ -152,7 +157,7 @@ def timeline(v: dict[str, Any]) -> dict[str, Any]:
             x0, x1 = x(r["start"]), x(r["end"])
             cls = kind if kind == "gap" or r["state"] == "verified" else "segment-problem"
             label = f"seq {r['seq']} {r.get('cause') or r.get('file') or ''}"
-            items.append({"kind": cls, "x": x0, "w": max(x1 - x0, 2.0), "label": label})
+            items.append({"kind": cls, "x": x0, "w": round(max(x1 - x0, 2.0), 1), "label": label})
     for m in v["markers"]:
         items.append({"kind": "marker", "x": x(m["utc"]), "w": 2.0, "label": str(m["kind"])})
     return {"width": TIMELINE_WIDTH, "items": items, "start": lo.isoformat(), "span_s": span}
