@@ -202,8 +202,12 @@ def _safe_next(target: str) -> str:
 
 def sign_in_routes(console: Console) -> list[Route]:
     def login_form(request: Request, status: int = 200, **ctx: Any) -> Response:
-        # double-submit token: a sign-in form posted from another site lacks the cookie
-        token = secrets.token_urlsafe(32)
+        # double-submit token: a sign-in form posted from another site lacks the cookie. An
+        # existing token is kept, so a second sign-in page loaded alongside (another tab, the
+        # browser's favicon request redirected here) does not invalidate the first form.
+        token = request.cookies.get(LOGIN_COOKIE, "")
+        if not (32 <= len(token) <= 64 and token.replace("-", "").replace("_", "").isalnum()):
+            token = secrets.token_urlsafe(32)
         response = console.render(request, "login.html", None, status=status, csrf=token, **ctx)
         response.set_cookie(
             LOGIN_COOKIE, token, secure=True, httponly=True, samesite="strict", path="/login"
