@@ -110,7 +110,9 @@ def _import_text(spool: Path, results: list[ImportedRecord]) -> str:
         else:
             lines.append("    fix the cause above, then import this copy again")
     counts = {o: sum(r.outcome == o for r in results) for o in {r.outcome for r in results}}
-    summary = ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "no records"
+    # a card copy is not resent by anyone: what waits for a fix is simply not imported
+    label = {WAITING: "not imported"}
+    summary = ", ".join(f"{n} {label.get(o, o)}" for o, n in sorted(counts.items())) or "no records"
     return "\n".join([*lines, f"imported {spool}: {summary}"])
 
 
