@@ -98,8 +98,8 @@ def test_device_add_refuses_a_private_key(tmp_path: Path) -> None:
             serialization.NoEncryption(),
         )
     )
-    code, out, err = run("--data-dir", str(tmp_path / "rx"), "device", "add", "--id", "BC-1",
-                         "--key", str(private))  # fmt: skip
+    code, _, err = run("--data-dir", str(tmp_path / "rx"), "device", "add", "--id", "BC-1",
+                       "--key", str(private))  # fmt: skip
     assert code == 2 and "PRIVATE key" in err and "never leave the device" in err
     assert "BEGIN" not in err  # the key itself is not echoed
     assert "(none)" in run("--data-dir", str(tmp_path / "rx"), "devices")[1]
@@ -173,7 +173,7 @@ def test_help_has_no_rest_markup_and_every_option_has_help() -> None:
     assert not markup
     # the clerk's commands this issue fixed (newer subjects' help is their modules' own)
     clerk = ("case create ", "case list ", "case show ", "assign ", "unassign ", "file ",
-             "device ", "import ", "web ", "sessions ", "cases ", "devices ", "quarantine ")  # fmt: skip
+             "device ", "import ", "web ", "sessions ", "cases ", "devices ")  # fmt: skip
     mine = [m for m in missing if m.removeprefix("bodycam-receiver ").startswith(clerk)]
     assert not mine, mine
 
