@@ -14,6 +14,12 @@ from typing import Any
 
 PAGE_SIZE = 100
 
+#: indexes the console's lookups need on other subjects' tables (listed in EXTRA_SCHEMAS):
+#: without them a case page scans every record of the store
+SCHEMA = """
+CREATE INDEX IF NOT EXISTS filings_case ON filings (case_number);
+"""
+
 
 @dataclass(frozen=True)
 class CaseFilter:
@@ -67,16 +73,21 @@ def case_rows(
         where.append("c.number IN (SELECT value FROM json_each(?))")
         args.append(_json_list(sorted(f.numbers)))
     clause = ("WHERE " + " AND ".join(where)) if where else ""
-    total = conn.execute(f"SELECT COUNT(*) FROM cases c {clause}", args).fetchone()[0]
+    # the filter runs once: matching numbers (cases are few), then one page of rows
+    matching = [
+        r[0]
+        for r in conn.execute(f"SELECT c.number FROM cases c {clause} ORDER BY c.number DESC", args)
+    ]
+    page = matching[offset : offset + limit]
     rows = conn.execute(
         "SELECT c.number, c.enforcement_type, c.av_level, c.title, c.parties, c.sensitivity, "
         "c.created_utc, (SELECT COUNT(*) FROM filings fi WHERE fi.case_number = c.number) "
         "AS sessions, cc.concluded_date, cc.file_formed_date FROM cases c "
         "LEFT JOIN case_compliance cc ON cc.case_number = c.number "
-        f"{clause} ORDER BY c.number DESC LIMIT ? OFFSET ?",
-        [*args, limit, offset],
+        "WHERE c.number IN (SELECT value FROM json_each(?)) ORDER BY c.number DESC",
+        (_json_list(page),),
     ).fetchall()
-    return [dict(r) for r in rows], int(total)
+    return [dict(r) for r in rows], len(matching)
 
 
 def _json_list(values: list[Any]) -> str:

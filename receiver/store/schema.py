@@ -131,9 +131,15 @@ CREATE TABLE IF NOT EXISTS filing_moves (
 #: each module defines its own ``SCHEMA`` of ``CREATE ... IF NOT EXISTS`` statements and is
 #: listed here, so that opening a database creates everything in one place.
 from receiver.store import access as _access  # noqa: E402
+from receiver.store import console as _console  # noqa: E402
 from receiver.store import custody as _custody  # noqa: E402
 
-EXTRA_SCHEMAS: tuple[str, ...] = (compliance.SCHEMA, _custody.SCHEMA, _access.SCHEMA)
+EXTRA_SCHEMAS: tuple[str, ...] = (
+    compliance.SCHEMA,
+    _custody.SCHEMA,
+    _access.SCHEMA,
+    _console.SCHEMA,
+)
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -30,6 +30,7 @@ from evidence.records import parse_utc
 from receiver import reports
 from receiver.access import EXPORT, PARTY_VIEW, VIEW, AccessDenied, Accounts, Approvals, User
 from receiver.cases import ENFORCEMENT_TYPES, STAGES, CaseBook
+from receiver.compliance.calendar import WorkCalendar
 from receiver.compliance.deadlines import case_file_deadline, format_local, storage_deadline
 from receiver.compliance.findings import Options
 from receiver.compliance.report import ReportSettings, build_report
@@ -45,6 +46,7 @@ from receiver.web import charts, media, timeline
 
 log = logging.getLogger(__name__)
 
+CALENDAR_TTL_S = 600.0
 #: the Art. 21 case-file states the case list filters by
 DEADLINE_STATES = ("open", "file-due", "file-overdue", "file-formed")
 
@@ -81,6 +83,9 @@ class Backend:
         self.store = EvidenceStore(config.data_dir)
         self.cache_dir = cache_dir or config.data_dir / "web-cache"
         self._local = threading.local()
+        self._settings = ReportSettings.from_config(config)
+        self._calendar: tuple[float, WorkCalendar] | None = None
+        self._calendar_lock = threading.Lock()
 
     # -- plumbing --------------------------------------------------------------------------
     @property
@@ -313,7 +318,16 @@ class Backend:
     # -- deadlines and the report: the compliance module -----------------------------------
     @property
     def settings(self) -> ReportSettings:
-        return ReportSettings.from_config(self.config)
+        return self._settings
+
+    def calendar(self) -> WorkCalendar:
+        """The working-day calendar, built once and rebuilt every :data:`CALENDAR_TTL_S`
+        (building one resolves a year of holidays; an extended holiday file is picked up)."""
+        now = time.monotonic()
+        with self._calendar_lock:
+            if self._calendar is None or now - self._calendar[0] > CALENDAR_TTL_S:
+                self._calendar = (now, self._settings.calendar())
+            return self._calendar[1]
 
     def deadline_states(self) -> list[tuple[str, str]]:
         return [(k, k) for k in DEADLINE_STATES]
@@ -325,7 +339,7 @@ class Backend:
         if not concluded:
             return "open", "-"
         s = self.settings
-        d = case_file_deadline(s.calendar(), s.timezone, date.fromisoformat(concluded))
+        d = case_file_deadline(self.calendar(), s.timezone, date.fromisoformat(concluded))
         state = "file-overdue" if d.overdue(datetime.now(UTC)) else "file-due"
         return state, d.local()
 
@@ -346,7 +360,7 @@ class Backend:
             ended, stored = _utc(v["end"]), _utc(v.get("stored"))
             if ended is None:
                 continue
-            d = storage_deadline(s.calendar(), s.timezone, ended)
+            d = storage_deadline(self.calendar(), s.timezone, ended)
             late = stored is not None and stored >= d.due_utc
             out.append({"label": f"Art. 14 {v['session']}", "due": d.local(),
                         "state": "late" if late else "ok",
