@@ -214,3 +214,42 @@ def test_every_message_the_templates_use_is_in_both_languages() -> None:
     missing = sorted(k for k in used if k not in i18n.CATALOGUE)
     assert not missing
     assert all(zh and en and zh != en for zh, en in i18n.CATALOGUE.values() if zh != "-")
+
+
+def test_roles_open_only_their_pages(site: Site) -> None:
+    tech, _ = sign_in(site, "tom")
+    assert tech.get("/").headers["location"] == "/devices"
+    assert tech.get("/devices").status_code == 200
+    for path in ("/cases", f"/cases/{CASE}", "/inbox", "/approvals", "/report"):
+        assert tech.get(path).status_code == 403, path
+    assert tech.get(f"/media/{site.sessions[0]}.mp4").status_code == 403
+    auditor, a_token = sign_in(site, "audrey")
+    assert auditor.get(f"/cases/{CASE}/custody").status_code == 200
+    assert auditor.get("/report").status_code == 200
+    assert auditor.get("/inbox").status_code == 403
+    r = auditor.post("/inbox/file", data={"csrf": a_token, "session": "x", "case": CASE})
+    assert r.status_code == 403
+
+
+def test_hostile_requests_get_short_answers(site: Site) -> None:
+    c, token = sign_in(site, "clara")
+    for path in ("/media/..%2F..%2Fetc%2Fpasswd.mp4", "/media/%00.mp4", "/sessions/nope",
+                 "/cases/%3Cscript%3E", "/cases/x/export"):  # fmt: skip
+        r = c.get(path)
+        assert r.status_code in (403, 404), (path, r.status_code)
+        assert "Traceback" not in r.text and "<script>" not in r.text
+    r = c.post("/approvals/request", data={"csrf": token, "case": CASE, "purpose": "view",
+                                           "reason": "x" * 100_000})  # fmt: skip
+    assert r.status_code in (400, 409) and "Traceback" not in r.text
+    r = c.post("/approvals/not-a-number/decide", data={"csrf": token, "decision": "grant"})
+    assert r.status_code in (403, 404)
+    r = c.get("/report?from=yesterday")
+    assert r.status_code == 409 and "YYYY-MM-DD" in r.text
+    # after signing in, "next" never leads off the site
+    fresh = client(site)
+    token2 = CSRF.search(fresh.get("/login").text)
+    assert token2
+    r = fresh.post("/login", data={"user": "clara", "password": PASSWORD,
+                                   "csrf": token2.group(1), "next": "//evil.example/"})  # fmt: skip
+    assert r.status_code == 303 and r.headers["location"] == "/cases"
+    assert site.proc is not None and site.proc.poll() is None  # still serving

@@ -52,6 +52,7 @@ LANG_COOKIE = "bodycam_lang"
 LOGIN_COOKIE = "bodycam_login"
 MAX_FORM_FIELDS = 50
 MAX_FIELD_CHARS = 2000
+MAX_FORM_BYTES = 64 * 1024
 
 #: which permissions (receiver.access.PERMISSIONS) open which part of the console; media need
 #: a granted approval on top, per case and per request
@@ -131,6 +132,10 @@ def principal(session: Session) -> Principal:
 
 
 async def form_of(request: Request) -> FormData:
+    """The request's form, bounded: no files, few fields, short values (a console form is
+    small; anything else is refused before a handler sees it)."""
+    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
+        raise InvalidInputError("form", f"larger than {MAX_FORM_BYTES} bytes")
     form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
     for value in form.values():
         if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
@@ -160,13 +165,17 @@ def guarded(console: Console, page: str | None, handler: Handler) -> Callable[..
         t = i18n.translator(language(request))
         if page is not None and not may_open(session.role, page):
             return console.error(request, session, 403, t("error.forbidden"))
-        if request.method == "POST":
-            form = await form_of(request)
-            if not csrf_ok(session, form.get("csrf")):
-                log.warning("CSRF token missing or wrong for %s on %s", session.user, request.url)
-                return console.error(request, session, 403, t("error.csrf"))
         try:
+            if request.method == "POST":
+                form = await form_of(request)
+                if not csrf_ok(session, form.get("csrf")):
+                    log.warning(
+                        "CSRF token missing or wrong for %s on %s", session.user, request.url
+                    )
+                    return console.error(request, session, 403, t("error.csrf"))
             response = await handler(request, session)
+        except HTTPException as exc:  # e.g. a form the parser refuses (too many fields, too big)
+            return console.error(request, session, 400, str(exc.detail))
         except AccessDenied as exc:
             return console.error(request, session, 403, f"{t('error.forbidden')}: {exc.reason}")
         except Forbidden as exc:
@@ -196,8 +205,18 @@ def _client(request: Request) -> str:
 
 
 def _safe_next(target: str) -> str:
-    # only local paths: never an open redirect to another site
-    return target if target.startswith("/") and not target.startswith("//") else "/cases"
+    """A local path to go to after signing in, or "" (the role's landing page); never an open
+    redirect to another site (``//host`` and ``/\\host`` are other sites to a browser)."""
+    local = target.startswith("/") and not target.startswith(("//", "/\\"))
+    return target if local and len(target) < 500 else ""
+
+
+def landing(role: str) -> str:
+    """The first page this role may open."""
+    for page in ("cases", "devices", "approvals"):
+        if may_open(role, page):
+            return f"/{page}"
+    return "/cases"
 
 
 def sign_in_routes(console: Console) -> list[Route]:
@@ -221,7 +240,7 @@ def sign_in_routes(console: Console) -> list[Route]:
         t = i18n.translator(language(request))
         try:
             form = await form_of(request)
-        except InvalidInputError:
+        except (InvalidInputError, HTTPException):
             return console.error(request, None, 400, t("login.failed"))
         name, password, client = text(form, "user"), form.get("password"), _client(request)
         target = _safe_next(text(form, "next"))
@@ -239,7 +258,7 @@ def sign_in_routes(console: Console) -> list[Route]:
             return login_form(request, 401, next=target, message=t("login.failed"))
         console.throttle.succeeded(name, client)
         session = console.sessions.create(who.name, who.role, who.display)
-        response = RedirectResponse(target, 303)
+        response = RedirectResponse(target or landing(who.role), 303)
         response.set_cookie(
             SESSION_COOKIE, session.id, secure=True, httponly=True, samesite="strict", path="/"
         )
@@ -265,8 +284,8 @@ def create_app(backend: Backend) -> Starlette:
 
     console = Console(backend)
 
-    async def home(request: Request) -> Response:
-        return RedirectResponse("/cases", 303)
+    async def home(request: Request, session: Session) -> Response:
+        return RedirectResponse(landing(session.role), 303)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         session = console.sessions.get(request.cookies.get(SESSION_COOKIE))
@@ -280,7 +299,7 @@ def create_app(backend: Backend) -> Starlette:
         return HTMLResponse("internal error\n", status_code=500)
 
     routes = [
-        Route("/", guarded(console, None, lambda r, s: home(r)), methods=["GET"]),
+        Route("/", guarded(console, None, home), methods=["GET"]),
         *sign_in_routes(console),
         *pages.routes(console),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

@@ -34,6 +34,7 @@ from receiver.compliance.calendar import WorkCalendar
 from receiver.compliance.deadlines import case_file_deadline, format_local, storage_deadline
 from receiver.compliance.findings import Options
 from receiver.compliance.report import ReportSettings, build_report
+from receiver.compliance.views import annotate_devices
 from receiver.config import ReceiverConfig
 from receiver.custody import record_event
 from receiver.errors import InvalidInputError, NotFoundError, ReceiverError
@@ -120,17 +121,22 @@ class Backend:
     def case_sessions(self, number: str) -> list[dict[str, Any]]:
         return self._views(q.case_sessions(self.conn, number))
 
-    def session(self, session: str) -> tuple[dict[str, Any], str | None]:
-        """A session's view and the case it is filed to (None: in the inbox)."""
+    def session(self, session: str, *, verify: bool = True) -> tuple[dict[str, Any], str | None]:
+        """A session's view and the case it is filed to (None: in the inbox). ``verify=False``
+        skips re-reading the devices' record files (media requests: the page showed them)."""
         rows = q.session_records(self.conn, session)
         if not rows:
             raise NotFoundError("session", session)
-        return self._views(rows)[0], q.filing_case(self.conn, session)
+        return self._views(rows, verify=verify)[0], q.filing_case(self.conn, session)
 
-    def _views(self, sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _views(
+        self, sessions: list[dict[str, Any]], *, verify: bool = True
+    ) -> list[dict[str, Any]]:
         per_device: dict[str, dict[int, list[str]]] = {}
         for s in sessions:
-            if s["device"] not in per_device:
+            if not verify:
+                per_device[s["device"]] = {}
+            elif s["device"] not in per_device:
                 found: dict[int, list[str]] = {}
                 for v in chain_violations(self.store, self.conn, s["device"]):
                     if v.seq is not None:
@@ -153,7 +159,9 @@ class Backend:
 
     # -- playback --------------------------------------------------------------------------
     def playback(self, view: dict[str, Any]) -> media.Remuxed:
-        segments = [s for s in view["segments"] if s["sha256"] and s["state"] == "verified"]
+        """Every stored segment of the session, in order (a segment with a chain problem still
+        plays; the case page names the problem next to it)."""
+        segments = [s for s in view["segments"] if s["sha256"] and s["present"]]
         if not segments:
             raise NotFoundError("playable segment in session", view["session"])
         paths = [self.store.object_path(s["sha256"]) for s in segments]
@@ -187,7 +195,8 @@ class Backend:
 
     # -- devices, quarantine ---------------------------------------------------------------
     def devices(self) -> list[dict[str, Any]]:
-        return reports.devices_view(self.conn)
+        """Devices with the Art. 14 deadline of the oldest segment still on each."""
+        return annotate_devices(reports.devices_view(self.conn), self.settings)
 
     def quarantine(self) -> list[dict[str, Any]]:
         return reports.quarantine_view(self.conn) + reports.waiting_view(self.conn)
@@ -239,7 +248,7 @@ class Backend:
         event with the approval it used)."""
         ops = self._ops(who)
         for seg in view["segments"]:
-            if seg["sha256"] and seg["state"] == "verified":
+            if seg["sha256"] and seg["present"]:
                 ops.media_for_playback(case, view["session"], seg["seq"])
 
     def approval_purposes(self) -> tuple[str, ...]:

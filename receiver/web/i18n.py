@@ -123,6 +123,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "devices.clock_offset": ("时钟偏差(秒)", "Clock offset (s)"),
     "devices.pending": ("待上传", "Pending uploads"),
     "devices.revoked": ("已吊销", "Revoked"),
+    "devices.upload_by": ("上传期限", "Upload by (Art. 14)"),
     "devices.records": ("记录数", "Records"),
     "quarantine.title": ("隔离区", "Quarantine"),
     "quarantine.reason": ("原因", "Reason"),

@@ -73,6 +73,7 @@ def session_view(
                     "state": state,
                     "problems": seq_problems,
                     "sha256": play_sha,
+                    "present": bool(play_sha) and play_sha in present,
                 }
             )
         elif r["type"] == "gap":
