@@ -245,6 +245,17 @@ class CaseBook:
             )
             if schedule is not None and cur.lastrowid is not None:
                 ComplianceStore(self.conn).schedule(cur.lastrowid, schedule)
+            record_event(
+                self.conn,
+                "assignment",
+                device=device,
+                case=case,
+                officers=officers,
+                place=place,
+                reason=reason,
+                target=target,
+                stage=stage,
+            )
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
@@ -265,6 +276,7 @@ class CaseBook:
             self.conn.execute(
                 "INSERT INTO unassignments (device, created_utc) VALUES (?, ?)", (device, _now())
             )
+            record_event(self.conn, "unassignment", device=device)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")

@@ -11,7 +11,9 @@ API (all return plain JSON-able values unless stated; all raise
 :class:`receiver.errors.NotFoundError` / :class:`~receiver.errors.InvalidInputError` for bad
 input):
 
-- ``Operations.login(config, store, conn, name, password)`` → Operations (raises AccessDenied)
+- ``Operations.login(config, store, conn, name, password)`` → Operations (raises AccessDenied);
+  ``Operations.for_session(config, store, conn, name)`` for a web session logged in earlier
+- ``user`` (:class:`receiver.access.User`: name, role, active, ``can(permission)``) or None
 - ``list_cases()``, ``show_case(number)`` (logs ``view``), ``list_sessions(inbox_only=False)``
 - ``list_media(case)`` → segments of the case: session, seq, file, size, encrypted
 - ``media_for_playback(case, session, seq)`` → :class:`pathlib.Path` of the playable plaintext
@@ -100,6 +102,28 @@ class Operations:
         except AccessDenied as exc:
             record_event(conn, "access-refused", actor=name, action="log in", detail=exc.reason)
             raise
+        return cls(config, store, conn, user)
+
+    @classmethod
+    def for_session(
+        cls,
+        config: ReceiverConfig,
+        store: EvidenceStore,
+        conn: sqlite3.Connection,
+        name: str,
+    ) -> Operations:
+        """For a web session that :meth:`login` authenticated earlier: the account as it is now
+        (a role change or a disabled account counts from the next request)."""
+        user = Accounts(conn).get(name)
+        if user is None or not user.active:
+            record_event(
+                conn,
+                "access-refused",
+                actor=name,
+                action="continue a session",
+                detail="unknown or disabled account",
+            )
+            raise AccessDenied(name, "continue a session", "unknown or disabled account")
         return cls(config, store, conn, user)
 
     # -- helpers ---------------------------------------------------------------------------

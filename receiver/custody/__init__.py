@@ -66,6 +66,12 @@ KINDS = frozenset(
         "device-revocation",
         "user-change",
         "gap-annotation",
+        # compliance facts a clerk or supervisor adds (receiver.store.compliance)
+        "case-profile",
+        "case-concluded",
+        "case-file-formed",
+        "inspection-times",
+        "assignment-schedule",
         "chain-head",
         "case-created",
         "audit",
