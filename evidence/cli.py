@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from evidence import casefile  # hook: exported case files have their own checks
+
+    if casefile.is_case_file(args.path):
+        return casefile.run_cli(args.path, args.receiver_key, args.key, args.json)
     try:
         keyring = KeyRing.from_files(args.key) if args.key else None
         decryptor = _decryptor(args.media_key) if args.media_key else None

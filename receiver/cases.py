@@ -24,6 +24,7 @@ from typing import Any
 from evidence.records import format_utc
 from receiver.compliance.rules import ENFORCEMENT_TYPES as RULE_TYPES
 from receiver.compliance.rules import STAGES, av_level
+from receiver.custody import record_event
 from receiver.errors import ConflictError, InvalidInputError, NotFoundError
 from receiver.store.compliance import ComplianceStore, Schedule
 
@@ -166,7 +167,7 @@ class CaseBook:
                 ),
             )
             if unit is not None or major_inspection:
-                ComplianceStore(self.conn).set_case_profile(
+                ComplianceStore(self.conn, custody=record_event).set_case_profile(
                     number, unit=unit, major_inspection=major_inspection, in_transaction=True
                 )
             self.conn.execute("COMMIT")
@@ -235,7 +236,9 @@ class CaseBook:
                 ),
             )
             if schedule is not None and cur.lastrowid is not None:
-                ComplianceStore(self.conn).schedule(cur.lastrowid, schedule)
+                ComplianceStore(self.conn, custody=record_event).schedule(
+                    cur.lastrowid, schedule, device=device, case=case
+                )
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
@@ -324,6 +327,14 @@ class CaseBook:
             self.conn.execute("DELETE FROM filings WHERE session = ?", (session,))
             self._file(session, row["device"], case, FILED_BY_CLERK)
             if current is not None:
+                record_event(
+                    self.conn,
+                    "move",
+                    session=session,
+                    device=row["device"],
+                    case=case,
+                    from_case=current[0],
+                )
                 self.conn.execute(
                     "INSERT INTO filing_moves (session, from_case, to_case, moved_utc) "
                     "VALUES (?, ?, ?, ?)",
@@ -338,11 +349,13 @@ class CaseBook:
         return current[0] if current else None
 
     def _file(self, session: str, device: str, case: str, how: str) -> None:
-        self.conn.execute(
+        cur = self.conn.execute(
             "INSERT OR IGNORE INTO filings (session, device, case_number, how, filed_utc) "
             "VALUES (?, ?, ?, ?, ?)",
             (session, device, case, how, _now()),
         )
+        if cur.rowcount == 1:  # custody hook: the audit replays filings from the log
+            record_event(self.conn, "filing", session=session, device=device, case=case, how=how)
 
     def filing(self, session: str) -> tuple[str, str] | None:
         row = self.conn.execute(

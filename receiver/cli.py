@@ -21,6 +21,9 @@ from pathlib import Path
 
 from evidence.errors import EvidenceError
 from receiver.commands import Context, cases, compliance, devices, evidence, service
+from receiver.commands import access as access_commands
+from receiver.commands import custody as custody_commands
+from receiver.commands import export as export_commands
 from receiver.config import ReceiverConfig, load_config
 from receiver.errors import ConfigError, ReceiverError
 from receiver.registry import DeviceRegistry, DockRegistryFollower
@@ -29,7 +32,16 @@ from receiver.store import EvidenceStore, connect
 log = logging.getLogger(__name__)
 
 #: the command modules, in the order their commands appear in ``--help``
-COMMAND_MODULES = (service, devices, cases, evidence, compliance)
+COMMAND_MODULES = (
+    service,
+    devices,
+    cases,
+    evidence,
+    access_commands,
+    custody_commands,
+    export_commands,
+    compliance,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="TOML configuration file")
     p.add_argument("--data-dir", type=Path, help="data directory (overrides the config)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--user", help="act as this user (password from BODYCAM_PASSWORD or a prompt)")
     sub = p.add_subparsers(dest="command", required=True)
     for module in COMMAND_MODULES:
         module.add_commands(sub)
@@ -73,7 +86,10 @@ def dispatch(args: argparse.Namespace) -> int:
         if config.dock_registry is not None:
             # listings and revocations reflect the dock's enrolments without a service running
             DockRegistryFollower(DeviceRegistry(conn), config.dock_registry).sync()
-        return int(args.handler(args, Context(config, store, conn)))
+        ctx = Context(config, store, conn)
+        if args.user:  # log in once, for every command (a wrong password is refused and logged)
+            access_commands.operations(args, ctx)
+        return int(args.handler(args, ctx))
     finally:
         conn.close()
 

@@ -57,6 +57,7 @@ from evidence.media import CHUNK_SIZE, FileDigest, StreamingDigest
 from evidence.receipt import STATUS_QUARANTINED, STATUS_STORED, Receipt
 from evidence.records import Record, RecordType, format_utc, parse_utc
 from receiver.cases import CaseBook
+from receiver.custody import record_event
 from receiver.errors import ConflictError, ReceiverError, StoreError
 from receiver.registry import DeviceRegistry, DockRegistryFollower
 from receiver.store import EvidenceStore, sha256_file
@@ -595,6 +596,17 @@ class Ingest:
                 ),
             )
             self.conn.execute("DELETE FROM waiting WHERE record_hash = ?", (record_hash,))
+            record_event(  # custody hook: commits with the row it describes
+                self.conn,
+                "ingest",
+                actor=f"device:{record.device}",
+                device=record.device,
+                seq=record.seq,
+                session=record.session,
+                record=record_hash,
+                type=str(record.type),
+                media=media[1].sha256 if media else None,
+            )
             if record.type == RecordType.SESSION_OPEN:
                 case = self.cases.file_on_open(record.session, record.device, record.body)
                 log.info(
@@ -664,6 +676,17 @@ class Ingest:
             ),
         )
         self.conn.execute("DELETE FROM waiting WHERE record_hash = ?", (record_hash,))
+        record_event(  # custody hook
+            self.conn,
+            "quarantine",
+            actor=f"device:{record.device}",
+            device=record.device,
+            seq=record.seq,
+            session=record.session,
+            record=record_hash,
+            detail=reason,
+            path=str(path.relative_to(self.store.data_dir)),
+        )
         self.stats.quarantined += 1
         log.warning(
             "quarantined %s seq %d (%s): %s", record.device, record.seq, record.type, reason

@@ -274,22 +274,37 @@ def test_bad_dates_and_types_are_refused_and_change_nothing(tmp_path: Path) -> N
     assert json.loads(out)[0]["concluded"] is None
 
 
-def test_mandatory_case_without_recording_needs_a_supervisor_override(tmp_path: Path) -> None:
+def test_mandatory_case_without_recording_needs_a_supervisor_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = tmp_path / "rdata"
     assert cli("case", "create", "--number", "S1", "--type", "seizure", "--title", "t",
                data=data)[0] == 0  # fmt: skip
-    code, _, err = cli("case", "conclude", "S1", "--date", "2026-11-30", "--by", "clerk", data=data)
+    monkeypatch.setenv("BODYCAM_NEW_PASSWORD", "correct horse battery")
+    assert cli("user", "add", "admin", "--role", "administrator", data=data)[0] == 0
+    monkeypatch.setenv("BODYCAM_PASSWORD", "correct horse battery")
+    for name, role in (("zhang.san", "supervisor"), ("li.si", "clerk")):
+        assert cli("--user", "admin", "user", "add", name, "--role", role, data=data)[0] == 0
+    code, _, err = cli("case", "conclude", "S1", "--date", "2026-11-30", "--by", "li.si", data=data)
     assert code == 2 and "AV recording is mandatory (Art. 8) and none is filed" in err
-    code, out, _ = cli(
-        "case", "conclude", "S1", "--date", "2026-11-30", "--by", "clerk",
-        "--override-by", "处长 张三", "--reason", "记录仪故障，改用书面记录", data=data,
-    )  # fmt: skip
-    assert code == 0 and "override by 处长 张三 recorded" in out
+    reason = ("--override", "--reason", "记录仪故障，改用书面记录")
+    code, _, err = cli("--user", "li.si", "case", "conclude", "S1", "--date", "2026-11-30",
+                       "--by", "li.si", *reason, data=data)  # fmt: skip
+    assert code == 2 and "role clerk may not override" in err
+    code, out, _ = cli("--user", "zhang.san", "case", "conclude", "S1", "--date", "2026-11-30",
+                       "--by", "li.si", *reason, data=data)  # fmt: skip
+    assert code == 0 and "override by zhang.san recorded" in out
     code, out, _ = cli("compliance", "report", "--case", "S1", "--format", "json", data=data)
     (finding,) = json.loads(out)["findings"]
-    assert finding["kind"] == "no-recording" and "override by 处长 张三" in finding["detail"]
+    assert finding["kind"] == "no-recording" and "override by zhang.san" in finding["detail"]
     code, _, err = cli("case", "conclude", "S1", "--date", "2026-12-01", "--by", "x", data=data)
     assert code == 2 and "already concluded on 2026-11-30" in err
+    # both the refusal and the override are in the custody log
+    from receiver.store import connect
+
+    conn = connect(data / "receiver.db")
+    kinds = [json.loads(r[0])["kind"] for r in conn.execute("SELECT entry FROM custody_log")]
+    assert "access-refused" in kinds and "case-concluded" in kinds
 
 
 def test_assignment_with_a_bad_window_is_not_created(tmp_path: Path) -> None:

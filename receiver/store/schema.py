@@ -12,8 +12,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from receiver.store import compliance
-
 SCHEMA_VERSION = 3
 
 # Columns added after version 1: (table, column, type). Added to older databases on open.
@@ -130,7 +128,11 @@ CREATE TABLE IF NOT EXISTS filing_moves (
 #: Further tables, one string per subject module of this package (custody, access, compliance):
 #: each module defines its own ``SCHEMA`` of ``CREATE ... IF NOT EXISTS`` statements and is
 #: listed here, so that opening a database creates everything in one place.
-EXTRA_SCHEMAS: tuple[str, ...] = (compliance.SCHEMA,)
+from receiver.store import access as _access  # noqa: E402
+from receiver.store import compliance as _compliance  # noqa: E402
+from receiver.store import custody as _custody  # noqa: E402
+
+EXTRA_SCHEMAS: tuple[str, ...] = (_custody.SCHEMA, _access.SCHEMA, _compliance.SCHEMA)
 
 
 def connect(path: Path) -> sqlite3.Connection:
