@@ -235,6 +235,19 @@ def test_malformed_holiday_file_names_file_and_line(
     assert str(info.value).startswith(f"holiday file {path}:{line}: ")
 
 
+def test_oversized_or_unreadable_holiday_file_is_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * (2 << 20))
+    with pytest.raises(HolidayFileError, match="larger than"):
+        load_holiday_file(big)
+    with pytest.raises(HolidayFileError, match="cannot read"):
+        load_holiday_file(tmp_path / "missing.toml")
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe[years.2027]")
+    with pytest.raises(HolidayFileError, match="not UTF-8"):
+        load_holiday_file(binary)
+
+
 def test_malformed_holiday_file_on_the_command_line_writes_nothing(tmp_path: Path) -> None:
     config = config_file(
         tmp_path, holidays='[years.2027]\nsource = "x"\nworkdays = ["2027-13-01"]\n'
@@ -268,6 +281,9 @@ def test_bad_dates_and_types_are_refused_and_change_nothing(tmp_path: Path) -> N
     ):
         code, _, err = cli("case", "conclude", "C1", "--date", bad, "--by", "clerk", data=data)
         assert code == 2 and err.strip().endswith(message)
+    code, _, err = cli("compliance", "report", "--from", "2026-12-01", "--to", "2026-11-01",
+                       data=data)  # fmt: skip
+    assert code == 2 and "--to is before --from" in err
     code, _, err = cli("compliance", "deadline", "--ended", "2150-01-01 10:00")
     assert code == 2 and "--ended: 2150-01-01 10:00 is outside 2000..2100" in err
     code, out, _ = cli("cases", "--json", data=data)

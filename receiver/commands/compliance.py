@@ -195,6 +195,8 @@ def _report(args: argparse.Namespace, ctx: Context) -> int:
         device=args.device,
         unit=args.unit,
     )
+    if options.period_from and options.period_to and options.period_to < options.period_from:
+        raise ComplianceInputError("--to is before --from")
     if (
         args.case is not None
         and ctx.conn.execute("SELECT 1 FROM cases WHERE number = ?", (args.case,)).fetchone()
