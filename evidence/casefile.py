@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import zipfile
 from collections.abc import Iterator
@@ -68,6 +69,7 @@ MAX_JSON_DEPTH = 64
 MAX_FILES = 200_000
 MAX_ZIP_BYTES = 64 << 30
 HASH_BLOCK = 1 << 20
+_TYPE_RE = re.compile(rb'"type"\s*:\s*"case-file"')
 
 
 class CaseFileError(EvidenceError):
@@ -275,15 +277,25 @@ class CaseFileReport:
 
 def is_case_file(path: Path) -> bool:
     """A directory with a manifest of type case-file, or a zip file (checked on opening)."""
-    if path.is_file() and zipfile.is_zipfile(path):
-        return True
-    manifest = path / MANIFEST
-    if not (path.is_dir() and manifest.is_file() and not manifest.is_symlink()):
-        return False
     try:
-        return b'"type":"case-file"' in _Reader(path).read(manifest, MAX_JSON_BYTES)
+        if path.is_file() and zipfile.is_zipfile(path):
+            return True
+        if not path.is_dir():
+            return False
+        # any sign of a case file counts: a tampered manifest must not turn the directory
+        # into a plain evidence tree that skips the case-file checks
+        for marker in (MANIFEST, RECEIVER_KEY_FILE, TREE_HEAD_FILE, ENTRIES_FILE):
+            if marker != MANIFEST and os.path.lexists(path / marker):
+                return True
+        manifest = path / MANIFEST
+        if not os.path.lexists(manifest):
+            return False
+        fd = _Reader(path).open_fd(manifest)
+        with os.fdopen(fd, "rb") as f:
+            head = f.read(1 << 20)
+        return _TYPE_RE.search(head) is not None
     except OSError:
-        return False
+        return False  # the tree verifier reports what is unreadable
 
 
 def _load_key(reader: _Reader, rel: str) -> Ed25519PublicKey | None:
@@ -320,8 +332,13 @@ def verify_case_file(
         report.add("bad-manifest", MANIFEST, "not a case-file manifest")
         return report
     receiver = _trust(reader, manifest, receiver_keys, report)
-    _check_files(reader, manifest, report)
-    _check_chains(root, manifest, device_keys, report)
+    if _check_files(reader, manifest, report):
+        _check_chains(root, manifest, device_keys, report)
+    else:
+        report.notes.append(
+            "records and chains were not checked: the case file holds files that are not "
+            "regular files (named above), and nothing outside a case file is ever read"
+        )
     if receiver is not None:
         _check_receipts(reader, manifest, receiver, report)
         _check_custody(reader, manifest, receiver, report)
@@ -367,7 +384,9 @@ def _trust(
     return key
 
 
-def _check_files(reader: _Reader, manifest: dict[str, Any], report: CaseFileReport) -> None:
+def _check_files(reader: _Reader, manifest: dict[str, Any], report: CaseFileReport) -> bool:
+    """Check every listed file; False when the tree holds anything but regular files."""
+    safe = True
     listed = manifest.get("files")
     if not isinstance(listed, dict):
         report.add("bad-manifest", MANIFEST, "no files list")
@@ -380,11 +399,13 @@ def _check_files(reader: _Reader, manifest: dict[str, Any], report: CaseFileRepo
             if not stat.S_ISREG(st.st_mode):
                 kind = "symlink" if stat.S_ISLNK(st.st_mode) else "special file"
                 report.add("unsafe-file", rel, f"a {kind} in a case file is never followed")
+                safe = False
                 continue
             if rel != MANIFEST:
                 present.add(rel)
     except OSError as exc:
         report.add("unreadable", ".", str(exc))
+        safe = False
     for rel, want in sorted(listed.items()):
         path = reader.resolve(rel) if isinstance(rel, str) else None
         if path is None:
@@ -411,6 +432,7 @@ def _check_files(reader: _Reader, manifest: dict[str, Any], report: CaseFileRepo
             )
     for rel in sorted(present - set(listed)):
         report.add("file-unlisted", rel, "in the case file but not in the signed manifest")
+    return safe
 
 
 def _check_chains(
@@ -564,7 +586,7 @@ def extract_zip(path: Path, into: Path) -> None:
                 mode = info.external_attr >> 16
                 if info.is_dir():
                     continue
-                if mode and not stat.S_ISREG(mode):
+                if stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # 0: a writer without Unix modes
                     raise CaseFileError(path, f"member {info.filename!r} is not a regular file")
                 target = reader.resolve(info.filename)
                 if target is None:

@@ -58,6 +58,7 @@ from evidence.receipt import STATUS_QUARANTINED, STATUS_STORED, Receipt
 from evidence.records import Record, RecordType, format_utc, parse_utc
 from receiver.cases import CaseBook
 from receiver.custody import record_event
+from receiver.custody.anchors import accept_chain_head
 from receiver.errors import ConflictError, ReceiverError, StoreError
 from receiver.registry import DeviceRegistry, DockRegistryFollower
 from receiver.store import EvidenceStore, sha256_file
@@ -213,6 +214,10 @@ class Ingest:
             oldest_pending_utc=msg["oldest_pending_utc"],
             report=True,
         )
+        if msg.get("chain_head") is not None:  # custody hook: anchor the chain's tail
+            refused = accept_chain_head(self.conn, device, dev.public_key, msg["chain_head"])
+            if refused:
+                log.warning("chain head from %s refused: %s", device, refused)
         reply = {
             "v": wire.PROTOCOL_VERSION,
             "receiver_utc": format_utc(now),

@@ -201,8 +201,10 @@ def case_view(store: EvidenceStore, conn: sqlite3.Connection, number: str) -> di
         if s["device"] not in per_device:
             per_device[s["device"]] = chain_violations(store, conn, s["device"])
     quarantined = defaultdict(list)
+    stored = {r[0][:16] for r in conn.execute("SELECT hash FROM records")}
     for q in quarantine_view(conn):
-        if q["session"]:
+        # a record quarantined once and stored since (a good re-import) is no longer a problem
+        if q["session"] and q["record"] not in stored:
             quarantined[q["session"]].append(q)
     for s in sessions:
         rows = conn.execute(
@@ -225,6 +227,7 @@ def case_view(store: EvidenceStore, conn: sqlite3.Connection, number: str) -> di
             )
         if not s["closed"]:
             problems.append("no session-close received (session still open or not uploaded)")
+        problems += _media_problems(store, conn, s["session"], s["device"])
         s["markers_list"] = [
             {"seq": r["seq"], **{k: json.loads(r["body"]).get(k) for k in ("kind", "utc", "note")}}
             for r in rows
@@ -246,6 +249,43 @@ def case_view(store: EvidenceStore, conn: sqlite3.Connection, number: str) -> di
         "sessions": sessions,
         "verification": "verified" if verified else ("no sessions" if not sessions else "PROBLEMS"),
     }
+
+
+def _media_problems(
+    store: EvidenceStore, conn: sqlite3.Connection, session: str, device: str
+) -> list[str]:
+    """The session's rows checked against the signed record files (a forged body or time is not
+    shown as verified) and its media objects against their names (a replaced or deleted object
+    makes the case not verified, as ``reverify`` and ``audit`` say)."""
+    problems = []
+    for r in conn.execute(
+        "SELECT seq, hash, utc, body, media_sha256, plain_sha256 FROM records "
+        "WHERE session = ? AND device = ? ORDER BY seq",
+        (session, device),
+    ):
+        try:
+            signed = Record.load(layout.record_path(store.evidence_root, device, r["seq"]))
+            same = (
+                signed.hash() == r["hash"]
+                and signed.time.utc == r["utc"]
+                and signed.body == json.loads(r["body"])
+            )
+        except (RecordFormatError, OSError, ValueError):
+            same = False
+        if not same:
+            problems.append(f"seq {r['seq']}: database row differs from the signed record")
+        for sha in (r["media_sha256"], r["plain_sha256"]):
+            if sha is None:
+                continue
+            try:
+                path = store.object_path(sha)
+                actual = sha256_file(path)[0] if path.is_file() else None
+            except (ValueError, OSError):
+                actual = None
+            if actual != sha:
+                what = "missing" if actual is None else "replaced (its bytes no longer match)"
+                problems.append(f"seq {r['seq']}: stored media object {sha[:16]} {what}")
+    return problems
 
 
 def reverify(

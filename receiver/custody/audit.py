@@ -64,9 +64,9 @@ def audit(config: ReceiverConfig, store: EvidenceStore, conn: sqlite3.Connection
     custody = CustodyLog(conn, store.data_dir, key)
     _audit_records(store, conn, f)
     _audit_objects(store, conn, f)
-    _audit_log(custody, f)
+    heads = _audit_log(custody, f)
     _audit_events(store, conn, f)
-    _audit_anchors(conn, f)
+    _audit_anchors(conn, heads, f)
     ok = not f.items
     if ok:
         custody.issue_head()
@@ -184,7 +184,9 @@ def _audit_objects(store: EvidenceStore, conn: sqlite3.Connection, f: Findings) 
 
 
 # -- custody log ------------------------------------------------------------------------------
-def _audit_log(custody: CustodyLog, f: Findings) -> None:
+def _audit_log(custody: CustodyLog, f: Findings) -> list[TreeHead]:
+    """Check the log against itself and its signed heads; returns the heads that verify."""
+    good: list[TreeHead] = []
     leaves: list[bytes] = []
     for i, row in enumerate(custody.sql.entries()):
         f.count("custody entries")
@@ -199,7 +201,9 @@ def _audit_log(custody: CustodyLog, f: Findings) -> None:
         f.count("tree heads")
         if not head.verify(public):
             f.add("tree-head-forged", source, "signature does not verify with the receiver key")
-        elif head.tree_size > len(leaves):
+            continue
+        good.append(head)
+        if head.tree_size > len(leaves):
             f.add(
                 "custody-log-truncated",
                 source,
@@ -211,6 +215,7 @@ def _audit_log(custody: CustodyLog, f: Findings) -> None:
                 source,
                 f"the first {head.tree_size} entries no longer hash to the signed root",
             )
+    return good
 
 
 def _heads(custody: CustodyLog, f: Findings) -> list[tuple[str, TreeHead]]:
@@ -315,17 +320,24 @@ def _compare_filings(
         )
 
 
-def _audit_anchors(conn: sqlite3.Connection, f: Findings) -> None:
-    for row in CustodySQL(conn).chain_heads():
+def _audit_anchors(conn: sqlite3.Connection, heads: list[TreeHead], f: Findings) -> None:
+    """Each device's stored chain must reach the highest seq it announced (signed), taken from
+    the database and from every signed tree head (which the database cannot take back)."""
+    announced: dict[str, int] = {r["device"]: r["seq"] for r in CustodySQL(conn).chain_heads()}
+    for head in heads:
+        for anchor in head.anchors:
+            device, seq = anchor.get("device"), anchor.get("seq")
+            if isinstance(device, str) and isinstance(seq, int):
+                announced[device] = max(seq, announced.get(device, -1))
+    for device, seq in sorted(announced.items()):
         f.count("chain anchors")
-        top = conn.execute(
-            "SELECT MAX(seq) FROM records WHERE device = ?", (row["device"],)
-        ).fetchone()[0]
-        if top is None or top < row["seq"]:
+        top = conn.execute("SELECT MAX(seq) FROM records WHERE device = ?", (device,)).fetchone()[0]
+        if top is None or top < seq:
             f.add(
                 "chain-tail-missing",
-                f"device {row['device']}",
-                f"the device announced seq {row['seq']} (signed); stored up to {top}",
+                f"device {device}",
+                f"the device announced (signed) its chain reached seq {seq}; stored up to {top} "
+                "(records cut off, or not uploaded yet)",
             )
 
 
