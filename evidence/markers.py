@@ -90,6 +90,30 @@ MARKERS: dict[MarkerKind, MarkerInfo] = {
 }
 
 
+#: the markers each enforcement stage (Art. 2) must carry, in the order they usually happen, and
+#: the article that asks for them; the device offers them in this order, the receiver checks them
+STAGE_MARKERS: dict[str, tuple[tuple[MarkerKind, ...], str]] = {
+    "start": ((), "Art. 2"),
+    "investigation": ((MarkerKind.ID_SHOWN, MarkerKind.RIGHTS_EXPLAINED), "Art. 20"),
+    "inspection": ((MarkerKind.ARRIVAL, MarkerKind.DEPARTURE), "Art. 18"),
+    "decision": ((), "Art. 2"),
+    "hearing": ((MarkerKind.ID_SHOWN, MarkerKind.RIGHTS_EXPLAINED), "Art. 20"),
+    "service": ((MarkerKind.DOCUMENT_SERVED,), "Art. 20"),
+    "execution": ((MarkerKind.ARRIVAL, MarkerKind.MEASURE), "Art. 10"),
+    "archiving": ((), "Art. 21"),
+}
+
+
+def next_expected(stage: str | None, made: tuple[str, ...] | list[str]) -> MarkerKind:
+    """The marker a mark press stands for: the stage's first required marker not yet made in
+    this session, else ``important``."""
+    required, _ = STAGE_MARKERS.get(stage or "", ((), ""))
+    for kind in required:
+        if kind.value not in made:
+            return kind
+    return MarkerKind.IMPORTANT
+
+
 def parse_marker_kind(value: str) -> MarkerKind:
     try:
         return MarkerKind(value)

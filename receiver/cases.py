@@ -78,10 +78,14 @@ class Assignment:
     created_utc: str
     active: bool
     published_utc: str | None
+    window_start_utc: str | None = None
+    window_end_utc: str | None = None
+    return_date: str | None = None
 
     def wire(self) -> dict[str, Any]:
-        """The retained message the device stores as state/assignment.json."""
-        return {
+        """The retained message the device stores as state/assignment.json; ``window`` (UTC) only
+        when scheduled, for the device's reminders (devices that do not know it ignore it)."""
+        out: dict[str, Any] = {
             "case": self.case,
             "officers": self.officers,
             "place": self.place,
@@ -89,6 +93,16 @@ class Assignment:
             "target": self.target,
             "stage": self.stage,
         }
+        if self.window_start_utc and self.window_end_utc:
+            out["window"] = {"start_utc": self.window_start_utc, "end_utc": self.window_end_utc}
+        return out
+
+
+#: an assignment with its schedule (receiver.store.compliance's assignment_schedule)
+_ASSIGNMENT_SELECT = (
+    "SELECT a.*, s.window_start_utc, s.window_end_utc, s.return_date FROM assignments a "
+    "LEFT JOIN assignment_schedule s ON s.assignment_id = a.id "
+)
 
 
 def _case(row: sqlite3.Row) -> Case:
@@ -116,6 +130,9 @@ def _assignment(row: sqlite3.Row) -> Assignment:
         created_utc=row["created_utc"],
         active=bool(row["active"]),
         published_utc=row["published_utc"],
+        window_start_utc=row["window_start_utc"],
+        window_end_utc=row["window_end_utc"],
+        return_date=row["return_date"],
     )
 
 
@@ -169,7 +186,7 @@ class CaseBook:
                 ),
             )
             if unit is not None or major_inspection:
-                ComplianceStore(self.conn).set_case_profile(
+                ComplianceStore(self.conn, custody=record_event).set_case_profile(
                     number, unit=unit, major_inspection=major_inspection, in_transaction=True
                 )
             self.conn.execute("COMMIT")
@@ -244,7 +261,9 @@ class CaseBook:
                 ),
             )
             if schedule is not None and cur.lastrowid is not None:
-                ComplianceStore(self.conn).schedule(cur.lastrowid, schedule)
+                ComplianceStore(self.conn, custody=record_event).schedule(
+                    cur.lastrowid, schedule, device=device, case=case
+                )
             record_event(
                 self.conn,
                 "assignment",
@@ -260,7 +279,7 @@ class CaseBook:
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
-        row = self.conn.execute("SELECT * FROM assignments WHERE id = ?", (cur.lastrowid,))
+        row = self.conn.execute(_ASSIGNMENT_SELECT + "WHERE a.id = ?", (cur.lastrowid,))
         return _assignment(row.fetchone())
 
     def unassign(self, device: str) -> Assignment | None:
@@ -298,13 +317,13 @@ class CaseBook:
 
     def active_assignment(self, device: str) -> Assignment | None:
         row = self.conn.execute(
-            "SELECT * FROM assignments WHERE device = ? AND active = 1", (device,)
+            _ASSIGNMENT_SELECT + "WHERE a.device = ? AND a.active = 1", (device,)
         ).fetchone()
         return _assignment(row) if row else None
 
     def unpublished_assignments(self) -> list[Assignment]:
         rows = self.conn.execute(
-            "SELECT * FROM assignments WHERE active = 1 AND published_utc IS NULL ORDER BY id"
+            _ASSIGNMENT_SELECT + "WHERE a.active = 1 AND a.published_utc IS NULL ORDER BY a.id"
         )
         return [_assignment(r) for r in rows]
 

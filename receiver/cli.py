@@ -37,10 +37,10 @@ COMMAND_MODULES = (
     devices,
     cases,
     evidence,
-    compliance,
     access_commands,
     custody_commands,
     export_commands,
+    compliance,
     web,
 )
 

@@ -235,6 +235,19 @@ def test_malformed_holiday_file_names_file_and_line(
     assert str(info.value).startswith(f"holiday file {path}:{line}: ")
 
 
+def test_oversized_or_unreadable_holiday_file_is_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * (2 << 20))
+    with pytest.raises(HolidayFileError, match="larger than"):
+        load_holiday_file(big)
+    with pytest.raises(HolidayFileError, match="cannot read"):
+        load_holiday_file(tmp_path / "missing.toml")
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe[years.2027]")
+    with pytest.raises(HolidayFileError, match="not UTF-8"):
+        load_holiday_file(binary)
+
+
 def test_malformed_holiday_file_on_the_command_line_writes_nothing(tmp_path: Path) -> None:
     config = config_file(
         tmp_path, holidays='[years.2027]\nsource = "x"\nworkdays = ["2027-13-01"]\n'
@@ -268,28 +281,46 @@ def test_bad_dates_and_types_are_refused_and_change_nothing(tmp_path: Path) -> N
     ):
         code, _, err = cli("case", "conclude", "C1", "--date", bad, "--by", "clerk", data=data)
         assert code == 2 and err.strip().endswith(message)
+    code, _, err = cli("compliance", "report", "--from", "2026-12-01", "--to", "2026-11-01",
+                       data=data)  # fmt: skip
+    assert code == 2 and "--to is before --from" in err
     code, _, err = cli("compliance", "deadline", "--ended", "2150-01-01 10:00")
     assert code == 2 and "--ended: 2150-01-01 10:00 is outside 2000..2100" in err
     code, out, _ = cli("cases", "--json", data=data)
     assert json.loads(out)[0]["concluded"] is None
 
 
-def test_mandatory_case_without_recording_needs_a_supervisor_override(tmp_path: Path) -> None:
+def test_mandatory_case_without_recording_needs_a_supervisor_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = tmp_path / "rdata"
     assert cli("case", "create", "--number", "S1", "--type", "seizure", "--title", "t",
                data=data)[0] == 0  # fmt: skip
-    code, _, err = cli("case", "conclude", "S1", "--date", "2026-11-30", "--by", "clerk", data=data)
+    monkeypatch.setenv("BODYCAM_NEW_PASSWORD", "correct horse battery")
+    assert cli("user", "add", "admin", "--role", "administrator", data=data)[0] == 0
+    monkeypatch.setenv("BODYCAM_PASSWORD", "correct horse battery")
+    for name, role in (("zhang.san", "supervisor"), ("li.si", "clerk")):
+        assert cli("--user", "admin", "user", "add", name, "--role", role, data=data)[0] == 0
+    code, _, err = cli("case", "conclude", "S1", "--date", "2026-11-30", "--by", "li.si", data=data)
     assert code == 2 and "AV recording is mandatory (Art. 8) and none is filed" in err
-    code, out, _ = cli(
-        "case", "conclude", "S1", "--date", "2026-11-30", "--by", "clerk",
-        "--override-by", "处长 张三", "--reason", "记录仪故障，改用书面记录", data=data,
-    )  # fmt: skip
-    assert code == 0 and "override by 处长 张三 recorded" in out
+    reason = ("--override", "--reason", "记录仪故障，改用书面记录")
+    code, _, err = cli("--user", "li.si", "case", "conclude", "S1", "--date", "2026-11-30",
+                       "--by", "li.si", *reason, data=data)  # fmt: skip
+    assert code == 2 and "role clerk may not override" in err
+    code, out, _ = cli("--user", "zhang.san", "case", "conclude", "S1", "--date", "2026-11-30",
+                       "--by", "li.si", *reason, data=data)  # fmt: skip
+    assert code == 0 and "override by zhang.san recorded" in out
     code, out, _ = cli("compliance", "report", "--case", "S1", "--format", "json", data=data)
     (finding,) = json.loads(out)["findings"]
-    assert finding["kind"] == "no-recording" and "override by 处长 张三" in finding["detail"]
+    assert finding["kind"] == "no-recording" and "override by zhang.san" in finding["detail"]
     code, _, err = cli("case", "conclude", "S1", "--date", "2026-12-01", "--by", "x", data=data)
     assert code == 2 and "already concluded on 2026-11-30" in err
+    # both the refusal and the override are in the custody log
+    from receiver.store import connect
+
+    conn = connect(data / "receiver.db")
+    kinds = [json.loads(r[0])["kind"] for r in conn.execute("SELECT entry FROM custody_log")]
+    assert "access-refused" in kinds and "case-concluded" in kinds
 
 
 def test_assignment_with_a_bad_window_is_not_created(tmp_path: Path) -> None:

@@ -324,3 +324,16 @@ def test_html_report_renders_in_chromium(seeded: Seeded, tmp_path: Path) -> None
         Path(artifacts).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(artifacts) / shot.name)
         shutil.copy(page_path, Path(artifacts) / "compliance-report.html")
+
+
+def test_scheduled_window_travels_with_the_assignment(seeded: Seeded) -> None:
+    from receiver.cases import CaseBook
+
+    book = CaseBook(connect(seeded.data / "receiver.db"))
+    scheduled = book.active_assignment("DEV-WIN")
+    assert scheduled is not None
+    window = scheduled.wire()["window"]
+    start = datetime.strptime(window["start_utc"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert start == seeded.now - timedelta(hours=30)
+    plain = book.active_assignment("DEV-CLEAN")
+    assert plain is not None and "window" not in plain.wire()

@@ -3,7 +3,9 @@ case commands ``case conclude | file-formed | inspection-times | profile``.
 
 Times typed by a clerk are local wall-clock times in the configured timezone
 (``YYYY-MM-DD HH:MM[:SS]``) unless they carry an offset; dates are ``YYYY-MM-DD``.
-Exit status of ``compliance report``: 0 clean, 1 findings, 2 bad input.
+Exit status of ``compliance report``: 0 clean, 1 findings, 2 bad input. Every fact added
+here is a custody event, committed with it. Concluding a mandatory-AV case with no recording
+needs a logged-in supervisor (``--user``, role with ``approve``) and ``--override --reason``.
 Failure posture: bad input raises :class:`ComplianceInputError` (exit 2) before anything is
 written; a report written with ``--out`` goes to a temporary file renamed into place, so a
 failure never leaves a half-written report.
@@ -19,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from evidence.fsutil import atomic_write
+from receiver.access import AccessDenied
 from receiver.commands import Context, bind, bind_raw, json_flag
+from receiver.commands import access as access_commands
 from receiver.compliance import render
 from receiver.compliance.calendar import MAX_YEAR, MIN_YEAR
 from receiver.compliance.deadlines import (
@@ -32,15 +36,32 @@ from receiver.compliance.errors import ComplianceInputError
 from receiver.compliance.report import ReportSettings, build_report
 from receiver.compliance.rules import AV_MANDATORY, av_level
 from receiver.config import ReceiverConfig
+from receiver.custody import record_event
 from receiver.store.compliance import ComplianceStore, Schedule
 
 log = logging.getLogger(__name__)
 
 
-def record_custody_event(ctx: Context, event: dict[str, Any]) -> None:
-    """The custody hook: every compliance fact a person adds is an event. Until the custody log
-    (receiver.custody) is merged, the event is logged; the integrator connects it here."""
-    log.info("custody event %s", json.dumps(event, ensure_ascii=False, sort_keys=True))
+def _cstore(ctx: Context) -> ComplianceStore:
+    """The compliance store with the custody log hooked in (each fact is a custody event)."""
+    return ComplianceStore(ctx.conn, custody=record_event)
+
+
+def _supervisor(args: argparse.Namespace, ctx: Context, case: str, article: str) -> str:
+    """The logged-in user allowed to override a missing mandatory recording (role with the
+    ``approve`` permission: supervisor or head); a refusal is itself a custody event."""
+    user = access_commands.operations(args, ctx).user
+    what = f"conclude mandatory-AV case {case} ({article}) without a recording"
+    if user is None or not user.can("approve"):
+        who = user.name if user else "local-operator"
+        reason = (
+            "log in as a supervisor (--user NAME)"
+            if user is None
+            else (f"role {user.role} may not override")
+        )
+        record_event(ctx.conn, "access-refused", actor=who, action=what, case=case, detail=reason)
+        raise AccessDenied(who, what, reason)
+    return user.name
 
 
 # -- parsing clerk input -----------------------------------------------------------------------
@@ -136,7 +157,11 @@ def add_case_commands(case: argparse._SubParsersAction[argparse.ArgumentParser])
     con.add_argument("number")
     con.add_argument("--date", required=True, help="conclusion date (YYYY-MM-DD)")
     con.add_argument("--by", required=True, help="who concludes it")
-    con.add_argument("--override-by", help="supervisor overriding a missing mandatory recording")
+    con.add_argument(
+        "--override",
+        action="store_true",
+        help="a supervisor (--user) overrides a missing mandatory recording; needs --reason",
+    )
     con.add_argument("--reason", help="the supervisor's reason for the override")
     bind(con, _conclude)
     ff = case.add_parser("file-formed", help="the case file (案卷) was formed (Art. 21)")
@@ -170,6 +195,8 @@ def _report(args: argparse.Namespace, ctx: Context) -> int:
         device=args.device,
         unit=args.unit,
     )
+    if options.period_from and options.period_to and options.period_to < options.period_from:
+        raise ComplianceInputError("--to is before --from")
     if (
         args.case is not None
         and ctx.conn.execute("SELECT 1 FROM cases WHERE number = ?", (args.case,)).fetchone()
@@ -238,15 +265,14 @@ def _calendar(args: argparse.Namespace, config: ReceiverConfig) -> int:
 def _explain(args: argparse.Namespace, ctx: Context) -> int:
     if not args.text.strip() or not args.by.strip():
         raise ComplianceInputError("--text and --by must not be empty")
-    event = ComplianceStore(ctx.conn).explain_gap(args.device, args.seq, args.by, args.text)
-    record_custody_event(ctx, event)
+    _cstore(ctx).explain_gap(args.device, args.seq, args.by, args.text)
     print(f"gap {args.device} seq {args.seq} explained by {args.by}")
     return 0
 
 
 def _conclude(args: argparse.Namespace, ctx: Context) -> int:
     concluded = parse_date(args.date, "--date")
-    cstore = ComplianceStore(ctx.conn)
+    cstore = _cstore(ctx)
     row = ctx.conn.execute(
         "SELECT enforcement_type FROM cases WHERE number = ?", (args.number,)
     ).fetchone()
@@ -262,16 +288,16 @@ def _conclude(args: argparse.Namespace, ctx: Context) -> int:
     )
     override = None
     if level == AV_MANDATORY and cstore.recordings_of(args.number) == 0:
-        if not args.override_by or not (args.reason or "").strip():
+        if not args.override or not (args.reason or "").strip():
             raise ComplianceInputError(
                 f"case {args.number}: AV recording is mandatory ({article}) and none is filed; "
-                "concluding it needs a supervisor's override (--override-by NAME --reason TEXT)"
+                "concluding it needs a supervisor's override (--user SUPERVISOR --override "
+                "--reason TEXT)"
             )
-        override = (args.override_by, args.reason.strip())
-    elif args.override_by:
-        raise ComplianceInputError("--override-by is only for a mandatory case with no recording")
-    event = cstore.conclude(args.number, concluded, args.by, override=override)
-    record_custody_event(ctx, event)
+        override = (_supervisor(args, ctx, args.number, article), args.reason.strip())
+    elif args.override:
+        raise ComplianceInputError("--override is only for a mandatory case with no recording")
+    cstore.conclude(args.number, concluded, args.by, override=override)
     settings = _settings(ctx)
     d = case_file_deadline(settings.calendar(), settings.timezone, concluded)
     print(f"case {args.number} concluded {concluded}; case file due {d.local()} ({d.article})")
@@ -283,10 +309,7 @@ def _conclude(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _file_formed(args: argparse.Namespace, ctx: Context) -> int:
-    event = ComplianceStore(ctx.conn).file_formed(
-        args.number, parse_date(args.date, "--date"), args.by
-    )
-    record_custody_event(ctx, event)
+    _cstore(ctx).file_formed(args.number, parse_date(args.date, "--date"), args.by)
     print(f"case {args.number}: case file formed {args.date}")
     return 0
 
@@ -297,8 +320,7 @@ def _inspection_times(args: argparse.Namespace, ctx: Context) -> int:
     end = parse_local(args.end, tz, "--end")
     if end < start:
         raise ComplianceInputError("--end is before --start")
-    event = ComplianceStore(ctx.conn).add_inspection_document(args.number, start, end, args.by)
-    record_custody_event(ctx, event)
+    _cstore(ctx).add_inspection_document(args.number, start, end, args.by)
     print(
         f"case {args.number}: inspection document {format_local(start, tz)} .. "
         f"{format_local(end, tz)} recorded"
@@ -307,10 +329,9 @@ def _inspection_times(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _profile(args: argparse.Namespace, ctx: Context) -> int:
-    event = ComplianceStore(ctx.conn).set_case_profile(
+    _cstore(ctx).set_case_profile(
         args.number, unit=args.unit, major_inspection=args.major_inspection
     )
-    record_custody_event(ctx, event)
     print(
         f"case {args.number}: unit {args.unit or '-'}"
         + (", major inspection: AV mandatory (Art. 18)" if args.major_inspection else "")

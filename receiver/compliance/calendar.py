@@ -32,6 +32,8 @@ from receiver.compliance.errors import DateRangeError, HolidayFileError
 
 log = logging.getLogger(__name__)
 
+MAX_FILE_BYTES = 1 << 20
+"""A holiday file is a few hundred lines; anything bigger is a mistake, refused unread."""
 MIN_YEAR = 2000
 MAX_YEAR = 2100
 _DATE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.\.(\d{4}-\d{2}-\d{2}))?$")
@@ -131,6 +133,9 @@ def load_holiday_file(path: Path) -> dict[int, YearSchedule]:
     workdays = ["2027-02-14"]                # make-up working days, may be empty
     """
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise HolidayFileError(path, None, f"{size} bytes: larger than {MAX_FILE_BYTES}")
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise HolidayFileError(path, None, f"cannot read: {exc.strerror or exc}") from exc

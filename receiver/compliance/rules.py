@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evidence.markers import MarkerKind
+from evidence.markers import STAGE_MARKERS, MarkerKind
 from receiver.compliance.errors import ComplianceInputError
 
 AV_MANDATORY = "mandatory"
@@ -97,17 +97,7 @@ class StageRule:
 
 
 STAGE_RULES: dict[str, StageRule] = {
-    r.stage: r
-    for r in (
-        StageRule("start", (), "Art. 2"),
-        StageRule("investigation", (MarkerKind.ID_SHOWN, MarkerKind.RIGHTS_EXPLAINED), "Art. 20"),
-        StageRule("inspection", (MarkerKind.ARRIVAL, MarkerKind.DEPARTURE), "Art. 18"),
-        StageRule("decision", (), "Art. 2"),
-        StageRule("hearing", (MarkerKind.ID_SHOWN, MarkerKind.RIGHTS_EXPLAINED), "Art. 20"),
-        StageRule("service", (MarkerKind.DOCUMENT_SERVED,), "Art. 20"),
-        StageRule("execution", (MarkerKind.ARRIVAL, MarkerKind.MEASURE), "Art. 10"),
-        StageRule("archiving", (), "Art. 21"),
-    )
+    name: StageRule(name, required, article) for name, (required, article) in STAGE_MARKERS.items()
 }
 
 

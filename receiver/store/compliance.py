@@ -8,16 +8,17 @@ case, assignment or gap raises :class:`NotFoundError`; a second explanation or c
 :class:`ConflictError` (facts are added, never overwritten). The reader never raises on a bad
 stored body: an unreadable record becomes a verification problem in the facts.
 
-Custody hook: each write returns the event it recorded (a JSON-able dict with ``event``); the
-caller appends it to the custody log when :mod:`receiver.custody` is present.
+Custody: a :class:`ComplianceStore` built with ``custody=receiver.custody.record_event`` logs
+each write as a custody event inside the same transaction; each write also returns the event.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -129,9 +130,22 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+#: the custody hook: ``receiver.custody.record_event(conn, kind, **fields)``
+CustodyHook = Callable[..., Any]
+
+
 class ComplianceStore:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    """``custody``: called with (conn, kind, **fields) inside each write's transaction, so the
+    custody event commits with the fact it records (or neither does)."""
+
+    def __init__(self, conn: sqlite3.Connection, custody: CustodyHook | None = None) -> None:
         self.conn = conn
+        self.custody = custody
+
+    def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        if self.custody is not None:
+            self.custody(self.conn, kind, **fields)
+        return {"event": kind, **fields}
 
     # -- writes --------------------------------------------------------------------------
     def _require_case(self, number: str) -> None:
@@ -144,22 +158,24 @@ class ComplianceStore:
         )
 
     def set_case_profile(
-        self, number: str, *, unit: str | None, major_inspection: bool, in_transaction: bool = False
+        self,
+        number: str,
+        *,
+        unit: str | None,
+        major_inspection: bool,
+        actor: str | None = None,
+        in_transaction: bool = False,
     ) -> dict[str, Any]:
         self._require_case(number)
-        if in_transaction:
-            self._write_profile(number, unit, major_inspection)
-        else:
-            with _transaction(self.conn):
-                self._write_profile(number, unit, major_inspection)
-        return {"event": "case-profile", "case": number, "unit": unit, "major": major_inspection}
-
-    def _write_profile(self, number: str, unit: str | None, major_inspection: bool) -> None:
-        self._ensure_case_row(number)
-        self.conn.execute(
-            "UPDATE case_compliance SET unit = ?, major_inspection = ? WHERE case_number = ?",
-            (unit, int(major_inspection), number),
-        )
+        with contextlib.nullcontext() if in_transaction else _transaction(self.conn):
+            self._ensure_case_row(number)
+            self.conn.execute(
+                "UPDATE case_compliance SET unit = ?, major_inspection = ? WHERE case_number = ?",
+                (unit, int(major_inspection), number),
+            )
+            return self._event(
+                "case-profile", actor=actor, case=number, unit=unit, major=major_inspection
+            )
 
     def conclude(
         self,
@@ -188,16 +204,15 @@ class ComplianceStore:
                     "VALUES (?, ?, ?, ?)",
                     (number, override[0], override[1], now),
                 )
-        event: dict[str, Any] = {
-            "event": "case-concluded",
-            "case": number,
-            "date": concluded.isoformat(),
-            "by": by,
-            "utc": now,
-        }
-        if override is not None:
-            event["override"] = {"supervisor": override[0], "reason": override[1]}
-        return event
+            return self._event(
+                "case-concluded",
+                actor=by,
+                case=number,
+                date=concluded.isoformat(),
+                override_by=override[0] if override else None,
+                override_reason=override[1] if override else None,
+                utc=now,
+            )
 
     def file_formed(self, number: str, formed: date, by: str) -> dict[str, Any]:
         self._require_case(number)
@@ -208,7 +223,7 @@ class ComplianceStore:
                 "WHERE case_number = ?",
                 (formed.isoformat(), by, number),
             )
-        return {"event": "case-file-formed", "case": number, "date": formed.isoformat(), "by": by}
+            return self._event("case-file-formed", actor=by, case=number, date=formed.isoformat())
 
     def case_row(self, number: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self.conn.execute(
@@ -222,8 +237,10 @@ class ComplianceStore:
         ).fetchone()
         return int(row[0])
 
-    def schedule(self, assignment_id: int, schedule: Schedule) -> dict[str, Any]:
-        """Store an assignment's schedule; inside the caller's transaction if there is one."""
+    def schedule(
+        self, assignment_id: int, schedule: Schedule, *, device: str, case: str
+    ) -> dict[str, Any]:
+        """Store an assignment's schedule, inside the caller's transaction."""
         window, return_date = schedule.window, schedule.return_date
         self.conn.execute(
             "INSERT INTO assignment_schedule (assignment_id, window_start_utc, "
@@ -238,12 +255,15 @@ class ComplianceStore:
                 return_date.isoformat() if return_date else None,
             ),
         )
-        return {
-            "event": "assignment-schedule",
-            "assignment": assignment_id,
-            "window": [format_utc(w) for w in window] if window else None,
-            "return_date": return_date.isoformat() if return_date else None,
-        }
+        return self._event(
+            "assignment-schedule",
+            device=device,
+            case=case,
+            assignment=assignment_id,
+            window_start_utc=format_utc(window[0]) if window else None,
+            window_end_utc=format_utc(window[1]) if window else None,
+            return_date=return_date.isoformat() if return_date else None,
+        )
 
     def explain_gap(self, device: str, seq: int, author: str, text: str) -> dict[str, Any]:
         row = self.conn.execute(
@@ -252,45 +272,44 @@ class ComplianceStore:
         ).fetchone()
         if row is None:
             raise NotFoundError("gap", f"{device} seq {seq}")
+        if self.conn.execute(
+            "SELECT 1 FROM gap_explanations WHERE device = ? AND seq = ?", (device, seq)
+        ).fetchone():
+            raise ConflictError(f"gap {device} seq {seq} already has an explanation")
         now = _now()
-        try:
-            with _transaction(self.conn):
-                self.conn.execute(
-                    "INSERT INTO gap_explanations (device, seq, author, utc, text) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (device, seq, author, now, text),
-                )
-        except sqlite3.IntegrityError:
-            raise ConflictError(f"gap {device} seq {seq} already has an explanation") from None
-        return {
-            "event": "gap-explained",
-            "device": device,
-            "seq": seq,
-            "session": row["session"],
-            "author": author,
-            "utc": now,
-            "text": text,
-        }
+        with _transaction(self.conn):
+            self.conn.execute(
+                "INSERT INTO gap_explanations (device, seq, author, utc, text) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (device, seq, author, now, text),
+            )
+            return self._event(
+                "gap-annotation",
+                actor=author,
+                device=device,
+                seq=seq,
+                session=row["session"],
+                detail=text,
+                utc=now,
+            )
 
     def add_inspection_document(
         self, number: str, start: datetime, end: datetime, by: str
     ) -> dict[str, Any]:
         self._require_case(number)
-        now = _now()
         with _transaction(self.conn):
             self.conn.execute(
                 "INSERT INTO inspection_documents (case_number, start_utc, end_utc, entered_by, "
                 "entered_utc) VALUES (?, ?, ?, ?, ?)",
-                (number, format_utc(start), format_utc(end), by, now),
+                (number, format_utc(start), format_utc(end), by, _now()),
             )
-        return {
-            "event": "inspection-document-times",
-            "case": number,
-            "start_utc": format_utc(start),
-            "end_utc": format_utc(end),
-            "by": by,
-            "utc": now,
-        }
+            return self._event(
+                "inspection-times",
+                actor=by,
+                case=number,
+                start_utc=format_utc(start),
+                end_utc=format_utc(end),
+            )
 
     # -- the facts reader ----------------------------------------------------------------
     def facts(self, store: EvidenceStore | None = None) -> Facts:

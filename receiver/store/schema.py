@@ -12,8 +12,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from receiver.store import compliance
-
 SCHEMA_VERSION = 3
 
 # Columns added after version 1: (table, column, type). Added to older databases on open.
@@ -131,13 +129,14 @@ CREATE TABLE IF NOT EXISTS filing_moves (
 #: each module defines its own ``SCHEMA`` of ``CREATE ... IF NOT EXISTS`` statements and is
 #: listed here, so that opening a database creates everything in one place.
 from receiver.store import access as _access  # noqa: E402
+from receiver.store import compliance as _compliance  # noqa: E402
 from receiver.store import console as _console  # noqa: E402
 from receiver.store import custody as _custody  # noqa: E402
 
 EXTRA_SCHEMAS: tuple[str, ...] = (
-    compliance.SCHEMA,
     _custody.SCHEMA,
     _access.SCHEMA,
+    _compliance.SCHEMA,
     _console.SCHEMA,
 )
 
