@@ -88,19 +88,38 @@ def build(data: Path, cases: int, sessions: int, devices: int, segments: int) ->
         session = f"2026111{s % 10}T0800{s:06d}Z-{s:06x}"
         officers = rng.sample(OFFICERS, 2)
         opened = {
-            "assignment": {"case": case, "officers": officers, "place": "太原市小店区",
-                           "reason": "专项检查", "target": "某单位", "stage": "investigation"},
-            "checks": {"outcome": "pass", "checks": [
-                {"name": k, "outcome": "pass", "reason": "ok"}
-                for k in ("battery", "storage", "camera", "microphone", "clock")]},
+            "assignment": {
+                "case": case,
+                "officers": officers,
+                "place": "太原市小店区",
+                "reason": "专项检查",
+                "target": "某单位",
+                "stage": "investigation",
+            },
+            "checks": {
+                "outcome": "pass",
+                "checks": [
+                    {"name": k, "outcome": "pass", "reason": "ok"}
+                    for k in ("battery", "storage", "camera", "microphone", "clock")
+                ],
+            },
             "preamble": {"text": "现在开始录音录像", "lang": "zh"},
-        }  # fmt: skip
+        }
         bodies: list[tuple[str, dict[str, Any]]] = [("session-open", opened)]
         for k in range(segments):
-            bodies.append(("segment", {"index": k, "file": f"{session}-{k:04d}.ts",
-                                       "utc_start": f"2026-11-1{s % 10}T08:{k:02d}:00.000000Z",
-                                       "utc_end": f"2026-11-1{s % 10}T08:{k:02d}:10.000000Z",
-                                       "frames": 150, "dropped_frames": 0}))  # fmt: skip
+            bodies.append(
+                (
+                    "segment",
+                    {
+                        "index": k,
+                        "file": f"{session}-{k:04d}.ts",
+                        "utc_start": f"2026-11-1{s % 10}T08:{k:02d}:00.000000Z",
+                        "utc_end": f"2026-11-1{s % 10}T08:{k:02d}:10.000000Z",
+                        "frames": 150,
+                        "dropped_frames": 0,
+                    },
+                )
+            )
             if k == 0:
                 bodies.append(("marker", {"kind": "arrival", "utc": now, "note": ""}))
         bodies.append(("session-close", {"segments": segments, "reason": "stopped"}))
@@ -114,10 +133,21 @@ def build(data: Path, cases: int, sessions: int, devices: int, segments: int) ->
                 "INSERT INTO records (hash, device, seq, session, type, prev, utc, body, "
                 "media_file, media_sha256, media_size, stored_utc) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (h, dev, seq, session, rtype, prev, f"2026-11-1{s % 10}T08:00:{seq % 60:02d}."
-                 "000000Z", json.dumps(body, ensure_ascii=False), media,
-                 _h("m", dev, seq) if media else None, 4_000_000 if media else None, now),
-            )  # fmt: skip
+                (
+                    h,
+                    dev,
+                    seq,
+                    session,
+                    rtype,
+                    prev,
+                    f"2026-11-1{s % 10}T08:00:{seq % 60:02d}.000000Z",
+                    json.dumps(body, ensure_ascii=False),
+                    media,
+                    _h("m", dev, seq) if media else None,
+                    4_000_000 if media else None,
+                    now,
+                ),
+            )
             prev = h
         conn.execute(
             "INSERT INTO filings (session, device, case_number, how, filed_utc) "
@@ -168,8 +198,9 @@ def main() -> int:
         built_s = time.perf_counter() - t0
         env = {"BODYCAM_PASSWORD": "bench-password-1", "BODYCAM_NEW_PASSWORD": "bench-password-1"}
         os.environ.update(env)
-        assert receiver_main(["--data-dir", str(data), "user", "add", "clerk", "--role",
-                              "clerk"]) == 0  # fmt: skip
+        assert (
+            receiver_main(["--data-dir", str(data), "user", "add", "clerk", "--role", "clerk"]) == 0
+        )
         config = ReceiverConfig(data_dir=data)
         client = TestClient(create_app(Backend(config)), base_url="https://bench")
         token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
@@ -209,15 +240,21 @@ def main() -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"store: {args.cases} cases, {args.sessions} sessions, {summary['records']} "
-              f"records (built in {built_s:.1f} s); medians of {args.rounds}")  # fmt: skip
-        print(f"case list  console {results['case_list_console_ms']:8.1f} ms (first page of "
-              f"100, rendered)  filtered {results['case_list_filtered_console_ms']:.1f} ms  "
-              f"| CLI view (all cases) {results['case_list_cli_ms']:.1f} ms  "
-              f"ratio {results['case_list_ratio']:.2f}")  # fmt: skip
-        print(f"case page  console {results['case_page_console_ms']:8.1f} ms (rendered)  "
-              f"| CLI case_view {results['case_page_cli_ms']:.1f} ms  "
-              f"ratio {results['case_page_ratio']:.2f}")  # fmt: skip
+        print(
+            f"store: {args.cases} cases, {args.sessions} sessions, {summary['records']} "
+            f"records (built in {built_s:.1f} s); medians of {args.rounds}"
+        )
+        print(
+            f"case list  console {results['case_list_console_ms']:8.1f} ms (first page of "
+            f"100, rendered)  filtered {results['case_list_filtered_console_ms']:.1f} ms  "
+            f"| CLI view (all cases) {results['case_list_cli_ms']:.1f} ms  "
+            f"ratio {results['case_list_ratio']:.2f}"
+        )
+        print(
+            f"case page  console {results['case_page_console_ms']:8.1f} ms (rendered)  "
+            f"| CLI case_view {results['case_page_cli_ms']:.1f} ms  "
+            f"ratio {results['case_page_ratio']:.2f}"
+        )
     return 0
 
 

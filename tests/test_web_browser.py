@@ -189,8 +189,12 @@ def test_a_clerks_day_in_the_browser(site: Site, browser: Any, tmp_path: Path) -
     shots.take(clerk, "custody")
 
     # the accountability report, the devices and the quarantine
-    for path, name in (("/report", "report"), ("/devices", "devices"),
-                       ("/quarantine", "quarantine"), ("/assignments", "assignments")):  # fmt: skip
+    for path, name in (
+        ("/report", "report"),
+        ("/devices", "devices"),
+        ("/quarantine", "quarantine"),
+        ("/assignments", "assignments"),
+    ):
         clerk.goto(f"{site.url}{path}")
         shots.take(clerk, name)
     clerk.goto(f"{site.url}/report")

@@ -77,11 +77,31 @@ def test_empty_values_are_refused(tmp_path: Path, field: str, args: list[str]) -
 
     save_public_key(key, generate_signing_key().public_key())
     assert run("--data-dir", str(data), "device", "add", "--id", "BC-1", "--key", str(key))[0] == 0
-    assert run("--data-dir", str(data), "case", "create", "--number", "A-0", "--type",
-               "inspection", "--title", "检查")[0] == 0  # fmt: skip
+    assert (
+        run(
+            "--data-dir",
+            str(data),
+            "case",
+            "create",
+            "--number",
+            "A-0",
+            "--type",
+            "inspection",
+            "--title",
+            "检查",
+        )[0]
+        == 0
+    )
     if args[0] != "case":
-        base = {"--device": "BC-1", "--case": "A-0", "--officer": "王芳", "--place": "太原",
-                "--reason": "检查", "--target": "某学校", "--stage": "investigation"}  # fmt: skip
+        base = {
+            "--device": "BC-1",
+            "--case": "A-0",
+            "--officer": "王芳",
+            "--place": "太原",
+            "--reason": "检查",
+            "--target": "某学校",
+            "--stage": "investigation",
+        }
         base[args[0]] = args[1]
         args = ["assign", *[x for kv in base.items() for x in kv]]
     code, out, err = run("--data-dir", str(data), *args)
@@ -98,8 +118,9 @@ def test_device_add_refuses_a_private_key(tmp_path: Path) -> None:
             serialization.NoEncryption(),
         )
     )
-    code, _, err = run("--data-dir", str(tmp_path / "rx"), "device", "add", "--id", "BC-1",
-                       "--key", str(private))  # fmt: skip
+    code, _, err = run(
+        "--data-dir", str(tmp_path / "rx"), "device", "add", "--id", "BC-1", "--key", str(private)
+    )
     assert code == 2 and "PRIVATE key" in err and "never leave the device" in err
     assert "BEGIN" not in err  # the key itself is not echoed
     assert "(none)" in run("--data-dir", str(tmp_path / "rx"), "devices")[1]
@@ -120,8 +141,10 @@ def test_importing_a_card_copy_of_an_unregistered_device(
 
 
 def test_tables_align_by_display_width() -> None:
-    rows = [{"n": "A-1", "title": "校外培训机构专项检查", "x": 1},
-            {"n": "A-22", "title": "check", "x": 22}]  # fmt: skip
+    rows = [
+        {"n": "A-1", "title": "校外培训机构专项检查", "x": 1},
+        {"n": "A-22", "title": "check", "x": 22},
+    ]
     lines = table(rows, ["n", "title", "x"]).splitlines()
     # the last column starts at the same terminal column on every line
     starts = [display_width(line[: line.rstrip().rfind(" ") + 1]) for line in lines]
@@ -134,11 +157,35 @@ def test_case_show_tells_an_empty_case_from_a_tampered_one(
 ) -> None:
     data = tmp_path / "rx"
     spool = build_spool(tmp_path / "spool", mpegts_clips, sessions=1)
-    assert run("--data-dir", str(data), "device", "add", "--id", spool.device, "--key",
-               str(spool.pub_path))[0] == 0  # fmt: skip
+    assert (
+        run(
+            "--data-dir",
+            str(data),
+            "device",
+            "add",
+            "--id",
+            spool.device,
+            "--key",
+            str(spool.pub_path),
+        )[0]
+        == 0
+    )
     for number in ("JY-2026-0001", "EMPTY-1"):
-        assert run("--data-dir", str(data), "case", "create", "--number", number, "--type",
-                   "inspection", "--title", "检查")[0] == 0  # fmt: skip
+        assert (
+            run(
+                "--data-dir",
+                str(data),
+                "case",
+                "create",
+                "--number",
+                number,
+                "--type",
+                "inspection",
+                "--title",
+                "检查",
+            )[0]
+            == 0
+        )
     assert run("--data-dir", str(data), "import", str(spool.root))[0] == 0
     assert run("--data-dir", str(data), "case", "show", "JY-2026-0001")[0] == 0
     assert run("--data-dir", str(data), "case", "show", "EMPTY-1")[0] == 3
@@ -172,8 +219,20 @@ def test_help_has_no_rest_markup_and_every_option_has_help() -> None:
     walk(_parser(), "bodycam-receiver")
     assert not markup
     # the clerk's commands this issue fixed (newer subjects' help is their modules' own)
-    clerk = ("case create ", "case list ", "case show ", "assign ", "unassign ", "file ",
-             "device ", "import ", "web ", "sessions ", "cases ", "devices ")  # fmt: skip
+    clerk = (
+        "case create ",
+        "case list ",
+        "case show ",
+        "assign ",
+        "unassign ",
+        "file ",
+        "device ",
+        "import ",
+        "web ",
+        "sessions ",
+        "cases ",
+        "devices ",
+    )
     mine = [m for m in missing if m.removeprefix("bodycam-receiver ").startswith(clerk)]
     assert not mine, mine
 
@@ -181,8 +240,10 @@ def test_help_has_no_rest_markup_and_every_option_has_help() -> None:
 def test_listings_keep_log_lines_off_stdout(provisioned: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "receiver", "--config", str(provisioned), "devices"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0
     assert done.stdout.splitlines()[0].startswith("DEVICE")
     assert " INFO " not in done.stdout + done.stderr
@@ -191,8 +252,10 @@ def test_listings_keep_log_lines_off_stdout(provisioned: Path) -> None:
 def test_agent_status_of_a_missing_spool_fails(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "agent.cli", "status", "--spool", str(tmp_path / "nonexistent")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0 and "no such spool directory" in done.stderr
     assert not (tmp_path / "nonexistent").exists()
 
@@ -201,8 +264,17 @@ def test_web_cert_is_issued_by_the_dock_ca_for_loopback_and_named_hosts(tmp_path
     Dock.init(tmp_path / "dock")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = provision_main(["web-cert", "--dock", str(tmp_path / "dock"), "--host",
-                               "dock.example", "--host", "10.0.0.5"])  # fmt: skip
+        code = provision_main(
+            [
+                "web-cert",
+                "--dock",
+                str(tmp_path / "dock"),
+                "--host",
+                "dock.example",
+                "--host",
+                "10.0.0.5",
+            ]
+        )
     assert code == 0, out.getvalue()
     cert = x509.load_pem_x509_certificate((tmp_path / "dock/receiver/web.pem").read_bytes())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -221,8 +293,9 @@ def test_web_cert_is_issued_by_the_dock_ca_for_loopback_and_named_hosts(tmp_path
 def test_web_refuses_to_start_without_a_certificate(tmp_path: Path) -> None:
     code, _, err = run("--data-dir", str(tmp_path / "rx"), "web")
     assert code == 2 and "bodycam-provision web-cert" in err and len(err.splitlines()) == 1
-    code, _, err = run("--data-dir", str(tmp_path), "web", "--listen", "nonsense",
-                       "--cert", "x", "--key", "y")  # fmt: skip
+    code, _, err = run(
+        "--data-dir", str(tmp_path), "web", "--listen", "nonsense", "--cert", "x", "--key", "y"
+    )
     assert code == 2 and "--listen" in err
 
 

@@ -18,7 +18,8 @@ from starlette.routing import Mount, Route
 from receiver.config import ReceiverConfig
 from receiver.web import i18n
 from receiver.web.app import create_app
-from receiver.web.backend import Backend
+from receiver.web.backend import DEADLINE_STATES, REPORT_COLUMNS, Backend
+from receiver.web.pages import STATUSES
 from tests.support.console import CASE, PASSWORD, SENSITIVE_CASE, Site, build_site, rx
 
 pytestmark = pytest.mark.slow
@@ -90,8 +91,9 @@ def test_without_a_session_every_route_redirects_to_sign_in_or_answers_401(site:
 def test_forms_without_their_csrf_token_are_refused(site: Site) -> None:
     c, token = sign_in(site, "clara")
     for data in ({}, {"csrf": "forged"}, {"csrf": token[:-1] + "x"}):
-        r = c.post("/approvals/request", data={**data, "case": CASE, "purpose": "view",
-                                               "reason": "court"})  # fmt: skip
+        r = c.post(
+            "/approvals/request", data={**data, "case": CASE, "purpose": "view", "reason": "court"}
+        )
         assert r.status_code == 403, r.text
     assert "court" not in c.get("/approvals").text  # nothing was requested
     # the sign-in form is protected too (double-submit cookie)
@@ -99,8 +101,10 @@ def test_forms_without_their_csrf_token_are_refused(site: Site) -> None:
     r = fresh.post("/login", data={"user": "clara", "password": PASSWORD})
     assert r.status_code == 403 and "bodycam_session" not in r.headers.get("set-cookie", "")
     # with the token the same request goes through
-    r = c.post("/approvals/request", data={"csrf": token, "case": CASE, "purpose": "view",
-                                           "reason": "court"})  # fmt: skip
+    r = c.post(
+        "/approvals/request",
+        data={"csrf": token, "case": CASE, "purpose": "view", "reason": "court"},
+    )
     assert r.status_code == 303
 
 
@@ -112,8 +116,10 @@ def test_a_clerk_without_approval_gets_no_media_by_url(site: Site) -> None:
     assert c.get(f"/sessions/{sensitive}").status_code == 403
     assert c.get("/media/no-such-session.mp4").status_code == 404
     # a request is not a grant; a supervisor may not grant on a personal-privacy case
-    c.post("/approvals/request", data={"csrf": token, "case": SENSITIVE_CASE,
-                                       "purpose": "view", "reason": "hearing"})  # fmt: skip
+    c.post(
+        "/approvals/request",
+        data={"csrf": token, "case": SENSITIVE_CASE, "purpose": "view", "reason": "hearing"},
+    )
     s, s_token = sign_in(site, "sven")
     approval = max(int(a) for a in re.findall(r"/approvals/(\d+)/decide", s.get("/approvals").text))
     r = s.post(f"/approvals/{approval}/decide", data={"csrf": s_token, "decision": "grant"})
@@ -144,14 +150,15 @@ def test_ten_wrong_passwords_lock_the_account(site: Site, tmp_path: Path) -> Non
         for _ in range(10):
             token = CSRF.search(c.get("/login").text)
             assert token
-            r = c.post("/login", data={"user": "clara", "password": "wrong password!",
-                                       "csrf": token.group(1)})  # fmt: skip
+            r = c.post(
+                "/login",
+                data={"user": "clara", "password": "wrong password!", "csrf": token.group(1)},
+            )
             statuses.append(r.status_code)
         assert statuses[:5] == [401] * 5 and statuses[-1] == 429, statuses
         token = CSRF.search(c.get("/login").text)
         assert token
-        r = c.post("/login", data={"user": "clara", "password": PASSWORD,
-                                   "csrf": token.group(1)})  # fmt: skip
+        r = c.post("/login", data={"user": "clara", "password": PASSWORD, "csrf": token.group(1)})
         assert r.status_code == 429 and "bodycam_session" not in r.headers.get("set-cookie", "")
     finally:
         other.stop()
@@ -167,8 +174,10 @@ def test_each_view_playback_and_download_is_in_the_custody_log(site: Site) -> No
     r = c.post("/inbox/file", data={"csrf": token, "session": session, "case": CASE})
     assert r.status_code == 303
     for purpose in ("view", "export"):
-        c.post("/approvals/request", data={"csrf": token, "case": CASE, "purpose": purpose,
-                                           "reason": "court"})  # fmt: skip
+        c.post(
+            "/approvals/request",
+            data={"csrf": token, "case": CASE, "purpose": purpose, "reason": "court"},
+        )
     s, s_token = sign_in(site, "sven")
     for approval in re.findall(r"/approvals/(\d+)/decide", s.get("/approvals").text):
         s.post(f"/approvals/{approval}/decide", data={"csrf": s_token, "decision": "grant"})
@@ -198,8 +207,7 @@ def test_headers_and_cookie_flags(site: Site) -> None:
         assert "<script" not in page.text and "style=" not in page.text
         token = CSRF.search(page.text)
         assert token
-        r = c.post("/login", data={"user": "clara", "password": PASSWORD,
-                                   "csrf": token.group(1)})  # fmt: skip
+        r = c.post("/login", data={"user": "clara", "password": PASSWORD, "csrf": token.group(1)})
         cookie = r.headers["set-cookie"].lower()
         assert "bodycam_session=" in cookie
         assert "httponly" in cookie and "secure" in cookie and "samesite=strict" in cookie
@@ -211,6 +219,10 @@ def test_every_message_the_templates_use_is_in_both_languages() -> None:
     for path in templates.glob("*.html"):
         used |= set(re.findall(r't\("([a-z_.]+)"', path.read_text()))
     used = {k for k in used if not k.endswith(".")}
+    # keys the templates build from a prefix and a value
+    used |= {f"deadline.{k}" for k in DEADLINE_STATES} | {f"status.{k}" for k in STATUSES}
+    used |= {f"approvals.{k}" for k in ("view", "export")}
+    used |= {f"report.col.{k}" for k in REPORT_COLUMNS}
     missing = sorted(k for k in used if k not in i18n.CATALOGUE)
     assert not missing
     assert all(zh and en and zh != en for zh, en in i18n.CATALOGUE.values() if zh != "-")
@@ -233,13 +245,20 @@ def test_roles_open_only_their_pages(site: Site) -> None:
 
 def test_hostile_requests_get_short_answers(site: Site) -> None:
     c, token = sign_in(site, "clara")
-    for path in ("/media/..%2F..%2Fetc%2Fpasswd.mp4", "/media/%00.mp4", "/sessions/nope",
-                 "/cases/%3Cscript%3E", "/cases/x/export"):  # fmt: skip
+    for path in (
+        "/media/..%2F..%2Fetc%2Fpasswd.mp4",
+        "/media/%00.mp4",
+        "/sessions/nope",
+        "/cases/%3Cscript%3E",
+        "/cases/x/export",
+    ):
         r = c.get(path)
         assert r.status_code in (403, 404), (path, r.status_code)
         assert "Traceback" not in r.text and "<script>" not in r.text
-    r = c.post("/approvals/request", data={"csrf": token, "case": CASE, "purpose": "view",
-                                           "reason": "x" * 100_000})  # fmt: skip
+    r = c.post(
+        "/approvals/request",
+        data={"csrf": token, "case": CASE, "purpose": "view", "reason": "x" * 100_000},
+    )
     assert r.status_code in (400, 409) and "Traceback" not in r.text
     r = c.post("/approvals/not-a-number/decide", data={"csrf": token, "decision": "grant"})
     assert r.status_code in (403, 404)
@@ -249,7 +268,14 @@ def test_hostile_requests_get_short_answers(site: Site) -> None:
     fresh = client(site)
     token2 = CSRF.search(fresh.get("/login").text)
     assert token2
-    r = fresh.post("/login", data={"user": "clara", "password": PASSWORD,
-                                   "csrf": token2.group(1), "next": "//evil.example/"})  # fmt: skip
+    r = fresh.post(
+        "/login",
+        data={
+            "user": "clara",
+            "password": PASSWORD,
+            "csrf": token2.group(1),
+            "next": "//evil.example/",
+        },
+    )
     assert r.status_code == 303 and r.headers["location"] == "/cases"
     assert site.proc is not None and site.proc.poll() is None  # still serving

@@ -124,9 +124,13 @@ def _group(rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
         key = (r["session"], r["device"])
         s = sessions.setdefault(
             key,
-            {"session": r["session"], "device": r["device"], "filed_by": r["filed_by"],
-             "records": []},
-        )  # fmt: skip
+            {
+                "session": r["session"],
+                "device": r["device"],
+                "filed_by": r["filed_by"],
+                "records": [],
+            },
+        )
         s["records"].append(dict(r))
     return sorted(sessions.values(), key=lambda s: min(x["utc"] for x in s["records"]))
 

@@ -268,8 +268,9 @@ def sign_in_routes(console: Console) -> list[Route]:
         console.sessions.end(session.id)
         console.backend.signed_out(principal(session))
         response = RedirectResponse("/login", 303)
-        response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True,
-                               samesite="strict")  # fmt: skip
+        response.delete_cookie(
+            SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict"
+        )
         return response
 
     return [

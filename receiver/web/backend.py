@@ -48,6 +48,7 @@ from receiver.web import charts, media, timeline
 log = logging.getLogger(__name__)
 
 CALENDAR_TTL_S = 600.0
+REPORT_COLUMNS = ("kind", "article", "case", "officers", "device", "when", "detail")
 #: the Art. 21 case-file states the case list filters by
 DEADLINE_STATES = ("open", "file-due", "file-overdue", "file-formed")
 
@@ -151,10 +152,13 @@ class Backend:
             explained = q.gap_explanations(self.conn, s["device"], gaps)
             out.append(
                 timeline.session_view(
-                    s, per_device[s["device"]], quarantined.get(s["session"], []), present,
+                    s,
+                    per_device[s["device"]],
+                    quarantined.get(s["session"], []),
+                    present,
                     explained,
                 )
-            )  # fmt: skip
+            )
         return out
 
     # -- playback --------------------------------------------------------------------------
@@ -182,9 +186,14 @@ class Backend:
         out = []
         for d in reports.devices_view(self.conn):
             a = book.active_assignment(d["device"])
-            out.append({"device": d["device"], "revoked": d["revoked"],
-                        "assignment": a.wire() if a else None,
-                        "published": a.published_utc if a else None})  # fmt: skip
+            out.append(
+                {
+                    "device": d["device"],
+                    "revoked": d["revoked"],
+                    "assignment": a.wire() if a else None,
+                    "published": a.published_utc if a else None,
+                }
+            )
         return out
 
     def assign(self, who: Principal, device: str, case: str, **fields: Any) -> None:
@@ -293,8 +302,15 @@ class Backend:
         for e in self._ops(who).custody_entries(case):
             fixed = {"index", "v", "kind", "utc", "actor", "case"}
             detail = ", ".join(f"{k}={v}" for k, v in e.items() if k not in fixed)
-            out.append({"index": e["index"], "when": e.get("utc"), "who": e.get("actor", ""),
-                        "action": e.get("kind"), "detail": detail})  # fmt: skip
+            out.append(
+                {
+                    "index": e["index"],
+                    "when": e.get("utc"),
+                    "who": e.get("actor", ""),
+                    "action": e.get("kind"),
+                    "detail": detail,
+                }
+            )
         return out
 
     def verify_custody(self, who: Principal, case: str) -> dict[str, Any]:
@@ -363,18 +379,29 @@ class Backend:
         s = self.settings
         concluded, formed = q.case_conclusions(self.conn, [case]).get(case, (None, None))
         state, due = self.case_file_state(concluded, formed)
-        out = [{"label": "Art. 21 case file", "due": due, "state": state,
-                "state_label": f"{state} (concluded {concluded or '-'})"}]  # fmt: skip
+        out = [
+            {
+                "label": "Art. 21 case file",
+                "due": due,
+                "state": state,
+                "state_label": f"{state} (concluded {concluded or '-'})",
+            }
+        ]
         for v in sessions:
             ended, stored = _utc(v["end"]), _utc(v.get("stored"))
             if ended is None:
                 continue
             d = storage_deadline(self.calendar(), s.timezone, ended)
             late = stored is not None and stored >= d.due_utc
-            out.append({"label": f"Art. 14 {v['session']}", "due": d.local(),
-                        "state": "late" if late else "ok",
-                        "state_label": ("stored LATE " if late else "stored ")
-                        + format_local(stored, s.timezone)})  # fmt: skip
+            out.append(
+                {
+                    "label": f"Art. 14 {v['session']}",
+                    "due": d.local(),
+                    "state": "late" if late else "ok",
+                    "state_label": ("stored LATE " if late else "stored ")
+                    + format_local(stored, s.timezone),
+                }
+            )
         return out
 
     def report(self, who: Principal, **scope: Any) -> dict[str, Any]:
@@ -382,26 +409,39 @@ class Backend:
         delays against their deadline, and every finding with its place and local time."""
         s = self.settings
         options = Options(
-            now=datetime.now(UTC), tz=s.timezone, device_unseen_days=s.device_unseen_days,
+            now=datetime.now(UTC),
+            tz=s.timezone,
+            device_unseen_days=s.device_unseen_days,
             clock_offset_limit_s=s.clock_offset_limit_s,
-            inspection_tolerance_s=s.inspection_tolerance_s, **scope,
-        )  # fmt: skip
+            inspection_tolerance_s=s.inspection_tolerance_s,
+            **scope,
+        )
         report = build_report(self.conn, self.store, s, options).to_dict()
         counts = sorted(report["counts"].items(), key=lambda kv: (-kv[1], kv[0]))
         titles = {f["kind"]: f["title"] for f in report["findings"]}
         findings = [
-            {"kind": f["title"], "article": f["article"], "case": f["case"] or "",
-             "officers": "、".join(f["officers"]), "device": f["device"] or "",
-             "when": self.local_time(f["utc"]), "detail": f["detail"]}
+            {
+                "kind": f["title"],
+                "article": f["article"],
+                "case": f["case"] or "",
+                "officers": "、".join(f["officers"]),
+                "device": f["device"] or "",
+                "when": self.local_time(f["utc"]),
+                "detail": f["detail"],
+            }
             for f in report["findings"]
-        ]  # fmt: skip
+        ]
         return {
-            "summary": f"{len(findings)} findings, {len(report['cases_in_scope'])} cases, "
-            f"{s.timezone}",
+            "counts": {
+                "findings": len(findings),
+                "cases": len(report["cases_in_scope"]),
+                "tz": s.timezone,
+            },
             "warnings": report["warnings"],
-            "chart": charts.bars([(f"{titles[k]} ({k})", v) for k, v in counts]),
+            "chart": charts.bars([(k, v) for k, v in counts]),
+            "titles": titles,
             "delays": charts.delays(report["storage"]),
-            "columns": ["kind", "article", "case", "officers", "device", "when", "detail"],
+            "columns": REPORT_COLUMNS,
             "findings": findings,
             "by_officer": report["by_officer"],
         }

@@ -20,10 +20,14 @@ def bars(items: Sequence[tuple[str, float]], *, unit: str = "") -> dict[str, Any
     top = max((v for _, v in items), default=0.0) or 1.0
     plot = WIDTH - LABEL_W - 80
     out = [
-        {"label": label, "value": f"{value:g}{unit}", "y": 4 + i * STEP,
-         "w": round(max(plot * value / top, 1.0), 1)}
+        {
+            "label": label,
+            "value": f"{value:g}{unit}",
+            "y": 4 + i * STEP,
+            "w": round(max(plot * value / top, 1.0), 1),
+        }
         for i, (label, value) in enumerate(items)
-    ]  # fmt: skip
+    ]
     return {"width": WIDTH, "height": 8 + STEP * len(out), "label_w": LABEL_W, "bars": out}
 
 

@@ -56,10 +56,19 @@ def routes(console: Console) -> list[Route]:
         page = _page_number(request)
         rows, total = await asyncio.to_thread(b.cases, f, page)
         return console.render(
-            request, "cases.html", session, rows=rows, total=total, f=f, page=page,
-            types=b.enforcement_types, statuses=STATUSES, officers=await asyncio.to_thread(
-                b.officers), deadline=deadline, deadline_states=b.deadline_states(),
-        )  # fmt: skip
+            request,
+            "cases.html",
+            session,
+            rows=rows,
+            total=total,
+            f=f,
+            page=page,
+            types=b.enforcement_types,
+            statuses=STATUSES,
+            officers=await asyncio.to_thread(b.officers),
+            deadline=deadline,
+            deadline_states=b.deadline_states(),
+        )
 
     async def case(request: Request, session: Session) -> Response:
         number = request.path_params["number"]
@@ -67,10 +76,14 @@ def routes(console: Console) -> list[Route]:
         sessions = await asyncio.to_thread(b.case_sessions, number)
         await asyncio.to_thread(b.log_access, principal(session), "case page (console)", number)
         return console.render(
-            request, "case.html", session, case=info, sessions=sessions,
+            request,
+            "case.html",
+            session,
+            case=info,
+            sessions=sessions,
             deadlines=await asyncio.to_thread(b.case_deadlines, number, sessions),
             media_ok=await asyncio.to_thread(b.media_allowed, principal(session), number),
-        )  # fmt: skip
+        )
 
     async def play(request: Request, session: Session) -> Response:
         sid = request.path_params["session"]
@@ -83,9 +96,15 @@ def routes(console: Console) -> list[Route]:
         if seg.isdigit() and int(seg) < len(remuxed.starts_s):
             start = remuxed.starts_s[int(seg)]
         return console.render(
-            request, "play.html", session, s=view, case_number=number, starts=remuxed.starts_s,
-            duration=remuxed.duration_s, src=f"/media/{quote(sid)}.mp4#t={start:.3f}",
-        )  # fmt: skip
+            request,
+            "play.html",
+            session,
+            s=view,
+            case_number=number,
+            starts=remuxed.starts_s,
+            duration=remuxed.duration_s,
+            src=f"/media/{quote(sid)}.mp4#t={start:.3f}",
+        )
 
     async def media_file(request: Request, session: Session) -> Response:
         sid = request.path_params["session"]
@@ -108,10 +127,13 @@ def routes(console: Console) -> list[Route]:
 
     async def inbox(request: Request, session: Session) -> Response:
         return console.render(
-            request, "inbox.html", session, rows=await asyncio.to_thread(b.inbox),
+            request,
+            "inbox.html",
+            session,
+            rows=await asyncio.to_thread(b.inbox),
             cases=await asyncio.to_thread(b.all_case_numbers),
             done=request.query_params.get("filed", ""),
-        )  # fmt: skip
+        )
 
     async def file_post(request: Request, session: Session) -> Response:
         form = await form_of(request)
@@ -121,19 +143,29 @@ def routes(console: Console) -> list[Route]:
 
     async def assignments(request: Request, session: Session) -> Response:
         return console.render(
-            request, "assignments.html", session, rows=await asyncio.to_thread(b.assignments),
-            cases=await asyncio.to_thread(b.all_case_numbers), stages=b.stages,
+            request,
+            "assignments.html",
+            session,
+            rows=await asyncio.to_thread(b.assignments),
+            cases=await asyncio.to_thread(b.all_case_numbers),
+            stages=b.stages,
             done=request.query_params.get("done", ""),
-        )  # fmt: skip
+        )
 
     async def assign_post(request: Request, session: Session) -> Response:
         form = await form_of(request)
         officers = [o.strip() for o in text(form, "officers").splitlines() if o.strip()]
         await asyncio.to_thread(
-            b.assign, principal(session), text(form, "device"), text(form, "case"),
-            officers=officers, place=text(form, "place"), reason=text(form, "reason"),
-            target=text(form, "target"), stage=text(form, "stage"),
-        )  # fmt: skip
+            b.assign,
+            principal(session),
+            text(form, "device"),
+            text(form, "case"),
+            officers=officers,
+            place=text(form, "place"),
+            reason=text(form, "reason"),
+            target=text(form, "target"),
+            stage=text(form, "stage"),
+        )
         return RedirectResponse("/assignments?done=1", 303)
 
     async def unassign_post(request: Request, session: Session) -> Response:
@@ -143,17 +175,23 @@ def routes(console: Console) -> list[Route]:
 
     async def approvals(request: Request, session: Session) -> Response:
         return console.render(
-            request, "approvals.html", session,
+            request,
+            "approvals.html",
+            session,
             rows=await asyncio.to_thread(b.approvals, principal(session)),
-            purposes=b.approval_purposes(), case_number=request.query_params.get("case", ""),
-        )  # fmt: skip
+            purposes=b.approval_purposes(),
+            case_number=request.query_params.get("case", ""),
+        )
 
     async def approval_request(request: Request, session: Session) -> Response:
         form = await form_of(request)
         await asyncio.to_thread(
-            b.request_approval, principal(session), text(form, "case"), text(form, "purpose"),
+            b.request_approval,
+            principal(session),
+            text(form, "case"),
+            text(form, "purpose"),
             text(form, "reason"),
-        )  # fmt: skip
+        )
         return RedirectResponse("/approvals", 303)
 
     async def approval_decide(request: Request, session: Session) -> Response:
@@ -170,19 +208,24 @@ def routes(console: Console) -> list[Route]:
     async def export_page(request: Request, session: Session) -> Response:
         number = request.path_params["number"]
         return console.render(
-            request, "export.html", session, case=await asyncio.to_thread(b.case, number),
+            request,
+            "export.html",
+            session,
+            case=await asyncio.to_thread(b.case, number),
             allowed=await asyncio.to_thread(b.export_allowed, principal(session), number),
-        )  # fmt: skip
+        )
 
     async def export_post(request: Request, session: Session) -> Response:
         number = request.path_params["number"]
         path = await asyncio.to_thread(b.export, principal(session), number)
         return FileResponse(
-            path, media_type="application/zip", filename=path.name,
+            path,
+            media_type="application/zip",
+            filename=path.name,
             headers={"cache-control": "private, no-store"},
             # a downloaded case file is not kept on the console (its export is in the custody log)
             background=BackgroundTask(shutil.rmtree, path.parent, ignore_errors=True),
-        )  # fmt: skip
+        )
 
     async def report(request: Request, session: Session) -> Response:
         p = request.query_params

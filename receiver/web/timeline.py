@@ -89,8 +89,14 @@ def session_view(
                 }
             )
         elif r["type"] == "marker":
-            markers.append({"seq": r["seq"], "kind": b.get("kind"), "utc": b.get("utc") or r["utc"],
-                            "note": b.get("note", "")})  # fmt: skip
+            markers.append(
+                {
+                    "seq": r["seq"],
+                    "kind": b.get("kind"),
+                    "utc": b.get("utc") or r["utc"],
+                    "note": b.get("note", ""),
+                }
+            )
     if closed is None:
         problems.append("no session-close received (still open or not uploaded)")
     elif closed.get("segments") != len(segments):

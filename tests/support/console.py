@@ -67,10 +67,21 @@ def simulate(spool: Path, seconds: int, log: Path) -> None:
     """One recorded session on the simulated hardware (fast mode: media time is stepped)."""
     with log.open("a") as err:
         subprocess.run(
-            [sys.executable, "-m", "agent.cli", "simulate", "--spool", str(spool),
-             "--seconds", str(seconds)],
-            check=True, stdout=subprocess.DEVNULL, stderr=err, timeout=300,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "agent.cli",
+                "simulate",
+                "--spool",
+                str(spool),
+                "--seconds",
+                str(seconds),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            timeout=300,
+        )
 
 
 @dataclass
@@ -91,11 +102,23 @@ class Site:
     def start(self, timeout_s: float = 60.0) -> Site:
         log = (self.root / "web.log").open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "receiver.cli", "--data-dir", str(self.data), "web",
-             "--listen", f"127.0.0.1:{self.port}", "--cert", str(self.cert),
-             "--key", str(self.key)],
-            stdout=log, stderr=log,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "receiver.cli",
+                "--data-dir",
+                str(self.data),
+                "web",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--cert",
+                str(self.cert),
+                "--key",
+                str(self.key),
+            ],
+            stdout=log,
+            stderr=log,
+        )
         context = ssl.create_default_context(cafile=str(self.ca))
         deadline = time.monotonic() + timeout_s
         while True:
@@ -147,10 +170,34 @@ def build_site(root: Path) -> Site:
         "--key",
         str(spool / DEVICE_DIR / device / "device.pub"),
     )
-    rx(data, "case", "create", "--number", CASE, "--type", "inspection",
-       "--title", "校外培训机构专项检查", "--party", "某培训学校")  # fmt: skip
-    rx(data, "case", "create", "--number", SENSITIVE_CASE, "--type", "interview",
-       "--title", "当事人询问", "--party", "张三", "--sensitivity", "personal-privacy")  # fmt: skip
+    rx(
+        data,
+        "case",
+        "create",
+        "--number",
+        CASE,
+        "--type",
+        "inspection",
+        "--title",
+        "校外培训机构专项检查",
+        "--party",
+        "某培训学校",
+    )
+    rx(
+        data,
+        "case",
+        "create",
+        "--number",
+        SENSITIVE_CASE,
+        "--type",
+        "interview",
+        "--title",
+        "当事人询问",
+        "--party",
+        "张三",
+        "--sensitivity",
+        "personal-privacy",
+    )
     rx(data, "import", str(spool))
     import json
 
