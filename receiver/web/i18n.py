@@ -84,6 +84,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "meta.target": ("对象", "Target"),
     "meta.stage": ("阶段", "Stage"),
     "meta.case": ("案号", "Case"),
+    "meta.spoken": ("口播内容", "Spoken preamble"),
     "play.title": ("回放", "Playback"),
     "play.jump": ("跳到分段", "Jump to segment"),
     "play.logged": ("本次播放已记入保管日志", "This playback is recorded in the custody log"),
