@@ -176,6 +176,9 @@ def guarded(console: Console, page: str | None, handler: Handler) -> Callable[..
             response = await handler(request, session)
         except HTTPException as exc:  # e.g. a form the parser refuses (too many fields, too big)
             return console.error(request, session, 400, str(exc.detail))
+        except PlaybackError as exc:  # a stored segment PyAV cannot read: say which, once
+            log.warning("playback of %s refused: %s", request.url.path, exc)
+            return console.error(request, session, 422, f"{t('error.playback')}: {exc}")
         except AccessDenied as exc:
             return console.error(request, session, 403, f"{t('error.forbidden')}: {exc.reason}")
         except Forbidden as exc:
@@ -311,7 +314,6 @@ def create_app(backend: Backend) -> Starlette:
         exception_handlers={
             404: not_found,
             405: not_found,
-            PlaybackError: server_error,
             500: server_error,
         },
     )

@@ -38,6 +38,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Viewing or exporting this case's media needs an approval",
     ),
     "error.unavailable": ("此功能尚未安装", "This function is not installed"),
+    "error.playback": ("无法播放", "Cannot play"),
     "error.title": ("出错了", "Something went wrong"),
     "cases.search": ("搜索", "Search"),
     "cases.query": ("案号、标题或当事人", "Number, title or party"),
