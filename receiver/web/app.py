@@ -106,6 +106,7 @@ class Console:
         csrf = ctx.pop("csrf", session.csrf if session else "")
         html = self.env.get_template(template).render(
             t=t,
+            name=i18n.namer(lang),
             lang=lang,
             user=session,
             csrf=csrf,

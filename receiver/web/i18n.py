@@ -168,6 +168,54 @@ CATALOGUE: dict[str, tuple[str, str]] = {
 }
 
 
+#: names of stored codes (enforcement types, stages, labels, AV levels): code -> Chinese; the
+#: English interface shows the code itself
+NAMES: dict[str, str] = {
+    "confirmation": "行政确认",
+    "dispute": "纠纷处理",
+    "hearing": "听证",
+    "inspection": "行政检查",
+    "interview": "询问",
+    "licensing": "行政许可",
+    "life-health": "涉及生命健康",
+    "major-property": "涉及重大财产",
+    "other": "其他",
+    "penalty": "行政处罚",
+    "penalty-interview": "处罚询问",
+    "personal-liberty": "涉及人身自由",
+    "sealing": "查封",
+    "seizure": "扣押",
+    "service-by-leaving": "留置送达",
+    "service-by-notice": "公告送达",
+    "substitute-performance": "代履行",
+    "unsealing": "解封",
+    "start": "启动",
+    "investigation": "调查",
+    "decision": "决定",
+    "service": "送达",
+    "execution": "执行",
+    "archiving": "归档",
+    "public": "公开",
+    "internal": "内部",
+    "personal-privacy": "个人隐私",
+    "trade-secret": "商业秘密",
+    "state-secret": "国家秘密",
+    "mandatory": "必须录像",
+    "recommended": "视情录像",
+    "none": "不要求",
+}
+
+
+def namer(lang: str) -> Callable[[object], str]:
+    """``name(code)``: the Chinese name of a stored code, or the code itself."""
+
+    def name(code: object) -> str:
+        text = "" if code is None else str(code)
+        return NAMES.get(text, text) if lang == "zh" else text
+
+    return name
+
+
 def translator(lang: str) -> Callable[..., str]:
     """``t(key, **values)`` in ``lang`` (unknown languages fall back to the default)."""
     index = LANGUAGES.index(lang) if lang in LANGUAGES else 0
