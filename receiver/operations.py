@@ -14,7 +14,9 @@ input):
 - ``Operations.login(config, store, conn, name, password)`` → Operations (raises AccessDenied);
   ``Operations.for_session(config, store, conn, name)`` for a web session logged in earlier
 - ``user`` (:class:`receiver.access.User`: name, role, active, ``can(permission)``) or None
-- ``list_cases()``, ``show_case(number)`` (logs ``view``), ``list_sessions(inbox_only=False)``
+- ``list_cases()``, ``list_sessions(inbox_only=False)``, ``show_case(number)`` (logs ``view``),
+  ``viewed_case(number)`` (only the check and the ``view`` event, for a caller building its
+  own page of the case)
 - ``list_media(case)`` → segments of the case: session, seq, file, size, encrypted
 - ``media_for_playback(case, session, seq)`` → :class:`pathlib.Path` of the playable plaintext
   (MPEG-TS) object; needs a granted ``view`` or ``party-view`` approval; logs ``playback``
@@ -175,10 +177,16 @@ class Operations:
         return reports.sessions_view(self.conn, inbox_only=inbox_only)
 
     def show_case(self, number: str) -> dict[str, Any]:
+        """The case with its sessions and verification state (``reports.case_view``)."""
+        self.viewed_case(number)
+        return reports.case_view(self.store, self.conn, number)
+
+    def viewed_case(self, number: str) -> None:
+        """Check the role and log the ``view`` of a case's metadata, for a caller that builds
+        its own view of the case (the CLI's ``case show``, a web page)."""
         self._read_cases("view case", case=number)
-        data = reports.case_view(self.store, self.conn, number)
+        self.cases.require(number)
         record_event(self.conn, "view", actor=self.actor, case=number, what="case metadata")
-        return data
 
     def list_media(self, case: str) -> list[dict[str, Any]]:
         self._read_cases("list media", case=case)

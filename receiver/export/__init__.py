@@ -159,8 +159,9 @@ def _build(
     _put(root, TREE_HEAD_FILE, head.canonical())
     sessions = [s["session"] for s in evq.case_sessions(conn, number)]
     entries = []
+    tree = custody.tree(head.tree_size)
     for entry in evq.CustodySQL(conn).for_case(number, sessions):
-        proof = custody.inclusion(entry["idx"], head.tree_size)
+        proof = custody.inclusion(entry["idx"], head.tree_size, tree)
         entries.append({"index": proof.index, "entry": proof.entry, "proof": proof.proof})
     _put(root, ENTRIES_FILE, json.dumps(entries, ensure_ascii=False, indent=1).encode())
     devices = {
