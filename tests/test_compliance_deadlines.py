@@ -344,3 +344,22 @@ def test_assignment_with_a_bad_window_is_not_created(tmp_path: Path) -> None:
     assert (
         connect(data / "receiver.db").execute("SELECT COUNT(*) FROM assignments").fetchone()[0] == 0
     )
+
+
+@pytest.mark.parametrize(("formed", "late"), [("2026-11-04", False), ("2026-11-05", True)])
+def test_case_file_formed_on_or_after_its_deadline(tmp_path: Path, formed: str, late: bool) -> None:
+    data = tmp_path / "rdata"
+    assert cli("case", "create", "--number", "F1", "--type", "licensing", "--title", "t",
+               data=data)[0] == 0  # fmt: skip
+    assert cli("case", "profile", "F1", "--unit", "科室一", data=data)[0] == 0
+    code, out, _ = cli("case", "conclude", "F1", "--date", "2026-10-08", "--by", "clerk", data=data)
+    assert code == 0 and "case file due 2026-11-04 24:00 CST (Art. 21)" in out
+    assert cli("case", "file-formed", "F1", "--date", formed, "--by", "clerk", data=data)[0] == 0
+    code, out, _ = cli("compliance", "report", "--unit", "科室一", "--format", "json", data=data)
+    findings = json.loads(out)["findings"]
+    if late:
+        assert code == 1 and [f["kind"] for f in findings] == ["case-file-overdue"]
+        assert f"case file formed {formed}" in findings[0]["detail"]
+        assert findings[0]["unit"] == "科室一"
+    else:
+        assert code == 0 and findings == []

@@ -337,3 +337,18 @@ def test_scheduled_window_travels_with_the_assignment(seeded: Seeded) -> None:
     assert start == seeded.now - timedelta(hours=30)
     plain = book.active_assignment("DEV-CLEAN")
     assert plain is not None and "window" not in plain.wire()
+
+
+def test_report_api_for_the_web_console(seeded: Seeded) -> None:
+    from receiver.compliance import render
+    from receiver.compliance.report import report_for
+    from receiver.config import ReceiverConfig
+    from receiver.store import EvidenceStore
+
+    report = report_for(
+        ReceiverConfig(), EvidenceStore(seeded.data), connect(seeded.data / "receiver.db"),
+        case="LATE-1",
+    )  # fmt: skip
+    assert [f.kind.value for f in report.findings] == ["stored-late"]
+    assert "DEV-LATE" in render.text(report) and "<svg" in render.html(report)
+    assert report.to_dict()["scope"]["case"] == "LATE-1"

@@ -12,6 +12,8 @@ Stable API for other parts (e.g. the web console)::
     from receiver.compliance import render
     report = build_report(conn, evidence_store, ReportSettings.from_config(config), options)
     report.to_dict(); render.text(report); render.html(report)
+    # or, in one call with the configured settings:
+    report = report_for(config, evidence_store, conn, case="JY-1")
 
 Failure posture: read-only; a malformed holiday file or unknown timezone raises
 :class:`~receiver.compliance.errors.ComplianceInputError` before anything is read.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +152,18 @@ def build_report(
     calendar = settings.calendar()
     facts = ComplianceStore(conn).facts(store)
     return evaluate_facts(facts, calendar, options)
+
+
+def report_for(
+    config: Any,
+    store: EvidenceStore | None,
+    conn: sqlite3.Connection,
+    *,
+    now: datetime | None = None,
+    **filters: Any,
+) -> Report:
+    """The report with the configured settings; ``filters``: period_from, period_to (local
+    dates), case, officer, device, unit."""
+    settings = ReportSettings.from_config(config)
+    options = settings.options(now or datetime.now(UTC), **filters)
+    return build_report(conn, store, settings, options)
