@@ -32,8 +32,7 @@ from receiver.access import EXPORT, PARTY_VIEW, VIEW, AccessDenied, Accounts, Ap
 from receiver.cases import ENFORCEMENT_TYPES, STAGES, CaseBook
 from receiver.compliance.calendar import WorkCalendar
 from receiver.compliance.deadlines import case_file_deadline, format_local, storage_deadline
-from receiver.compliance.findings import Options
-from receiver.compliance.report import ReportSettings, build_report
+from receiver.compliance.report import ReportSettings, report_for
 from receiver.compliance.views import annotate_devices
 from receiver.config import ReceiverConfig
 from receiver.custody import record_event
@@ -408,15 +407,7 @@ class Backend:
         """The accountability report (Art. 25) as the page shows it: counts by kind, storage
         delays against their deadline, and every finding with its place and local time."""
         s = self.settings
-        options = Options(
-            now=datetime.now(UTC),
-            tz=s.timezone,
-            device_unseen_days=s.device_unseen_days,
-            clock_offset_limit_s=s.clock_offset_limit_s,
-            inspection_tolerance_s=s.inspection_tolerance_s,
-            **scope,
-        )
-        report = build_report(self.conn, self.store, s, options).to_dict()
+        report = report_for(self.config, self.store, self.conn, **scope).to_dict()
         counts = sorted(report["counts"].items(), key=lambda kv: (-kv[1], kv[0]))
         titles = {f["kind"]: f["title"] for f in report["findings"]}
         findings = [
