@@ -194,3 +194,11 @@ def gap_explanations(
         (device, _json_list(seqs)),
     )
     return {int(r["seq"]): dict(r) for r in rows}
+
+
+def device_head(conn: sqlite3.Connection, device: str) -> tuple[int, int]:
+    """(record count, highest seq) of a device: changes whenever a record is stored."""
+    row = conn.execute(
+        "SELECT COUNT(*), COALESCE(MAX(seq), -1) FROM records WHERE device = ?", (device,)
+    ).fetchone()
+    return int(row[0]), int(row[1])

@@ -47,6 +47,7 @@ from receiver.web import charts, media, timeline
 log = logging.getLogger(__name__)
 
 CALENDAR_TTL_S = 600.0
+CHAIN_TTL_S = 60.0
 REPORT_COLUMNS = ("kind", "article", "case", "officers", "device", "when", "detail")
 #: the Art. 21 case-file states the case list filters by
 DEADLINE_STATES = ("open", "file-due", "file-overdue", "file-formed")
@@ -87,6 +88,8 @@ class Backend:
         self._settings = ReportSettings.from_config(config)
         self._calendar: tuple[float, WorkCalendar] | None = None
         self._calendar_lock = threading.Lock()
+        self._chains: dict[str, tuple[tuple[int, int], float, dict[int, list[str]]]] = {}
+        self._chain_lock = threading.Lock()
 
     # -- plumbing --------------------------------------------------------------------------
     @property
@@ -137,11 +140,7 @@ class Backend:
             if not verify:
                 per_device[s["device"]] = {}
             elif s["device"] not in per_device:
-                found: dict[int, list[str]] = {}
-                for v in chain_violations(self.store, self.conn, s["device"]):
-                    if v.seq is not None:
-                        found.setdefault(v.seq, []).append(f"{v.kind}: {v.detail}")
-                per_device[s["device"]] = found
+                per_device[s["device"]] = self._chain_problems(s["device"])
         quarantined = q.quarantined_sessions(self.conn, [s["session"] for s in sessions])
         out = []
         for s in sessions:
@@ -159,6 +158,24 @@ class Backend:
                 )
             )
         return out
+
+    def _chain_problems(self, device: str) -> dict[int, list[str]]:
+        """seq -> chain problems of the device's stored records, re-read from the evidence
+        files at most every :data:`CHAIN_TTL_S` per device (and at once when it grew), so a
+        busy case page does not re-verify thousands of signatures per view."""
+        head = q.device_head(self.conn, device)
+        now = time.monotonic()
+        with self._chain_lock:
+            cached = self._chains.get(device)
+            if cached is not None and cached[0] == head and now - cached[1] < CHAIN_TTL_S:
+                return cached[2]
+        found: dict[int, list[str]] = {}
+        for v in chain_violations(self.store, self.conn, device):
+            if v.seq is not None:
+                found.setdefault(v.seq, []).append(f"{v.kind}: {v.detail}")
+        with self._chain_lock:
+            self._chains[device] = (head, now, found)
+        return found
 
     # -- playback --------------------------------------------------------------------------
     def playback(self, view: dict[str, Any]) -> media.Remuxed:
