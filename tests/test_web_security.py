@@ -279,3 +279,29 @@ def test_hostile_requests_get_short_answers(site: Site) -> None:
     )
     assert r.status_code == 303 and r.headers["location"] == "/cases"
     assert site.proc is not None and site.proc.poll() is None  # still serving
+
+
+def test_a_refused_request_gives_nothing(site: Site) -> None:
+    c, token = sign_in(site, "clara")
+    c.post(
+        "/approvals/request",
+        data={
+            "csrf": token,
+            "case": SENSITIVE_CASE,
+            "purpose": "export",
+            "reason": "for the party",
+        },
+    )
+    h, h_token = sign_in(site, "hanna")
+    pending = re.findall(r"/approvals/(\d+)/decide", h.get("/approvals").text)
+    assert pending
+    latest = max(int(a) for a in pending)
+    r = h.post(f"/approvals/{latest}/decide", data={"csrf": h_token, "decision": "refuse"})
+    assert r.status_code == 303
+    row = re.search(rf'<tr class="(\w+)"><td>{latest}</td>', c.get("/approvals").text)
+    assert row and row.group(1) == "refused"
+    assert "download" not in c.get(f"/cases/{SENSITIVE_CASE}/export").text
+    r = c.post(f"/cases/{SENSITIVE_CASE}/export", data={"csrf": token})
+    assert r.status_code == 403 and r.content[:2] != b"PK"
+    refused = [e for e in site.custody(SENSITIVE_CASE) if e["kind"] == "approval-refusal"]
+    assert refused and refused[-1]["actor"] == "hanna"
