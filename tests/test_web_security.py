@@ -222,7 +222,8 @@ def test_every_message_the_templates_use_is_in_both_languages() -> None:
     # keys the templates build from a prefix and a value
     used |= {f"deadline.{k}" for k in DEADLINE_STATES} | {f"status.{k}" for k in STATUSES}
     used |= {f"approvals.{k}" for k in ("view", "export")}
-    used |= {f"report.col.{k}" for k in REPORT_COLUMNS}
+    used |= {f"report.col.{k}" for k in REPORT_COLUMNS} | {"deadline.ok", "deadline.late"}
+    used |= {f"deadline.{p}.{k}" for p in ("kind", "when") for k in ("file", "store")}
     missing = sorted(k for k in used if k not in i18n.CATALOGUE)
     assert not missing
     assert all(zh and en and zh != en for zh, en in i18n.CATALOGUE.values() if zh != "-")

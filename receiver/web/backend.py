@@ -397,10 +397,12 @@ class Backend:
         state, due = self.case_file_state(concluded, formed)
         out = [
             {
-                "label": "Art. 21 case file",
+                "kind": "file",
+                "article": "Art. 21",
+                "subject": case,
                 "due": due,
                 "state": state,
-                "state_label": f"{state} (concluded {concluded or '-'})",
+                "when": concluded or "-",
             }
         ]
         for v in sessions:
@@ -411,11 +413,12 @@ class Backend:
             late = stored is not None and stored >= d.due_utc
             out.append(
                 {
-                    "label": f"Art. 14 {v['session']}",
+                    "kind": "store",
+                    "article": "Art. 14",
+                    "subject": v["session"],
                     "due": d.local(),
                     "state": "late" if late else "ok",
-                    "state_label": ("stored LATE " if late else "stored ")
-                    + format_local(stored, s.timezone),
+                    "when": format_local(stored, s.timezone),
                 }
             )
         return out
