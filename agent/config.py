@@ -51,6 +51,8 @@ class ControlsConfig:
     buzzer_pin: int | None = 25
     vibration_pin: int | None = None
     hold_time_s: float = 3.0
+    bounce_time_s: float = 0.05
+    """Button contact bounce: edges closer than this to the previous edge are ignored."""
 
 
 @dataclass
