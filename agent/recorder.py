@@ -62,9 +62,11 @@ from agent.preamble import (
     build_preamble,
     load_assignment,
 )
+from agent.reminders import REMINDER_ZH, ReminderSchedule, load_window
 from agent.speaker import Speaker
 from agent.spool import SessionSink, SessionState, Spool, new_session_id
 from agent.tts import CUE_TONE, REFUSED_TONE, Speech, Synthesizer
+from evidence.markers import MARKERS, MarkerKind, next_expected
 from evidence.records import Record, RecordType, format_utc
 
 log = logging.getLogger(__name__)
@@ -110,7 +112,8 @@ class RecordHeld:
 
 @dataclass(frozen=True)
 class MarkPressed:
-    kind: str = "important"
+    kind: str | None = None
+    """None: the marker the session's stage expects next (evidence.markers.next_expected)."""
     note: str = ""
 
 
@@ -171,6 +174,7 @@ _BUTTON_EVENTS: dict[ButtonEvent, RecorderEvent] = {
     ButtonEvent.RECORD_PRESS: RecordPressed(),
     ButtonEvent.RECORD_HOLD: RecordHeld(),
     ButtonEvent.MARK: MarkPressed(),
+    ButtonEvent.MARK_HOLD: MarkPressed(MarkerKind.OBSTRUCTION.value),
 }
 
 
@@ -275,6 +279,8 @@ class Recorder:
         self.cues: deque[datetime] = deque(maxlen=HISTORY)
         self.gaps: deque[Record] = deque(maxlen=HISTORY)
         self.markers: deque[Record] = deque(maxlen=HISTORY)
+        self.reminders: deque[datetime] = deque(maxlen=HISTORY)
+        self._reminders = ReminderSchedule(cfg.recording.reminder_interval_s)
         self.refusals: deque[CheckReport] = deque(maxlen=HISTORY)
         self._events: queue.Queue[RecorderEvent] = queue.Queue()
         self._next_cue_ns: int | None = None
@@ -324,7 +330,7 @@ class Recorder:
     def hold_record(self) -> None:
         self._events.put(RecordHeld())
 
-    def mark(self, kind: str = "important", note: str = "") -> None:
+    def mark(self, kind: str | None = None, note: str = "") -> None:
         self._events.put(MarkPressed(kind, note))
 
     def resume_after_crash(self) -> None:
@@ -420,6 +426,7 @@ class Recorder:
             interval_ns = int(self.cfg.recording.cue_interval_min * 60e9)
             while self._next_cue_ns <= now_ns:
                 self._next_cue_ns += interval_ns
+        self._remind_if_due(now_ns)
         if self.state != State.IDLE and now_ns >= self._next_storage_poll_ns:
             self._next_storage_poll_ns = now_ns + int(STORAGE_POLL_S * 1e9)
             self._watch_storage()
@@ -620,12 +627,17 @@ class Recorder:
 
     # --- markers and cues -----------------------------------------------------------------------
 
-    def _add_marker(self, kind: str, note: str) -> None:
+    def _add_marker(self, kind: str | None, note: str) -> None:
         session = self.session
         if session is None:
             log.info("mark pressed while idle: ignored")
             self._signal(Signal.REFUSED)
             return
+        if kind is None:
+            made = [
+                str(r.body.get("kind")) for r in self.markers if r.session == session.state.session
+            ]
+            kind = next_expected(session.assignment.stage, made).value
         now = self.clock.utc_now()
         origin = session.recording_origin_utc
         media_us = int((now - origin).total_seconds() * 1e6) if origin is not None else None
@@ -640,7 +652,30 @@ class Recorder:
             },
         )
         self.markers.append(record)
-        self._signal(Signal.MARK)
+        obstruction = kind == MarkerKind.OBSTRUCTION.value
+        self._signal(Signal.OBSTRUCTION if obstruction else Signal.MARK)
+        self._confirm_marker(kind)
+
+    def _confirm_marker(self, kind: str) -> None:
+        """Speak what was marked, so the officer knows which marker the press made."""
+        try:
+            info = MARKERS[MarkerKind(kind)]
+        except ValueError:
+            return  # a kind given by a script that the vocabulary does not know: tone only
+        for speech in self._synthesize_all([("zh", f"已标记：{info.label_zh}")]):
+            self.speaker.say(speech)
+
+    def _remind_if_due(self, now_ns: int) -> None:
+        """Missed-recording prevention: in the assignment's scheduled window, remind the
+        officer (speech + vibration) every ``reminder_interval_s`` while not recording."""
+        recording = self.state != State.IDLE
+        window = None if recording else load_window(self.spool.state_dir)
+        if self._reminders.due(window, self.clock.utc_now(), now_ns, recording):
+            self.reminders.append(self.clock.utc_now())
+            self._signal(Signal.REMINDER)
+            for speech in self._synthesize_all([("zh", REMINDER_ZH)]):
+                self.speaker.say(speech)
+            log.info("reminder: scheduled window active and not recording")
 
     def _play_cue(self) -> None:
         self.cues.append(self.clock.utc_now())
