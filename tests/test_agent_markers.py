@@ -137,3 +137,69 @@ def test_no_reminder_outside_the_window(make_sim: Callable[..., Simulation]) -> 
     sim = make_sim("inspection", later)
     sim.advance(25)
     assert not sim.recorder.reminders
+
+
+def test_officer_pause_with_a_cause_is_a_signed_gap(make_sim: Callable[..., Simulation]) -> None:
+    from agent.recorder import PAUSE_ARM_ZH, PAUSED_ZH
+
+    sim = make_sim("inspection")
+    sim.advance(1.5)
+    sim.press_record()
+    assert sim.until_quiet()
+    sim.advance(3)
+    sim.press_record()  # arms the pause only: a stray touch does not interrupt
+    assert sim.state == State.RECORDING
+    sim.press_record()
+    assert sim.state == State.PAUSED
+    sim.press_mark()  # weather
+    sim.press_mark()  # obstruction
+    assert sim.until_quiet()
+    sim.advance(5)
+    sim.press_record()
+    assert sim.state == State.RECORDING
+    sim.advance(3)
+    assert sim.until_quiet()
+    sim.hold_record()
+    records = _records(sim)
+    [gap] = [r for r in records if r.type == RecordType.GAP]
+    assert gap.body["cause"] == "obstruction" and gap.body["spoken_reason"] is True
+    assert not [r for r in records if r.type == RecordType.MARKER]  # choosing is not marking
+    segments = [r for r in records if r.type == RecordType.SEGMENT]
+    assert any(s.seq > gap.seq for s in segments) and any(s.seq < gap.seq for s in segments)
+    spoken = _spoken(sim)
+    assert PAUSE_ARM_ZH in spoken and PAUSED_ZH in spoken
+    assert "中断原因：天气" in spoken and "中断原因：执法受阻" in spoken
+    report = verify_tree(sim.rt.spool.root)
+    assert report.ok, [str(v) for v in report.violations]
+
+
+def test_a_single_press_while_recording_expires_without_pausing(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    sim = make_sim("inspection")
+    sim.advance(1.5)
+    sim.press_record()
+    sim.press_record()  # armed
+    sim.advance(4)  # longer than the confirmation window
+    sim.press_record()  # arms again, does not pause
+    assert sim.state == State.RECORDING
+    sim.hold_record()
+    assert not [r for r in _records(sim) if r.type == RecordType.GAP]
+
+
+def test_pause_without_a_chosen_cause_is_a_manual_pause(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    sim = make_sim("inspection")
+    sim.advance(1.5)
+    sim.press_record()
+    sim.press_record()
+    sim.press_record()
+    assert sim.state == State.PAUSED
+    sim.advance(2)
+    sim.hold_record()  # the session ends while paused: the gap is still signed
+    assert sim.state == State.IDLE
+    [gap] = [r for r in _records(sim) if r.type == RecordType.GAP]
+    assert gap.body["cause"] == "manual-pause" and gap.body["spoken_reason"] is False
+    report = verify_tree(sim.rt.spool.root)
+    assert report.ok, [str(v) for v in report.violations]
