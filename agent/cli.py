@@ -6,8 +6,12 @@
 - ``status [--config FILE | --spool DIR] [--json]``: device id, chain head, sessions, segments
   waiting for a receiver receipt, free storage, battery, whether media are encrypted at rest.
 - ``simulate --spool DIR --seconds N [--config FILE] [--realtime]``: a scripted session on
-  simulated hardware (pre-event buffer fills, press, N s of media, a marker, hold to stop).
-  Without a config it creates a development key and device id in the spool and says so.
+  simulated hardware: the pre-event buffer fills, a press (the checks take 1 s of media), the
+  spoken preamble, then N s of media with a marker halfway, the last of them holding the record
+  button to stop. So it records pre-event + checks + preamble + N s, to the frame, the same on
+  every run (fast mode is stepped, see :mod:`agent.simulation`). Its records are dated so the
+  session ends before the real time it finishes. Without a config it creates a development key
+  and device id in the spool and says so.
 
 Failure posture: configuration, key and spool problems print one clear line on stderr and
 exit 2; nothing is deleted. Exit codes: 0 ok, 1 checks failed / simulation failed, 2 usage or
@@ -30,14 +34,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.clock import Clock, SimulatedClock, SystemClock
+from agent.clock import SimulatedClock, SystemClock
 from agent.config import DEFAULT_CONFIG_PATH, AgentConfig, load_config, simulated_config
 from agent.errors import AgentError
 from agent.media.base import MediaError
 from agent.notify import Notifier
 from agent.recorder import State
 from agent.runtime import Runtime, build_runtime, make_battery, make_storage
-from agent.spool import ensure_dev_key, load_key, simulated_device_id
+from agent.simulation import Simulation
+from agent.spool import SessionState, ensure_dev_key, load_key, simulated_device_id
 from evidence import layout
 from evidence.records import Record, RecordType, parse_utc
 
@@ -141,6 +146,11 @@ def _device_id(cfg: AgentConfig) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
+    if cfg.capture.backend == "simulated" and not cfg.capture.realtime:
+        raise AgentError(
+            "capture.realtime = false is the stepped simulation of `bodycam-agent simulate`; "
+            "the daemon needs capture that runs by itself (capture.realtime = true)"
+        )
     cfg.spool_path.mkdir(parents=True, exist_ok=True)
     device_id = _device_id(cfg)
     key = load_key(cfg.key_path)
@@ -341,6 +351,10 @@ def _last_record_utc(spool_dir: Path) -> datetime | None:
     return newest
 
 
+SIMULATE_ALLOWANCE_S = 60.0
+"""Checks, preamble and the hold, on top of pre-event + N, when dating a fast simulation."""
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     spool_dir: Path = args.spool
     if args.seconds <= 0:
@@ -353,8 +367,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     cfg.device.spool_dir = str(spool_dir)
     # Fast unless asked: the config's capture.realtime is for `run` on simulated hardware.
     cfg.capture.realtime = bool(args.realtime)
-    if not cfg.capture.realtime:
-        # The script holds the record button; 3 s of wall time is a minute of fast media.
+    if cfg.capture.realtime:
+        # The script holds the record button in wall time: keep that short.
         cfg.hardware.controls = replace(cfg.hardware.controls, hold_time_s=0.3)
     spool_dir.mkdir(parents=True, exist_ok=True)
     device_id = _device_id(cfg)
@@ -365,23 +379,94 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "(not provisioned; for simulation only)",
             flush=True,
         )
-    clock: Clock
     if cfg.capture.realtime:
-        clock = SystemClock()
-    else:
-        # Fast simulated time runs ahead of the wall clock; a new run starts after the previous
-        # one's last record (and as a new "boot") so the chain's time never goes backwards.
-        start = datetime.now(UTC)
-        last = _last_record_utc(spool_dir)
-        if last is not None and last >= start:
-            start = last + timedelta(seconds=1)
-        clock = SimulatedClock(start, realtime=False, boot_id=str(uuid.uuid4()))
+        rt = build_runtime(cfg, clock=SystemClock(), key=key, device_id=device_id)
+        _report_recovery(rt)
+        return _simulate_realtime(rt, args.seconds)
+    clock = _simulation_clock(spool_dir, cfg.capture.pre_event_s + args.seconds)
     rt = build_runtime(cfg, clock=clock, key=key, device_id=device_id)
     _report_recovery(rt)
-    return _simulate_session(rt, args.seconds)
+    return _simulate_stepped(Simulation(rt), args.seconds)
 
 
-def _simulate_session(rt: Runtime, seconds: float) -> int:
+def _simulation_clock(spool_dir: Path, media_s: float) -> SimulatedClock:
+    """A fast clock dated so that the session ends before the real time it is written at.
+
+    It starts ``media_s`` plus an allowance before the real start (but after the spool's last
+    record, so the chain's time never goes backwards), as a new "boot", and never runs ahead of
+    real time (it waits for real time when it would).
+    """
+    now = datetime.now(UTC)
+    start = now - timedelta(seconds=media_s + SIMULATE_ALLOWANCE_S)
+    last = _last_record_utc(spool_dir)
+    if last is not None and last >= start:
+        start = last + timedelta(seconds=1)
+    return SimulatedClock(
+        start, realtime=False, boot_id=str(uuid.uuid4()), never_ahead_of_real=True
+    )
+
+
+def _simulate_stepped(sim: Simulation, seconds: float) -> int:
+    """Pre-event buffer, press, preamble, ``seconds`` more with a marker halfway, hold to stop.
+
+    The recording holds exactly pre-event + checks-to-press + preamble + ``seconds`` of media
+    (to the frame); the hold that stops it is inside the last ``seconds``.
+    """
+    rt, capture, recorder = sim.rt, sim.capture, sim.recorder
+    sim.start()
+    try:
+        sim.advance_to(round(rt.cfg.capture.pre_event_s * 1e6))
+        sim.press_record()
+        if sim.state != State.RECORDING:
+            reasons = [f.reason for r in recorder.refusals for f in r.failures()]
+            print(f"recording refused: {'; '.join(reasons) or 'no response'}", file=sys.stderr)
+            return EXIT_FAILED
+        press_us = capture.media_time_us  # start_recording ran at the end of the press
+        session = recorder.session
+        assert session is not None
+        print(
+            f"recording: session {session.state.session} (checks {session.report.outcome})",
+            flush=True,
+        )
+        if not sim.until_quiet():
+            print("the preamble did not finish playing", file=sys.stderr)
+            return EXIT_FAILED
+        after_preamble_us = capture.media_time_us
+        end_us = after_preamble_us + round(seconds * 1e6)
+        sim.advance_to(after_preamble_us + round(seconds * 1e6) // 2)
+        sim.press_mark()
+        hold_us = round(
+            (sim.controls.hold_duration_s + rt.cfg.hardware.controls.bounce_time_s) * 1e6
+        )
+        sim.advance_to(end_us - hold_us)
+        sim.hold_record()
+        stop_us = capture.media_time_us  # stop_recording ran at the end of the hold
+        if sim.state != State.IDLE:
+            print("recording did not stop", file=sys.stderr)
+            return EXIT_FAILED
+        _print_closed(session.state, len(recorder.markers))
+        recorded_us = stop_us - press_us
+        print(
+            f"media: {(session.state.duration_us - recorded_us) / 1e6:.6f} s pre-event "
+            f"+ {(after_preamble_us - press_us) / 1e6:.6f} s preamble "
+            f"+ {(stop_us - after_preamble_us) / 1e6:.6f} s (asked for {seconds:g} s)",
+            flush=True,
+        )
+    finally:
+        sim.shutdown()
+    print(f"spool: {rt.spool.root} (verify with: bodycam-verify {rt.spool.root})")
+    return EXIT_OK
+
+
+def _print_closed(st: SessionState, markers: int) -> None:
+    print(
+        f"session {st.session} closed: {st.segments} segments, {st.frames} frames, "
+        f"{st.duration_us / 1e6:.1f} s of media, {st.gaps} gaps, {markers} marker(s)",
+        flush=True,
+    )
+
+
+def _simulate_realtime(rt: Runtime, seconds: float) -> int:
     from agent.hardware.controls import SimulatedControls
 
     controls = rt.controls
@@ -410,27 +495,16 @@ def _simulate_session(rt: Runtime, seconds: float) -> int:
         )
         press_us = capture.media_time_us
         target_us = press_us + int(seconds * 1e6)
-        marked = False
-        while capture.media_time_us < target_us:
-            if not marked and capture.media_time_us >= press_us + int(seconds * 1e6) // 2:
-                controls.press_mark()
-                marked = True
-            time.sleep(0.02)
-        if not marked:
-            controls.press_mark()
+        _wait(lambda: capture.media_time_us >= press_us + int(seconds * 1e6) // 2, seconds + 60)
+        controls.press_mark()
+        _wait(lambda: capture.media_time_us >= target_us, seconds + 60)
         recorder.speaker.wait_idle(120.0)
         _wait(lambda: len(recorder.markers) >= 1, 10.0)
         controls.hold_record()
         if not recorder.wait_state(State.IDLE, 120.0):
             print("recording did not stop", file=sys.stderr)
             return EXIT_FAILED
-        st = session.state
-        print(
-            f"session {st.session} closed: {st.segments} segments, {st.frames} frames, "
-            f"{st.duration_us / 1e6:.1f} s of media, {st.gaps} gaps, "
-            f"{len(recorder.markers)} marker(s)",
-            flush=True,
-        )
+        _print_closed(session.state, len(recorder.markers))
         ok = True
     finally:
         stop.set()
@@ -441,6 +515,7 @@ def _simulate_session(rt: Runtime, seconds: float) -> int:
 
 
 def _wait(predicate: Any, timeout_s: float) -> bool:
+    """Realtime only: wait (in wall time) for something the live capture or loop does."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -84,9 +85,14 @@ class SimulatedClock(Clock):
 
     It starts at ``start`` (default: the real current UTC). In fast mode (``realtime=False``)
     time only moves through :meth:`advance_ns` and :meth:`sleep`, which advances instead of
-    waiting, so a 30-minute recording can be produced in seconds. In realtime mode it follows
-    the machine's monotonic clock from ``start`` and :meth:`advance_ns` adds a jump on top
-    (useful to simulate a clock step). Thread-safe.
+    waiting, so a 30-minute recording can be produced in seconds. A driver attached with
+    :meth:`attach_driver` (the stepped simulated capture) makes :meth:`sleep` run the simulated
+    world for that long, so waiting on the clock (a button held down, a measurement window)
+    produces the media of that time, in the caller's thread, deterministically.
+    ``never_ahead_of_real=True`` keeps fast time from passing the machine's real UTC: an advance
+    that would, waits (in real time) until it no longer does, so records are never dated in the
+    future. In realtime mode it follows the machine's monotonic clock from ``start`` and
+    :meth:`advance_ns` adds a jump on top (useful to simulate a clock step). Thread-safe.
     """
 
     #: the simulated monotonic clock starts here so that 0 is never a valid reading
@@ -98,6 +104,7 @@ class SimulatedClock(Clock):
         *,
         realtime: bool = False,
         boot_id: str = SIMULATED_BOOT_ID,
+        never_ahead_of_real: bool = False,
     ) -> None:
         if start is None:
             start = datetime.now(UTC)
@@ -109,6 +116,8 @@ class SimulatedClock(Clock):
         self._lock = threading.Lock()
         self._offset_ns = 0
         self._real_origin_ns = time.monotonic_ns()
+        self.never_ahead_of_real = never_ahead_of_real
+        self._driver: Callable[[int], None] | None = None
 
     def _elapsed_ns(self) -> int:
         with self._lock:
@@ -129,11 +138,26 @@ class SimulatedClock(Clock):
             raise ValueError(f"a clock cannot go backwards (advance_ns({ns}))")
         with self._lock:
             self._offset_ns += ns
+        if self.never_ahead_of_real and not self.realtime:
+            ahead_s = (self.utc_now() - datetime.now(UTC)).total_seconds()
+            if ahead_s > 0:
+                # Records must never be dated in the future: let real time catch up.
+                time.sleep(ahead_s)
+
+    def attach_driver(self, driver: Callable[[int], None] | None) -> None:
+        """Fast mode: ``sleep(s)`` calls ``driver(ns)``, which must advance this clock by ``ns``
+        (e.g. by running the simulated capture for that long). None detaches."""
+        self._driver = driver
 
     def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             return
         if self.realtime:
             time.sleep(seconds)
+            return
+        ns = round(seconds * 1e9)
+        driver = self._driver
+        if driver is None:
+            self.advance_ns(ns)
         else:
-            self.advance_ns(round(seconds * 1e9))
+            driver(ns)

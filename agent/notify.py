@@ -1,9 +1,11 @@
 """systemd ``sd_notify``: READY, STATUS, STOPPING and the watchdog ping.
 
 Implements the datagram protocol directly (``$NOTIFY_SOCKET``, abstract when it starts with
-``@``) so no libsystemd binding is needed. The watchdog interval comes from ``$WATCHDOG_USEC``
-(honouring ``$WATCHDOG_PID``); the daemon pings from its main loop, so a hung loop gets the
-agent restarted by systemd.
+``@``) so no libsystemd binding is needed. The receiver has its own client of the same protocol
+(``receiver/sdnotify.py``; the receiver must not import the agent); ``tests/test_sdnotify.py``
+holds both to one table. The watchdog is pinged every half of ``$WATCHDOG_USEC`` (as
+sd_watchdog_enabled(3) recommends) when ``$WATCHDOG_PID`` is unset or names this process; the
+daemon pings from its main loop, so a hung loop gets the agent restarted by systemd.
 
 Failure posture: without ``$NOTIFY_SOCKET`` every call is a no-op; a send error is logged once
 and never raised, because a notification problem must not stop a recording.
@@ -20,16 +22,21 @@ from collections.abc import Mapping
 log = logging.getLogger(__name__)
 
 
+def watchdog_ping_interval_s(environ: Mapping[str, str]) -> float | None:
+    """Half the watchdog timeout systemd asked for, or None when no watchdog is set for us."""
+    usec = environ.get("WATCHDOG_USEC", "")
+    pid = environ.get("WATCHDOG_PID")
+    if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 2e6
+
+
 class Notifier:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self.address = env.get("NOTIFY_SOCKET") or None
-        self.watchdog_interval_s: float | None = None
-        usec = env.get("WATCHDOG_USEC")
-        pid = env.get("WATCHDOG_PID")
-        if usec and usec.isdigit() and (not pid or pid == str(os.getpid())):
-            self.watchdog_interval_s = int(usec) / 1e6
-        self._last_ping = 0.0
+        self.ping_interval_s = watchdog_ping_interval_s(env)
+        self._last_ping: float | None = None
         self._warned = False
 
     @property
@@ -61,12 +68,13 @@ class Notifier:
         return self.send("STOPPING=1")
 
     def watchdog_due(self, now_s: float | None = None) -> bool:
-        if self.watchdog_interval_s is None:
+        if self.ping_interval_s is None:
             return False
+        if self._last_ping is None:
+            return True
         now = time.monotonic() if now_s is None else now_s
-        # Ping at half the interval, as sd_watchdog_enabled(3) recommends.
-        return now - self._last_ping >= self.watchdog_interval_s / 2
+        return now - self._last_ping >= self.ping_interval_s
 
-    def ping_watchdog(self) -> bool:
-        self._last_ping = time.monotonic()
+    def ping_watchdog(self, now_s: float | None = None) -> bool:
+        self._last_ping = time.monotonic() if now_s is None else now_s
         return self.send("WATCHDOG=1")

@@ -2,14 +2,21 @@
 
 States: ``idle`` (ready), ``recording``, ``suspended`` (in a session but not writing: storage
 ran out; resumes by itself when space returns). Events come from the buttons, the capture
-pipeline (faults, resumes) and the daemon (shutdown) through one queue, handled by
-:meth:`Recorder.step` on the main loop, which also pings the systemd watchdog, plays the
-"still recording" cue every ``cue_interval_min`` and watches free storage.
+pipeline (faults, resumes, seals) and the daemon (shutdown) as typed values through one queue,
+handled by :meth:`Recorder.step` on the main loop, which also pings the systemd watchdog, plays
+the "still recording" cue every ``cue_interval_min`` and watches free storage. Callbacks from
+other threads only enqueue.
+
+One owner at a time for the session's records and state: while a recording runs, its
+:class:`RecordingSink` on the pipeline's thread writes segment and ``gap`` records (the gap in
+``note_resume``, which the pipeline calls with its lock held once the next segment's file is open
+and before anything of it can be sealed); between recordings (after ``stop_recording`` returned)
+the main loop does. Markers are appended by the main loop through the spool's own lock.
 
 Ordering guarantees the verifier relies on: the ``session-open`` record is appended before the
-recording starts; a ``gap`` record is appended (from the pipeline's resume callback, before the
-next segment can be sealed) before the first segment after an interruption; ``session-close``
-comes after the final segment, because ``stop_recording`` returns only once it is sealed.
+recording starts; a ``gap`` record precedes the first segment after an interruption;
+``session-close`` comes after the final segment, because ``stop_recording`` returns only once it
+is sealed.
 
 Failure posture: the recorder never raises into the main loop for a device problem. Failed
 checks refuse the recording with a signal, spoken reasons and a signed ``check`` record;
@@ -27,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import BinaryIO
 
 from agent.checks import (
     SPOKEN_ZH,
@@ -55,14 +62,25 @@ from agent.preamble import (
     build_preamble,
     load_assignment,
 )
+from agent.reminders import REMINDER_ZH, ReminderSchedule, load_window
 from agent.speaker import Speaker
 from agent.spool import SessionSink, SessionState, Spool, new_session_id
 from agent.tts import CUE_TONE, REFUSED_TONE, Speech, Synthesizer
+from evidence.markers import MARKERS, GapCause, MarkerKind, next_expected
 from evidence.records import Record, RecordType, format_utc
 
 log = logging.getLogger(__name__)
 
 STORAGE_POLL_S = 5.0
+PAUSE_CONFIRM_S = 3.0
+PAUSE_ARM_ZH = "再按一次录像键暂停录像。"
+PAUSED_ZH = "录像已暂停。按标记键选择中断原因，按录像键继续录像。"
+#: what a mark press offers while paused, in order, with what the device says
+PAUSE_CAUSES: dict[GapCause, str] = {
+    GapCause.WEATHER: "天气",
+    GapCause.OBSTRUCTION: "执法受阻",
+    GapCause.OTHER: "其他",
+}
 HISTORY = 256
 
 
@@ -70,6 +88,8 @@ class State(StrEnum):
     IDLE = "idle"
     RECORDING = "recording"
     SUSPENDED = "suspended"
+    PAUSED = "paused"
+    """The officer paused (Art. 13: weather, obstruction, other); a signed gap on resume."""
 
 
 @dataclass
@@ -84,16 +104,153 @@ class SessionInfo:
     state: SessionState
     assignment: Assignment
     report: CheckReport
-    sink: SessionSink | None = None
+    sink: RecordingSink | None = None
     open_gap: OpenGap | None = None
+    """An interruption between recordings (storage suspension); main loop only."""
     recording_origin_utc: datetime | None = None
     last_segment: Record | None = None
 
 
 @dataclass(frozen=True)
-class _Event:
-    kind: str
-    data: tuple[Any, ...] = ()
+class RecordPressed:
+    """Record button pressed (start)."""
+
+
+@dataclass(frozen=True)
+class RecordHeld:
+    """Record button held (stop)."""
+
+
+@dataclass(frozen=True)
+class MarkPressed:
+    kind: str | None = None
+    """None: the marker the session's stage expects next (evidence.markers.next_expected)."""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ResumeAfterCrash:
+    """Start a new session at once: the previous one was cut by a crash."""
+
+
+@dataclass(frozen=True)
+class Wake:
+    """Nothing to do but run the loop (e.g. a signal asked it to stop)."""
+
+
+@dataclass(frozen=True)
+class CaptureFaulted:
+    kind: FaultKind
+    when: datetime
+    detail: str
+
+
+@dataclass(frozen=True)
+class CaptureResumed:
+    kind: FaultKind
+    when: datetime
+
+
+@dataclass(frozen=True)
+class GapRecorded:
+    record: Record
+
+
+@dataclass(frozen=True)
+class SegmentSealed:
+    record: Record
+    stats: SegmentStats
+
+
+@dataclass(frozen=True)
+class SealFailed:
+    detail: str
+
+
+RecorderEvent = (
+    RecordPressed
+    | RecordHeld
+    | MarkPressed
+    | ResumeAfterCrash
+    | Wake
+    | CaptureFaulted
+    | CaptureResumed
+    | GapRecorded
+    | SegmentSealed
+    | SealFailed
+)
+
+
+_BUTTON_EVENTS: dict[ButtonEvent, RecorderEvent] = {
+    ButtonEvent.RECORD_PRESS: RecordPressed(),
+    ButtonEvent.RECORD_HOLD: RecordHeld(),
+    ButtonEvent.MARK: MarkPressed(),
+    ButtonEvent.MARK_HOLD: MarkPressed(MarkerKind.OBSTRUCTION.value),
+}
+
+
+def append_gap(
+    spool: Spool, state: SessionState, gap: OpenGap, end: datetime, *, spoken: bool, note: str = ""
+) -> Record:
+    """Write the ``gap`` record for ``gap`` ending at ``end`` and count it in ``state``."""
+    record = spool.append(
+        RecordType.GAP,
+        state.session,
+        {
+            "cause": gap.cause,
+            "start_utc": format_utc(gap.start),
+            "end_utc": format_utc(max(end, gap.start)),
+            "spoken_reason": spoken,
+            "detail": gap.detail
+            + note
+            + ("; resume prompt asked the officer to state the reason" if spoken else ""),
+        },
+    )
+    state.gaps += 1
+    spool.save_session(state)
+    return record
+
+
+class RecordingSink:
+    """The sink of one recording: the spool's segments plus the interruptions between them.
+
+    Runs on the pipeline's thread and is, while the recording runs, the only writer of the
+    session's records and state (see the module docstring). Implements
+    :class:`~agent.media.base.InterruptionSink`.
+    """
+
+    def __init__(
+        self,
+        inner: SessionSink,
+        spool: Spool,
+        *,
+        spoken_reason: bool,
+        events: Callable[[RecorderEvent], None],
+        open_gap: OpenGap | None = None,
+    ) -> None:
+        self.inner = inner
+        self.spool = spool
+        self.spoken_reason = spoken_reason
+        self._events = events
+        self.open_gap = open_gap
+        """An interruption whose end is not known yet (handed back after stop_recording)."""
+
+    def open_segment(self, index: int) -> BinaryIO:
+        return self.inner.open_segment(index)
+
+    def close_segment(self, index: int, stats: SegmentStats) -> None:
+        self.inner.close_segment(index, stats)
+
+    def note_fault(self, kind: FaultKind, when: datetime, detail: str) -> None:
+        if self.open_gap is None:
+            self.open_gap = OpenGap(str(kind), when, detail)
+
+    def note_resume(self, kind: FaultKind, when: datetime) -> None:
+        gap, self.open_gap = self.open_gap, None
+        if gap is None:
+            return
+        record = append_gap(self.spool, self.inner.state, gap, when, spoken=self.spoken_reason)
+        self._events(GapRecorded(record))
 
 
 class Recorder:
@@ -112,6 +269,7 @@ class Recorder:
         synthesizer: Synthesizer | None = None,
         controls: Controls | None = None,
         notifier: Notifier | None = None,
+        session_ids: Callable[[datetime], str] | None = None,
     ) -> None:
         self.cfg = cfg
         self.spool = spool
@@ -123,6 +281,7 @@ class Recorder:
         self.synthesizer = synthesizer if cfg.speech.enabled else None
         self.controls = controls
         self.notifier = notifier or Notifier({})
+        self.session_ids = session_ids or new_session_id
         self.state = State.IDLE
         self.session: SessionInfo | None = None
         self.last_report: CheckReport | None = None
@@ -131,14 +290,18 @@ class Recorder:
         self.cues: deque[datetime] = deque(maxlen=HISTORY)
         self.gaps: deque[Record] = deque(maxlen=HISTORY)
         self.markers: deque[Record] = deque(maxlen=HISTORY)
+        self.reminders: deque[datetime] = deque(maxlen=HISTORY)
+        self._pause_armed_ns: int | None = None
+        self._reminders = ReminderSchedule(cfg.recording.reminder_interval_s)
         self.refusals: deque[CheckReport] = deque(maxlen=HISTORY)
-        self._events: queue.Queue[_Event] = queue.Queue()
+        self._events: queue.Queue[RecorderEvent] = queue.Queue()
         self._next_cue_ns: int | None = None
         self._next_storage_poll_ns = 0
         self._low_storage_warned = False
         self._low_battery_warned = False
         self._state_changed = threading.Condition()
-        self.speaker = Speaker(capture.play_audio)
+        self._resume_speech: Speech | None = None
+        self.speaker = Speaker(capture)
         spool.synced = lambda: self.clock_synced
         capture.on_fault = self._on_fault
         capture.on_resume = self._on_resume
@@ -148,8 +311,8 @@ class Recorder:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        # Synthesize the resume prompt now: it is needed on the capture thread, in a hurry.
-        self._resume_prompt()
+        # Synthesize the resume prompt once, now: whether it exists goes into gap records.
+        self._resume_speech = self._resume_prompt()
         try:
             self.capture.start()
         except MediaError as exc:
@@ -174,28 +337,23 @@ class Recorder:
     # --- thread-safe inputs ---------------------------------------------------------------------
 
     def press_record(self) -> None:
-        self._events.put(_Event("press"))
+        self._events.put(RecordPressed())
 
     def hold_record(self) -> None:
-        self._events.put(_Event("hold"))
+        self._events.put(RecordHeld())
 
-    def mark(self, kind: str = "important", note: str = "") -> None:
-        self._events.put(_Event("mark", (kind, note)))
+    def mark(self, kind: str | None = None, note: str = "") -> None:
+        self._events.put(MarkPressed(kind, note))
 
     def resume_after_crash(self) -> None:
         """Start a new session at once because the previous one was cut by a crash."""
-        self._events.put(_Event("resume-after-crash"))
+        self._events.put(ResumeAfterCrash())
 
     def wake(self) -> None:
-        self._events.put(_Event("wake"))
+        self._events.put(Wake())
 
     def _on_button(self, event: ButtonEvent) -> None:
-        if event == ButtonEvent.RECORD_PRESS:
-            self.press_record()
-        elif event == ButtonEvent.RECORD_HOLD:
-            self.hold_record()
-        elif event == ButtonEvent.MARK:
-            self.mark()
+        self._events.put(_BUTTON_EVENTS[event])
 
     def wait_state(self, state: State, timeout_s: float) -> bool:
         with self._state_changed:
@@ -213,7 +371,7 @@ class Recorder:
         """Handle queued events (waiting up to ``timeout_s`` for one), then periodic work."""
         wait = self.cfg.recording.loop_interval_s if timeout_s is None else timeout_s
         try:
-            event: _Event | None = self._events.get(timeout=wait)
+            event: RecorderEvent | None = self._events.get(timeout=wait)
         except queue.Empty:
             event = None
         while event is not None:
@@ -232,33 +390,47 @@ class Recorder:
                 # The loop must survive its own bugs: a dead loop means no recording.
                 log.exception("recorder step failed")
 
-    def _handle(self, event: _Event) -> None:
-        if event.kind == "press":
-            if self.state == State.IDLE:
-                self.start_session()
-            else:
-                log.info("record press while %s: ignored (hold to stop)", self.state)
-        elif event.kind == "hold":
-            if self.state != State.IDLE:
-                self.stop_session("stopped")
-            else:
-                log.info("record hold while idle: ignored")
-        elif event.kind == "resume-after-crash":
-            if self.state == State.IDLE and self.start_session():
-                speech = self._resume_prompt()
-                if speech is not None:
-                    self.speaker.say(speech)
-        elif event.kind == "mark":
-            self._add_marker(*event.data)
-        elif event.kind == "resumed":
-            (speech,) = event.data
-            self._signal(Signal.RECORDING)
-            if speech is not None:
-                self.speaker.say(speech)
-        elif event.kind == "fault":
-            self._signal(Signal.FAULT)
-        elif event.kind == "seal-error":
-            self._signal(Signal.WARNING)
+    def _handle(self, event: RecorderEvent) -> None:
+        match event:
+            case RecordPressed():
+                if self.state == State.IDLE:
+                    self.start_session()
+                elif self.state == State.RECORDING:
+                    self._pause_press()
+                elif self.state == State.PAUSED:
+                    self._resume_from_pause()
+                else:
+                    log.info("record press while %s: ignored (hold to stop)", self.state)
+            case RecordHeld():
+                if self.state != State.IDLE:
+                    self.stop_session("stopped")
+                else:
+                    log.info("record hold while idle: ignored")
+            case ResumeAfterCrash():
+                if self.state == State.IDLE and self.start_session():
+                    self._say_resume_prompt()
+            case MarkPressed(kind, note):
+                if self.state == State.PAUSED:
+                    self._choose_pause_cause(kind)
+                else:
+                    self._add_marker(kind, note)
+            case CaptureFaulted():
+                self._signal(Signal.FAULT)
+            case CaptureResumed():
+                self._signal(Signal.RECORDING)
+                self._say_resume_prompt()
+            case GapRecorded(record):
+                self.gaps.append(record)
+            case SegmentSealed(record, stats):
+                self._on_sealed(record, stats)
+            case SealFailed():
+                self._signal(Signal.WARNING)
+            case Wake():
+                pass
+
+    def _say_resume_prompt(self) -> None:
+        if self._resume_speech is not None:
+            self.speaker.say(self._resume_speech)
 
     def _tick(self) -> None:
         if self.notifier.watchdog_due():
@@ -273,6 +445,7 @@ class Recorder:
             interval_ns = int(self.cfg.recording.cue_interval_min * 60e9)
             while self._next_cue_ns <= now_ns:
                 self._next_cue_ns += interval_ns
+        self._remind_if_due(now_ns)
         if self.state != State.IDLE and now_ns >= self._next_storage_poll_ns:
             self._next_storage_poll_ns = now_ns + int(STORAGE_POLL_S * 1e9)
             self._watch_storage()
@@ -304,7 +477,7 @@ class Recorder:
         """Checks, then session-open, recording, preamble. False when refused."""
         report = self.run_checks()
         now = self.clock.utc_now()
-        session_id = new_session_id(now)
+        session_id = self.session_ids(now)
         if report.outcome == Outcome.FAIL:
             self._refuse(session_id, report)
             return False
@@ -398,20 +571,37 @@ class Recorder:
         assert self.session is not None
         st = self.session.state
         st.recording_index0 = st.next_index
-        sink = SessionSink(self.spool, st, on_sealed=self._on_sealed, on_error=self._on_seal_error)
-        self.session.sink = sink
+        inner = SessionSink(
+            self.spool,
+            st,
+            on_sealed=lambda record, stats: self._events.put(SegmentSealed(record, stats)),
+            on_error=lambda exc: self._events.put(SealFailed(str(exc))),
+        )
+        self.session.sink = RecordingSink(
+            inner,
+            self.spool,
+            spoken_reason=self._resume_speech is not None,
+            events=self._events.put,
+        )
         self.session.recording_origin_utc = None
-        self.capture.start_recording(sink)
+        self.capture.start_recording(self.session.sink)
 
     def _on_sealed(self, record: Record, stats: SegmentStats) -> None:
-        if self.session is None:
+        session = self.session
+        if session is None or session.state.session != record.session:
             return
-        self.session.last_segment = record
+        session.last_segment = record
         if stats.index == 0:
-            self.session.recording_origin_utc = stats.utc_start
+            session.recording_origin_utc = stats.utc_start
 
-    def _on_seal_error(self, exc: Exception) -> None:
-        self._events.put(_Event("seal-error", (str(exc),)))
+    def _take_open_gap(self, session: SessionInfo) -> OpenGap | None:
+        """After stop_recording: the interruption left open by the recording or the suspension."""
+        gap = session.sink.open_gap if session.sink is not None else None
+        if session.sink is not None:
+            session.sink.open_gap = None
+        gap = gap or session.open_gap
+        session.open_gap = None
+        return gap
 
     # --- stop -----------------------------------------------------------------------------------
 
@@ -426,10 +616,13 @@ class Recorder:
                 # The session must still be closed; whatever was written is sealed or a .part.
                 log.error("stopping capture failed: %s", exc)
         now = self.clock.utc_now()
-        if session.open_gap is not None:
+        # stop_recording has returned: the pipeline no longer writes; the loop owns the session.
+        self._drain_sealed(session)
+        gap = self._take_open_gap(session)
+        if gap is not None:
             self._append_gap(
                 session,
-                session.open_gap,
+                gap,
                 now,
                 spoken=False,
                 note="; recording did not resume before the session ended",
@@ -453,12 +646,17 @@ class Recorder:
 
     # --- markers and cues -----------------------------------------------------------------------
 
-    def _add_marker(self, kind: str, note: str) -> None:
+    def _add_marker(self, kind: str | None, note: str) -> None:
         session = self.session
         if session is None:
             log.info("mark pressed while idle: ignored")
             self._signal(Signal.REFUSED)
             return
+        if kind is None:
+            made = [
+                str(r.body.get("kind")) for r in self.markers if r.session == session.state.session
+            ]
+            kind = next_expected(session.assignment.stage, made).value
         now = self.clock.utc_now()
         origin = session.recording_origin_utc
         media_us = int((now - origin).total_seconds() * 1e6) if origin is not None else None
@@ -473,7 +671,94 @@ class Recorder:
             },
         )
         self.markers.append(record)
+        obstruction = kind == MarkerKind.OBSTRUCTION.value
+        self._signal(Signal.OBSTRUCTION if obstruction else Signal.MARK)
+        self._confirm_marker(kind)
+
+    def _confirm_marker(self, kind: str) -> None:
+        """Speak what was marked, so the officer knows which marker the press made."""
+        try:
+            info = MARKERS[MarkerKind(kind)]
+        except ValueError:
+            return  # a kind given by a script that the vocabulary does not know: tone only
+        for speech in self._synthesize_all([("zh", f"已标记：{info.label_zh}")]):
+            self.speaker.say(speech)
+
+    # --- the officer's pause (Art. 13) -----------------------------------------------------
+
+    def _say_zh(self, text: str) -> None:
+        for speech in self._synthesize_all([("zh", text)]):
+            self.speaker.say(speech)
+
+    def _pause_press(self) -> None:
+        """A record press while recording arms the pause; a second one within
+        ``PAUSE_CONFIRM_S`` pauses, so a stray touch never interrupts a recording."""
+        now_ns = self.clock.monotonic_ns()
+        armed = self._pause_armed_ns
+        if armed is None or now_ns - armed > int(PAUSE_CONFIRM_S * 1e9):
+            self._pause_armed_ns = now_ns
+            self._signal(Signal.WARNING)
+            self._say_zh(PAUSE_ARM_ZH)
+            return
+        self._pause_armed_ns = None
+        session = self.session
+        assert session is not None
+        try:
+            self.capture.stop_recording()
+        except MediaError as exc:
+            log.error("stopping capture for a pause failed: %s", exc)
+        self._drain_sealed(session)
+        session.open_gap = self._take_open_gap(session) or OpenGap(
+            GapCause.MANUAL_PAUSE.value, self.clock.utc_now(), "paused by the officer"
+        )
+        self._set_state(State.PAUSED)
+        self._signal(Signal.WARNING)
+        self._say_zh(PAUSED_ZH)
+        log.warning("recording paused by the officer")
+
+    def _choose_pause_cause(self, kind: str | None) -> None:
+        """While paused, each mark press steps through the causes (spoken); a mark hold names
+        obstruction at once."""
+        session = self.session
+        if session is None or session.open_gap is None:
+            return
+        gap = session.open_gap
+        if kind == MarkerKind.OBSTRUCTION.value:
+            cause = GapCause.OBSTRUCTION
+        else:
+            causes = list(PAUSE_CAUSES)
+            current = GapCause(gap.cause) if gap.cause in causes else None
+            cause = causes[(causes.index(current) + 1) % len(causes)] if current else causes[0]
+        gap.cause = cause.value
         self._signal(Signal.MARK)
+        self._say_zh(f"中断原因：{PAUSE_CAUSES[cause]}")
+
+    def _resume_from_pause(self) -> None:
+        session = self.session
+        assert session is not None
+        gap = self._take_open_gap(session)
+        # the gap goes first: it must precede the first segment of the resumed recording
+        if gap is not None:
+            self._append_gap(
+                session, gap, self.clock.utc_now(), spoken=self._resume_speech is not None
+            )
+        self._start_recording()
+        self._set_state(State.RECORDING)
+        self._signal(Signal.RECORDING)
+        self._say_resume_prompt()
+        log.warning("recording resumed after the officer's pause")
+
+    def _remind_if_due(self, now_ns: int) -> None:
+        """Missed-recording prevention: in the assignment's scheduled window, remind the
+        officer (speech + vibration) every ``reminder_interval_s`` while not recording."""
+        recording = self.state != State.IDLE
+        window = None if recording else load_window(self.spool.state_dir)
+        if self._reminders.due(window, self.clock.utc_now(), now_ns, recording):
+            self.reminders.append(self.clock.utc_now())
+            self._signal(Signal.REMINDER)
+            for speech in self._synthesize_all([("zh", REMINDER_ZH)]):
+                self.speaker.say(speech)
+            log.info("reminder: scheduled window active and not recording")
 
     def _play_cue(self) -> None:
         self.cues.append(self.clock.utc_now())
@@ -484,20 +769,27 @@ class Recorder:
     # --- interruptions --------------------------------------------------------------------------
 
     def _on_fault(self, kind: FaultKind, when: datetime, detail: str) -> None:
-        # Pipeline thread: remember the gap; the record is written once its end is known.
-        session = self.session
-        if session is not None and session.open_gap is None:
-            session.open_gap = OpenGap(str(kind), when, detail)
-        self._events.put(_Event("fault", (kind, detail)))
+        # Pipeline thread: only enqueue (the RecordingSink already noted the gap).
+        self._events.put(CaptureFaulted(kind, when, detail))
 
     def _on_resume(self, kind: FaultKind, when: datetime) -> None:
-        # Pipeline thread, before the next segment can be sealed: write the gap now so it
-        # precedes that segment in the chain.
-        session = self.session
-        speech = self._resume_prompt()
-        if session is not None and session.open_gap is not None:
-            self._append_gap(session, session.open_gap, when, spoken=speech is not None)
-        self._events.put(_Event("resumed", (speech,)))
+        # Pipeline thread: only enqueue (the RecordingSink already wrote the gap record).
+        self._events.put(CaptureResumed(kind, when))
+
+    def _drain_sealed(self, session: SessionInfo) -> None:
+        """Take in the seals queued by the recording that just stopped (main loop)."""
+        pending: list[RecorderEvent] = []
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(event, SegmentSealed | GapRecorded):
+                self._handle(event)
+            else:
+                pending.append(event)
+        for event in pending:
+            self._events.put(event)
 
     def _resume_prompt(self) -> Speech | None:
         texts = [(lang, RESUME_PROMPT[lang]) for lang in self.cfg.speech.languages]
@@ -524,22 +816,8 @@ class Recorder:
     def _append_gap(
         self, session: SessionInfo, gap: OpenGap, end: datetime, *, spoken: bool, note: str = ""
     ) -> None:
-        record = self.spool.append(
-            RecordType.GAP,
-            session.state.session,
-            {
-                "cause": gap.cause,
-                "start_utc": format_utc(gap.start),
-                "end_utc": format_utc(max(end, gap.start)),
-                "spoken_reason": spoken,
-                "detail": gap.detail
-                + note
-                + ("; resume prompt asked the officer to state the reason" if spoken else ""),
-            },
-        )
-        session.state.gaps += 1
-        self.spool.save_session(session.state)
-        session.open_gap = None
+        """Main loop, no recording running."""
+        record = append_gap(self.spool, session.state, gap, end, spoken=spoken, note=note)
         self.gaps.append(record)
 
     def _watch_storage(self) -> None:
@@ -556,7 +834,8 @@ class Recorder:
             if free < rec.storage_stop_bytes:
                 log.error("storage exhausted (%d bytes free): suspending recording", free)
                 self.capture.stop_recording()
-                session.open_gap = OpenGap(
+                self._drain_sealed(session)
+                session.open_gap = self._take_open_gap(session) or OpenGap(
                     "storage", self.clock.utc_now(), f"storage ran out ({free} bytes free)"
                 )
                 self._set_state(State.SUSPENDED)
@@ -569,16 +848,15 @@ class Recorder:
                 self._signal(Signal.WARNING)
         elif self.state == State.SUSPENDED and free >= 2 * rec.storage_stop_bytes:
             log.warning("storage available again (%d bytes): resuming", free)
-            gap = session.open_gap
-            speech = self._resume_prompt()
+            gap = self._take_open_gap(session)
+            spoken = self._resume_speech is not None
             # The gap goes first: it must precede the first segment of the new recording.
             if gap is not None:
-                self._append_gap(session, gap, self.clock.utc_now(), spoken=speech is not None)
+                self._append_gap(session, gap, self.clock.utc_now(), spoken=spoken)
             self._start_recording()
             self._set_state(State.RECORDING)
             self._signal(Signal.RECORDING)
-            if speech is not None:
-                self.speaker.say(speech)
+            self._say_resume_prompt()
 
     def _watch_battery(self) -> None:
         # Recording goes on to the last drop of power (a cut is recovered on the next start);

@@ -11,7 +11,9 @@ but logged as a WARNING at every start.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -69,11 +71,11 @@ def make_storage(cfg: AgentConfig) -> StorageGauge:
     return FilesystemStorage(cfg.spool_path)
 
 
-def make_controls(cfg: AgentConfig) -> Controls | None:
+def make_controls(cfg: AgentConfig, clock: Clock) -> Controls | None:
     try:
         if cfg.hardware.backend == "simulated":
-            return SimulatedControls(cfg.hardware.controls)
-        return GpioControls(cfg.hardware.controls)
+            return SimulatedControls(cfg.hardware.controls, clock=clock)
+        return GpioControls(cfg.hardware.controls, monotonic_ns=clock.monotonic_ns)
     except HardwareError as exc:
         log.error("running without buttons/LEDs: %s", exc)
         return None
@@ -111,6 +113,7 @@ def build_runtime(
     notifier: Notifier | None = None,
     with_controls: bool = True,
     spool_cls: type[Spool] = Spool,
+    session_ids: Callable[[datetime], str] | None = None,
 ) -> Runtime:
     """Open the spool, run crash recovery (before anything else), and wire the recorder."""
     recipient = load_recipient(cfg)
@@ -123,7 +126,7 @@ def build_runtime(
     capture = make_capture(cfg, clock, device_id)
     battery = make_battery(cfg)
     storage = make_storage(cfg)
-    controls = make_controls(cfg) if with_controls else None
+    controls = make_controls(cfg, clock) if with_controls else None
     recorder = Recorder(
         cfg,
         spool=spool,
@@ -135,5 +138,6 @@ def build_runtime(
         synthesizer=EspeakSynthesizer(words_per_minute=cfg.speech.words_per_minute),
         controls=controls,
         notifier=notifier,
+        session_ids=session_ids,
     )
     return Runtime(cfg, clock, spool, capture, controls, battery, storage, recorder, recovery)

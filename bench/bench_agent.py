@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from agent.clock import SimulatedClock  # noqa: E402
 from agent.config import simulated_config  # noqa: E402
 from agent.recorder import State  # noqa: E402
 from agent.runtime import build_runtime  # noqa: E402
+from agent.simulation import Simulation  # noqa: E402
 from agent.spool import Spool, ensure_dev_key  # noqa: E402
 from evidence import layout  # noqa: E402
 from evidence.keys import generate_signing_key  # noqa: E402
@@ -72,7 +72,6 @@ class TimedSpool(Spool):
 def long_session(base: Path, minutes: float) -> dict[str, Any]:
     cfg = simulated_config(base / "spool")
     cfg.speech.enabled = False
-    cfg.recording.loop_interval_s = 0.05
     key, _ = ensure_dev_key(cfg.key_path)
     rt = build_runtime(
         cfg,
@@ -83,32 +82,26 @@ def long_session(base: Path, minutes: float) -> dict[str, Any]:
         spool_cls=TimedSpool,
     )
     rec, cap = rt.recorder, rt.capture
-    stop = threading.Event()
-    loop = threading.Thread(target=rec.run, args=(stop,), daemon=True)
-    rec.start()
-    loop.start()
+    sim = Simulation(rt)  # stepped: the recorder reacts after every frame, in this thread
+    sim.start()
     try:
-        while cap.media_time_us < cfg.capture.pre_event_s * 1e6:
-            time.sleep(0.05)
+        sim.advance_to(round(cfg.capture.pre_event_s * 1e6))
         cpu0, wall0, media0 = cpu_s(), time.monotonic(), cap.media_time_us
         rec.press_record()
-        assert rec.wait_state(State.RECORDING, 60)
+        sim.settle()
+        assert rec.state == State.RECORDING
         samples: list[tuple[float, int]] = []
-        next_sample = float(media0)
         while cap.media_time_us < media0 + minutes * 60e6:
-            if cap.media_time_us >= next_sample:
-                samples.append((round((cap.media_time_us - media0) / 60e6, 2), rss_kib()))
-                next_sample += 60e6
-            time.sleep(0.05)
+            samples.append((round((cap.media_time_us - media0) / 60e6, 2), rss_kib()))
+            sim.advance_to(min(cap.media_time_us + 60_000_000, round(media0 + minutes * 60e6)))
         rec.hold_record()
-        assert rec.wait_state(State.IDLE, 60)
+        sim.settle()
+        assert rec.state == State.IDLE
         cpu, wall = cpu_s() - cpu0, time.monotonic() - wall0
         media_min = (cap.media_time_us - media0) / 60e6
         samples.append((round(media_min, 2), rss_kib()))
     finally:
-        stop.set()
-        loop.join(10)
-        rec.shutdown()
+        sim.shutdown()
     steady = [kib for m, kib in samples if m >= 2] or [s[1] for s in samples]
     return {
         "media_minutes": round(media_min, 2),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def _durable_put(
 ) -> None:
     """Write ``data`` to a synced temp file beside ``path``, ``put`` it in place, sync the dir."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{tag}{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.{tag}{os.getpid()}-{threading.get_native_id()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "wb") as f:

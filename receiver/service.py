@@ -160,7 +160,7 @@ class ReceiverService:
             properties=connect_properties(bcfg.session_expiry_s),
         )
         self.client.loop_start()
-        watchdog_s = sdnotify.watchdog_interval_s()
+        watchdog_s = sdnotify.watchdog_ping_interval_s()
         sdnotify.notify("READY=1\nSTATUS=receiving")
         log.info(
             "receiver %s serving %s:%d, data in %s",

@@ -1,18 +1,20 @@
 """The recorder on simulated hardware, in process: faults, cues, refusals, storage, markers.
 
 Everything is real: the simulated camera encodes H.264/AAC, records are signed into a real
-spool, and the result is checked with the project's verifier.
+spool, and the result is checked with the project's verifier. The capture is stepped: each
+test is a script of actions at media times (:class:`agent.simulation.Simulation`), so it gives
+the same records on every run, however loaded the machine is.
 """
 
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.clock import SimulatedClock
 from agent.config import AgentConfig, simulated_config
@@ -21,171 +23,153 @@ from agent.hardware.controls import Signal, SimulatedControls
 from agent.hardware.storage import SimulatedStorage
 from agent.media.simulated import SimulatedCapture
 from agent.recorder import State
-from agent.runtime import Runtime, build_runtime
+from agent.runtime import build_runtime
+from agent.simulation import Simulation
 from agent.spool import ensure_dev_key
 from evidence import layout
-from evidence.records import Record, RecordType
+from evidence.keys import save_signing_key
+from evidence.records import Record, RecordType, parse_utc
 from evidence.verify import verify_tree
 
 DEVICE = "SIM-TEST-1"
+START = datetime(2026, 11, 30, 8, 0, 0, tzinfo=UTC)
 
 
-def _wait(predicate: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+def _config(spool: Path, tweak: Callable[[AgentConfig], None] | None) -> AgentConfig:
+    cfg = simulated_config(spool)
+    cfg.capture.pre_event_s = 2.0
+    cfg.hardware.controls.hold_time_s = 0.2
+    if tweak is not None:
+        tweak(cfg)
+    return cfg
 
 
 @pytest.fixture
-def make_runtime(tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
-    made: list[Runtime] = []
+def make_sim(tmp_path: Path) -> Iterator[Callable[..., Simulation]]:
+    made: list[Simulation] = []
 
-    def make(tweak: Callable[[AgentConfig], None] | None = None) -> Runtime:
-        cfg = simulated_config(tmp_path / "spool")
-        cfg.capture.pre_event_s = 2.0
-        cfg.hardware.controls.hold_time_s = 0.2
-        cfg.recording.loop_interval_s = 0.02
-        if tweak is not None:
-            tweak(cfg)
+    def make(tweak: Callable[[AgentConfig], None] | None = None) -> Simulation:
+        cfg = _config(tmp_path / "spool", tweak)
         key, _ = ensure_dev_key(cfg.key_path)
-        rt = build_runtime(cfg, clock=SimulatedClock(), key=key, device_id=DEVICE)
-        made.append(rt)
-        return rt
+        rt = build_runtime(cfg, clock=SimulatedClock(START), key=key, device_id=DEVICE)
+        sim = Simulation(rt)
+        made.append(sim)
+        sim.start()
+        return sim
 
     yield make
-    for rt in made:
-        rt.recorder.shutdown()
-        if isinstance(rt.controls, SimulatedControls):
-            rt.controls.mock_factory.reset()
+    for sim in made:
+        sim.shutdown()
+        if isinstance(sim.rt.controls, SimulatedControls):
+            sim.rt.controls.mock_factory.reset()
 
 
-class Loop:
-    """Runs the recorder's main loop in a thread for the duration of a test."""
-
-    def __init__(self, rt: Runtime) -> None:
-        import threading
-
-        self.rt = rt
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=rt.recorder.run, args=(self.stop,), daemon=True)
-
-    def __enter__(self) -> Runtime:
-        self.rt.recorder.start()
-        self.thread.start()
-        return self.rt
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
-        self.thread.join(10)
+def _media_s(sim: Simulation) -> float:
+    return sim.media_us / 1e6
 
 
-def _media_s(rt: Runtime) -> float:
-    return rt.capture.media_time_us / 1e6
+def _record_for(sim: Simulation, seconds: float) -> None:
+    """Press, record ``seconds`` of media after the press (and until speech is done), hold."""
+    sim.advance_to(round(sim.rt.cfg.capture.pre_event_s * 1e6))
+    sim.press_record()
+    assert sim.state == State.RECORDING
+    sim.advance(seconds)
+    assert sim.until_quiet()
+    sim.hold_record()
+    assert sim.state == State.IDLE
 
 
-def _record_for(rt: Runtime, seconds: float) -> None:
-    """Press, record ``seconds`` of media after the press (waiting for speech), hold."""
-    cap = rt.capture
-    _wait(lambda: cap.media_time_us >= rt.cfg.capture.pre_event_s * 1e6)
-    rt.recorder.press_record()
-    assert rt.recorder.wait_state(State.RECORDING, 30)
-    start = _media_s(rt)
-    _wait(lambda: _media_s(rt) >= start + seconds)
-    rt.recorder.speaker.wait_idle(60)
-    rt.recorder.hold_record()
-    assert rt.recorder.wait_state(State.IDLE, 30)
+def _records(sim: Simulation) -> list[Record]:
+    return [Record.load(p) for p in layout.iter_record_files(sim.rt.spool.root, DEVICE)]
 
 
-def _records(rt: Runtime) -> list[Record]:
-    return [Record.load(p) for p in layout.iter_record_files(rt.spool.root, DEVICE)]
-
-
-def _assert_verifies(rt: Runtime) -> None:
-    report = verify_tree(rt.spool.root)
+def _assert_verifies(sim: Simulation) -> None:
+    report = verify_tree(sim.rt.spool.root)
     assert report.ok, [str(v) for v in report.violations]
 
 
 @pytest.mark.parametrize("device", ["camera", "microphone"])
 def test_capture_fault_mid_recording_gap_resume_and_spoken_prompt(
-    make_runtime: Callable[..., Runtime], device: str
+    make_sim: Callable[..., Simulation], device: str
 ) -> None:
-    rt = make_runtime()
-    cap = rt.capture
+    sim = make_sim()
+    cap = sim.capture
     assert isinstance(cap, SimulatedCapture)
-    with Loop(rt):
-        _wait(lambda: cap.media_time_us >= 2e6)
-        rt.recorder.press_record()
-        assert rt.recorder.wait_state(State.RECORDING, 30)
-        start = _media_s(rt)
-        _wait(lambda: _media_s(rt) >= start + 14)
-        if device == "camera":
-            cap.inject_camera_fault(4.0)
-        else:
-            cap.inject_microphone_fault(4.0)
-        _wait(lambda: len(rt.recorder.gaps) == 1)
-        _wait(lambda: _media_s(rt) >= start + 30)
-        rt.recorder.speaker.wait_idle(60)
-        rt.recorder.hold_record()
-        assert rt.recorder.wait_state(State.IDLE, 30)
-    records = _records(rt)
+    sim.advance_to(2_000_000)
+    sim.press_record()
+    assert sim.state == State.RECORDING
+    start = sim.media_us
+    sim.advance_to(start + 14_000_000)
+    if device == "camera":
+        cap.inject_camera_fault(4.0)
+    else:
+        cap.inject_microphone_fault(4.0)
+    assert sim.run_until(lambda: len(sim.recorder.gaps) == 1, 20.0)
+    sim.advance_to(start + 30_000_000)
+    assert sim.until_quiet()
+    sim.hold_record()
+    assert sim.state == State.IDLE
+    records = _records(sim)
     types = [r.type for r in records]
     assert types[0] == RecordType.SESSION_OPEN and types[-1] == RecordType.SESSION_CLOSE
     [gap] = [r for r in records if r.type == RecordType.GAP]
     assert gap.body["cause"] == f"{device}-fault"
     assert gap.body["spoken_reason"] is True
-    from evidence.records import parse_utc
-
     hole_s = (parse_utc(gap.body["end_utc"]) - parse_utc(gap.body["start_utc"])).total_seconds()
     assert 3.0 <= hole_s <= 7.0, hole_s
-    # recording resumed by itself: segments follow the gap record
+    # recording resumed by itself: the gap record comes before the segment after the hole
     after = types[types.index(RecordType.GAP) + 1 :]
     assert RecordType.SEGMENT in after
-    spoken = [s.text for s in rt.recorder.speaker.played]
+    gap_end = parse_utc(gap.body["end_utc"])
+    later = [r for r in records if r.type == RecordType.SEGMENT and r.seq > gap.seq]
+    earlier = [r for r in records if r.type == RecordType.SEGMENT and r.seq < gap.seq]
+    assert all(parse_utc(r.body["utc_start"]) >= gap_end for r in later)
+    assert all(parse_utc(r.body["utc_start"]) < gap_end for r in earlier)
+    spoken = [s.text for s in sim.recorder.speaker.played]
     assert any("请说明中断原因" in t for t in spoken), spoken
+    assert sim.rt.controls is not None and Signal.FAULT in sim.rt.controls.history
     close = records[-1].body
     assert close["gaps"] == 1 and close["reason"] == "stopped"
-    _assert_verifies(rt)
+    _assert_verifies(sim)
 
 
-def test_periodic_still_recording_cue(make_runtime: Callable[..., Runtime]) -> None:
+def test_periodic_still_recording_cue(make_sim: Callable[..., Simulation]) -> None:
     def tweak(cfg: AgentConfig) -> None:
         cfg.recording.cue_interval_min = 0.25  # every 15 s of device time
         cfg.speech.enabled = False
 
-    rt = make_runtime(tweak)
-    with Loop(rt):
-        _record_for(rt, 50.0)
-    cues = rt.recorder.cues
+    sim = make_sim(tweak)
+    _record_for(sim, 50.0)
+    cues = sim.recorder.cues
     assert len(cues) == 3, cues
     spacing = [(b - a).total_seconds() for a, b in itertools.pairwise(cues)]
-    assert all(13.0 <= s <= 17.0 for s in spacing), spacing
-    assert [s.text for s in rt.recorder.speaker.played].count("tone 880/1320") == 3
-    _assert_verifies(rt)
+    assert all(s == pytest.approx(15.0, abs=0.07) for s in spacing), spacing  # to the frame
+    assert [s.text for s in sim.recorder.speaker.played].count("tone 880/1320") == 3
+    _assert_verifies(sim)
 
 
 def test_low_battery_refuses_with_a_signed_check_record(
-    make_runtime: Callable[..., Runtime],
+    make_sim: Callable[..., Simulation],
 ) -> None:
-    rt = make_runtime()
-    write_simulated_battery(rt.cfg.spool_path / "state" / "sim-power-supply", capacity_percent=2.0)
-    with Loop(rt):
-        _wait(lambda: rt.capture.media_time_us >= 2e6)
-        rt.recorder.press_record()
-        _wait(lambda: len(rt.recorder.refusals) == 1)
-        rt.recorder.speaker.wait_idle(60)
-        assert rt.recorder.state == State.IDLE
-        assert rt.controls is not None and rt.controls.last_signal == Signal.REFUSED
-    [record] = _records(rt)
+    sim = make_sim()
+    battery_dir = sim.rt.cfg.spool_path / "state" / "sim-power-supply"
+    write_simulated_battery(battery_dir, capacity_percent=2.0)
+    sim.advance_to(2_000_000)
+    sim.press_record()
+    assert len(sim.recorder.refusals) == 1
+    assert sim.until_quiet()
+    assert sim.state == State.IDLE
+    assert sim.rt.controls is not None and sim.rt.controls.last_signal == Signal.REFUSED
+    [record] = _records(sim)
     assert record.type == RecordType.CHECK and record.body["refused"] is True
     battery = next(c for c in record.body["checks"]["checks"] if c["name"] == "battery")
     assert battery["outcome"] == "fail" and "2%" in battery["reason"]
-    assert any("无法开始录像" in s.text for s in rt.recorder.speaker.played)
-    _assert_verifies(rt)
+    assert any("无法开始录像" in s.text for s in sim.recorder.speaker.played)
+    _assert_verifies(sim)
 
 
 def test_storage_running_out_suspends_and_resumes_with_a_gap(
-    make_runtime: Callable[..., Runtime],
+    make_sim: Callable[..., Simulation],
 ) -> None:
     def tweak(cfg: AgentConfig) -> None:
         cfg.checks.min_recording_min = 0.1
@@ -194,79 +178,166 @@ def test_storage_running_out_suspends_and_resumes_with_a_gap(
         cfg.recording.storage_stop_bytes = 400_000
         cfg.speech.enabled = False
 
-    rt = make_runtime(tweak)
-    storage = SimulatedStorage(rt.spool.root, 0)
+    sim = make_sim(tweak)
+    storage = SimulatedStorage(sim.rt.spool.root, 0)
     storage.quota_bytes = storage.used_bytes() + 1_500_000
-    rt.recorder.storage = storage
-    with Loop(rt):
-        _wait(lambda: rt.capture.media_time_us >= 2e6)
-        rt.recorder.press_record()
-        assert rt.recorder.wait_state(State.RECORDING, 30)
-        assert rt.recorder.wait_state(State.SUSPENDED, 60)
-        nothing_lost = storage.used_bytes()
-        storage.quota_bytes += 20_000_000  # the uplink freed space after receipts
-        assert rt.recorder.wait_state(State.RECORDING, 60)
-        start = _media_s(rt)
-        _wait(lambda: _media_s(rt) >= start + 12)
-        rt.recorder.hold_record()
-        assert rt.recorder.wait_state(State.IDLE, 30)
+    sim.recorder.storage = storage
+    sim.advance_to(2_000_000)
+    sim.press_record()
+    assert sim.state == State.RECORDING
+    assert sim.run_until(lambda: sim.state == State.SUSPENDED, 60.0)
+    nothing_lost = storage.used_bytes()
+    sim.advance(10.0)  # suspended: nothing more is written
+    assert storage.used_bytes() == nothing_lost
+    storage.quota_bytes += 20_000_000  # the uplink freed space after receipts
+    assert sim.run_until(lambda: sim.state == State.RECORDING, 60.0)
+    sim.advance(12.0)
+    sim.hold_record()
+    assert sim.state == State.IDLE
     assert storage.used_bytes() > nothing_lost  # nothing was deleted to make room
-    assert rt.controls is not None
-    signals = list(rt.controls.history)
+    assert sim.rt.controls is not None
+    signals = list(sim.rt.controls.history)
     # warned while space ran low, then the fault signal when it ran out
     assert Signal.WARNING in signals and Signal.FAULT in signals
     assert signals.index(Signal.WARNING) < signals.index(Signal.FAULT)
-    records = _records(rt)
+    records = _records(sim)
     [gap] = [r for r in records if r.type == RecordType.GAP]
     assert gap.body["cause"] == "storage"
     segments = [r for r in records if r.type == RecordType.SEGMENT]
     assert [s.body["index"] for s in segments] == list(range(len(segments)))
     assert any(s.seq > gap.seq for s in segments)
-    _assert_verifies(rt)
+    _assert_verifies(sim)
 
 
 def test_marker_lands_in_the_session_with_its_media_time(
-    make_runtime: Callable[..., Runtime],
+    make_sim: Callable[..., Simulation],
 ) -> None:
     def tweak(cfg: AgentConfig) -> None:
         cfg.speech.enabled = False
 
-    rt = make_runtime(tweak)
-    with Loop(rt):
-        _wait(lambda: rt.capture.media_time_us >= 2e6)
-        rt.recorder.mark()  # idle: refused, nothing written
-        rt.recorder.press_record()
-        assert rt.recorder.wait_state(State.RECORDING, 30)
-        start = _media_s(rt)
-        _wait(lambda: _media_s(rt) >= start + 15)
-        rt.recorder.mark("evidence", "knife on the table")
-        _wait(lambda: len(rt.recorder.markers) == 1)
-        rt.recorder.hold_record()
-        assert rt.recorder.wait_state(State.IDLE, 30)
-    records = _records(rt)
+    sim = make_sim(tweak)
+    sim.advance_to(2_000_000)
+    sim.recorder.mark()  # idle: refused, nothing written
+    sim.settle()
+    assert not sim.recorder.markers
+    sim.press_record()
+    assert sim.state == State.RECORDING
+    press_us = sim.capture.press_media_us
+    assert press_us is not None
+    sim.advance_to(press_us + 15_000_000)
+    sim.recorder.mark("evidence", "knife on the table")
+    sim.settle()
+    assert len(sim.recorder.markers) == 1
+    sim.hold_record()
+    assert sim.state == State.IDLE
+    records = _records(sim)
     [marker] = [r for r in records if r.type == RecordType.MARKER]
     assert marker.body["kind"] == "evidence" and marker.body["note"] == "knife on the table"
-    # the marker's media time is on the recording timeline (pre-event 2 s + ~15 s)
-    assert marker.body["media_us"] is not None
-    assert 15e6 <= marker.body["media_us"] <= 20e6, marker.body["media_us"]
+    # on the recording timeline: the pre-event buffer (2 s back to a keyframe) + 15 s
+    [first] = [r for r in records if r.type == RecordType.SEGMENT and r.body["index"] == 0]
+    expected_us = first.body["pre_event_us"] + 15_000_000
+    assert marker.body["media_us"] == pytest.approx(expected_us, abs=70_000)
     assert records[0].type == RecordType.SESSION_OPEN
-    _assert_verifies(rt)
+    _assert_verifies(sim)
 
 
 def test_battery_running_down_while_recording_warns_and_keeps_recording(
-    make_runtime: Callable[..., Runtime],
+    make_sim: Callable[..., Simulation],
 ) -> None:
-    rt = make_runtime()
-    with Loop(rt):
-        _wait(lambda: rt.capture.media_time_us >= 2e6)
-        rt.recorder.press_record()
-        assert rt.recorder.wait_state(State.RECORDING, 30)
-        write_simulated_battery(
-            rt.cfg.spool_path / "state" / "sim-power-supply", capacity_percent=3.0
-        )
-        _wait(lambda: any("电量即将耗尽" in s.text for s in rt.recorder.speaker.played))
-        assert rt.recorder.state == State.RECORDING
-        assert rt.controls is not None and Signal.WARNING in rt.controls.history
-        rt.recorder.hold_record()
-        assert rt.recorder.wait_state(State.IDLE, 60)
-    _assert_verifies(rt)
+    sim = make_sim()
+    sim.advance_to(2_000_000)
+    sim.press_record()
+    assert sim.state == State.RECORDING
+    write_simulated_battery(
+        sim.rt.cfg.spool_path / "state" / "sim-power-supply", capacity_percent=3.0
+    )
+    assert sim.run_until(
+        lambda: any("电量即将耗尽" in s.text for s in sim.recorder.speaker.played), 30.0
+    )
+    assert sim.state == State.RECORDING
+    assert sim.rt.controls is not None and Signal.WARNING in sim.rt.controls.history
+    sim.hold_record()
+    assert sim.state == State.IDLE
+    _assert_verifies(sim)
+
+
+def _scripted_session(spool: Path) -> dict[str, bytes]:
+    """One script on a fresh spool: every file it leaves, by path."""
+
+    def tweak(cfg: AgentConfig) -> None:
+        cfg.hardware.storage.simulated_quota_bytes = 2_000_000_000  # not the real disk's mood
+        cfg.recording.cue_interval_min = 0.2
+
+    cfg = _config(spool, tweak)
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    save_signing_key(cfg.key_path, key)
+    clock = SimulatedClock(START, boot_id="11111111-2222-4333-8444-555555555555")
+    counter = itertools.count(1)
+    rt = build_runtime(
+        cfg,
+        clock=clock,
+        key=key,
+        device_id=DEVICE,
+        session_ids=lambda now: f"{now:%Y%m%dT%H%M%SZ}-{next(counter):06d}",
+    )
+    sim = Simulation(rt)
+    sim.start()
+    try:
+        cap = sim.capture
+        assert isinstance(cap, SimulatedCapture)
+        sim.advance(2.5)
+        sim.press_record()
+        sim.advance(6.0)
+        sim.press_mark()
+        cap.inject_camera_fault(2.0)
+        sim.advance(9.0)
+        cap.inject_microphone_fault(1.5)
+        assert sim.until_quiet()
+        sim.advance(3.0)
+        sim.hold_record()
+        assert sim.state == State.IDLE
+    finally:
+        sim.shutdown()
+        rt.controls.mock_factory.reset()  # type: ignore[union-attr]
+    return {
+        str(p.relative_to(spool)): p.read_bytes()
+        for p in sorted(spool.rglob("*"))
+        if p.is_file() and p.name != "agent.lock"  # the running agent's lock, not evidence
+    }
+
+
+def test_the_same_script_gives_byte_identical_records_and_media(tmp_path: Path) -> None:
+    # The same spool path both times: the check report names it.
+    spool = tmp_path / "spool"
+    first = _scripted_session(spool)
+    spool.rename(tmp_path / "first")
+    second = _scripted_session(spool)
+    assert sorted(first) == sorted(second)
+    differ = [name for name in first if first[name] != second[name]]
+    assert not differ, differ
+    records = [name for name in first if name.endswith(".json") and "/records/" in f"/{name}"]
+    media = [name for name in first if name.endswith(".ts")]
+    assert len(records) >= 8 and len(media) >= 3, sorted(first)
+
+
+def test_a_bouncy_release_after_the_stop_hold_does_not_start_a_new_session(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    def tweak(cfg: AgentConfig) -> None:
+        cfg.speech.enabled = False
+
+    sim = make_sim(tweak)
+    sim.advance_to(2_000_000)
+    sim.press_record()
+    assert sim.state == State.RECORDING
+    sim.advance(3.0)
+    pin = sim.controls.cfg.record_pin
+    # held past the hold time, then the contact bounces twice on release
+    sim.controls.bounce(pin, [0.0, sim.controls.hold_duration_s, 0.004, 0.002, 0.003, 0.002])
+    sim.settle()
+    assert sim.state == State.IDLE
+    sim.advance(2.0)
+    assert sim.state == State.IDLE
+    sessions = {r.session for r in _records(sim)}
+    assert len(sessions) == 1
+    _assert_verifies(sim)

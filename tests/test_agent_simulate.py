@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +70,40 @@ def _records(spool: Path) -> list[Record]:
     return [Record.load(p) for p in layout.iter_record_files(spool, device)]
 
 
+SIMULATED: dict[str, Any] = {}
+
+
 @pytest.fixture(scope="module")
 def spool(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sim") / "spool"
     result = _agent("simulate", "--spool", str(root), "--seconds", "60")
+    SIMULATED.update(stdout=result.stdout, finished=datetime.now(UTC))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "DEVELOPMENT signing key" in result.stdout
     return root
+
+
+def test_simulate_records_exactly_pre_event_preamble_and_the_seconds_asked(spool: Path) -> None:
+    line = next(x for x in SIMULATED["stdout"].splitlines() if x.startswith("media: "))
+    match = re.fullmatch(
+        r"media: ([\d.]+) s pre-event \+ ([\d.]+) s preamble \+ ([\d.]+) s \(asked for 60 s\)",
+        line,
+    )
+    assert match, line
+    pre_s, preamble_s, after_s = (float(g) for g in match.groups())
+    assert after_s == 60.0  # stepped: to the microsecond, idle or loaded
+    assert 30.0 <= pre_s < 31.0  # back to the keyframe at or before 30 s
+    assert preamble_s > 5.0  # the spoken preamble is on the recording before the N seconds
+    close = _records(spool)[-1]
+    assert close.body["duration_us"] == round((pre_s + preamble_s + after_s) * 1e6)
+
+
+def test_simulated_times_are_never_in_the_future(spool: Path) -> None:
+    records = _records(spool)
+    finished: datetime = SIMULATED["finished"]
+    assert all(r.time.datetime <= finished for r in records)
+    # and they follow each other (one chain, one boot)
+    assert [r.time.mono_ns for r in records] == sorted(r.time.mono_ns for r in records)
 
 
 def test_simulated_session_verifies(spool: Path) -> None:
@@ -124,7 +153,10 @@ def test_pre_event_buffer_is_at_the_start_of_the_first_segment(spool: Path) -> N
     first = next(r for r in records if r.type == RecordType.SEGMENT)
     assert first.body["index"] == 0 and first.body["pre_event_us"] >= PRE_EVENT_US - 1_000_000
     lead_s = (opened.time.datetime - parse_utc(first.body["utc_start"])).total_seconds()
-    assert 29.0 <= lead_s <= 31.5, lead_s
+    # session-open is written right before the recording starts at the press: the lead is the
+    # pre-event buffer (30 s back to a keyframe), exactly
+    assert lead_s * 1e6 == pytest.approx(first.body["pre_event_us"], abs=1), lead_s
+    assert 30.0 <= lead_s < 31.0, lead_s
     assert "现在开始全程录音录像" in opened.body["preamble"]["text"]
     assert opened.body["preamble"]["voice"] == "cmn-latn-pinyin"
     assert any(r.type == RecordType.MARKER for r in records)

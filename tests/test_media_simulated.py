@@ -36,14 +36,6 @@ START = datetime(2026, 11, 30, 8, 0, 0, tzinfo=UTC)
 pytestmark = pytest.mark.timeout(120)
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.002)
-
-
 def ffprobe(path: Path) -> dict:
     if shutil.which("ffprobe") is None:
         pytest.skip("ffprobe not installed")
@@ -127,12 +119,12 @@ def long_recording(tmp_path_factory: pytest.TempPathFactory) -> dict:
     sink = DirectorySink(directory)
     capture.start()
     try:
-        wait_for(lambda: capture.media_time_us >= 12_000_000)
+        capture.advance_to(12_000_000)
         capture.start_recording(sink)
         press_us = capture.press_media_us
         press_utc = capture.press_utc
         assert press_us is not None
-        wait_for(lambda: capture.media_time_us >= press_us + 25_000_000)
+        capture.advance_to(press_us + 25_000_000)
         capture.stop_recording()
         stop_us = capture.stop_media_us
     finally:
@@ -240,41 +232,51 @@ def test_video_shows_the_utc_clock_of_its_stats(long_recording: dict) -> None:
     assert wrong > 2 * right + 5.0  # a different time is visibly different
 
 
-def test_pre_event_audio_can_be_left_out(
-    fast_capture: Callable[..., SimulatedCapture], tmp_path: Path
+@pytest.mark.parametrize("press_us", [5_000_000, 5_066_667, 5_133_333])
+def test_pre_event_audio_off_keeps_no_sound_from_before_the_press(
+    fast_capture: Callable[..., SimulatedCapture], tmp_path: Path, press_us: int
 ) -> None:
+    # The AAC encoder hands sound out a frame or two late, so at the press it still holds sound
+    # from before it: audio must be kept or dropped by its timestamp, not by when it comes out.
     capture = fast_capture(pre_event_s=3.0, pre_event_audio=False)
     sink = DirectorySink(tmp_path)
     capture.start()
-    wait_for(lambda: capture.media_time_us >= 5_000_000)
+    capture.advance_to(press_us)
     capture.start_recording(sink)
-    wait_for(lambda: (capture.recording_time_us or 0) >= 6_000_000)
+    press_s = (capture.press_media_us or 0) / 1e6
+    capture.advance_to(capture.media_time_us + 6_000_000)
     capture.stop_recording()
     (stats,) = sink.stats
     contents = read_segment(sink.paths[0], decode_audio=True)
     assert contents.video_pts_s[0] == pytest.approx(0.0, abs=0.001)  # pre-event video is there
+    # The file's timeline starts at the oldest pre-event frame; the press is pre_event_us later.
+    assert stats.media_start_us == 0 and press_s == pytest.approx(5.0, abs=0.2)
+    file_press_s = stats.pre_event_us / 1e6
     first_audio_s = contents.audio_levels[0][0]
-    assert first_audio_s == pytest.approx(stats.pre_event_us / 1e6, abs=0.15)  # sound from press
+    aac_frame_s = 1024 / 16000
+    assert file_press_s - 1e-6 <= first_audio_s < file_press_s + aac_frame_s, (
+        first_audio_s,
+        file_press_s,
+    )
 
 
 def test_camera_fault_closes_segment_reports_and_resumes(
     fast_capture: Callable[..., SimulatedCapture], tmp_path: Path
 ) -> None:
-    # Long segments: in fast mode media runs on while the test thread waits, and a regular
-    # split inside the window would add its own open/close events.
+    # Long segments: a regular split inside the window would add its own open/close events.
     capture = fast_capture(pre_event_s=2.0, watchdog_timeout_s=1.0, segment_duration_s=60.0)
     log = EventLog(DirectorySink(tmp_path))
     capture.on_fault = log.on_fault
     capture.on_resume = log.on_resume
     capture.start()
-    wait_for(lambda: capture.media_time_us >= 3_000_000)
+    capture.advance_to(3_000_000)
     capture.start_recording(log)
     press = capture.media_time_us
-    wait_for(lambda: capture.media_time_us >= press + 4_000_000)
+    capture.advance_to(press + 4_000_000)
     capture.inject_camera_fault(3.0)
-    wait_for(lambda: "resume" in log.kinds())
+    assert capture.run_until(lambda: "resume" in log.kinds(), 10_000_000)
     resumed_at = capture.media_time_us
-    wait_for(lambda: capture.media_time_us >= resumed_at + 2_000_000)
+    capture.advance_to(resumed_at + 2_000_000)
     capture.stop_recording()
 
     assert log.kinds() == ["open", "close", "fault", "open", "resume", "close"]
@@ -305,11 +307,11 @@ def test_microphone_fault_keeps_video_in_a_video_only_segment(
     capture.on_resume = log.on_resume
     capture.start()
     capture.start_recording(log)
-    wait_for(lambda: capture.media_time_us >= 3_000_000)
+    capture.advance_to(3_000_000)
     capture.inject_microphone_fault(2.5)
-    wait_for(lambda: "resume" in log.kinds())
+    assert capture.run_until(lambda: "resume" in log.kinds(), 10_000_000)
     mark = capture.media_time_us
-    wait_for(lambda: capture.media_time_us >= mark + 2_000_000)
+    capture.advance_to(mark + 2_000_000)
     capture.stop_recording()
 
     assert log.kinds() == ["open", "close", "fault", "open", "close", "open", "resume", "close"]
@@ -332,25 +334,33 @@ def test_played_audio_is_in_the_recording_at_the_right_time(
     sink = DirectorySink(tmp_path)
     capture.start()
     capture.start_recording(sink)
-    wait_for(lambda: capture.media_time_us >= 2_000_000)
+    capture.advance_to(2_000_000)
     origin_us = capture.media_time_us - (capture.recording_time_us or 0)
     play_from_s = (capture.media_time_us - origin_us) / 1e6
     capture.play_audio(tone_s16le(1000.0, 1.5, 48000, amplitude=0.5), 48000, 1)
     play_to_s = (capture.media_time_us - origin_us) / 1e6
-    wait_for(lambda: capture.media_time_us - origin_us >= (play_to_s + 2.0) * 1e6)
+    capture.advance_to(origin_us + round((play_to_s + 2.0) * 1e6))
     capture.stop_recording()
 
     levels = [lv for p in sink.paths for lv in read_segment(p, decode_audio=True).audio_levels]
     loud = [t for t, db in levels if db > -20.0]
     assert loud, "the played tone is not in the recording"
-    # Fast capture runs on while the caller converts the PCM and wakes up again, so the call
-    # brackets the tone loosely (the realtime test below checks the timing closely).
-    assert play_from_s - 0.07 <= min(loud)
-    assert max(loud) <= play_to_s
+    # Stepped capture: the tone starts where the call was made and the call returns once it
+    # has been captured (to the AAC frame).
     aac_frame_s = 1024 / 16000
+    assert min(loud) == pytest.approx(play_from_s, abs=aac_frame_s)
+    assert max(loud) + aac_frame_s == pytest.approx(play_to_s, abs=2 * aac_frame_s)
     assert max(loud) + aac_frame_s - min(loud) == pytest.approx(1.5, abs=0.15)
     quiet = [db for t, db in levels if t < min(loud) - 0.2 or t > max(loud) + 0.2]
     assert quiet and max(quiet) < -30.0  # the room itself is at about -40 dBFS
+
+
+def _wait_recorded(capture: SimulatedCapture, seconds: float, timeout_s: float = 60.0) -> None:
+    """Realtime: wait (polling) until the recording holds ``seconds`` of media."""
+    deadline = time.monotonic() + timeout_s
+    while (capture.recording_time_us or 0) < seconds * 1e6:
+        assert time.monotonic() < deadline, "capture stalled"
+        time.sleep(0.01)
 
 
 def test_realtime_played_audio_starts_when_played(tmp_path: Path) -> None:
@@ -367,20 +377,24 @@ def test_realtime_played_audio_starts_when_played(tmp_path: Path) -> None:
     capture.start()
     try:
         capture.start_recording(sink)
-        time.sleep(0.6)
+        _wait_recorded(capture, 0.6)
         called_s = (capture.recording_time_us or 0) / 1e6
         capture.play_audio(tone, 16000, 1)
         returned_s = (capture.recording_time_us or 0) / 1e6
-        time.sleep(0.5)
+        _wait_recorded(capture, returned_s + 0.5)
         capture.stop_recording()
     finally:
         capture.stop()
     levels = [lv for p in sink.paths for lv in read_segment(p, decode_audio=True).audio_levels]
     loud = [t for t, db in levels if db > -20.0]
     assert loud
-    assert min(loud) == pytest.approx(called_s, abs=0.15)
-    assert max(loud) + 1024 / 16000 == pytest.approx(called_s + 1.0, abs=0.15)
-    assert returned_s == pytest.approx(called_s + 1.0, abs=0.2)  # blocked until played
+    aac_frame_s = 1024 / 16000
+    # Media-time relations only (a loaded machine delays the threads, not the timeline): the
+    # tone starts where capture was when it was played, lasts its 1 s, and the call returned
+    # only once all of it had been captured.
+    assert min(loud) >= called_s - aac_frame_s
+    assert max(loud) + aac_frame_s - min(loud) == pytest.approx(1.0, abs=0.15)
+    assert returned_s >= max(loud) + aac_frame_s - 0.1  # blocked until played
 
 
 def test_realtime_capture_syncs_the_part_file_about_every_second(tmp_path: Path) -> None:
@@ -397,7 +411,7 @@ def test_realtime_capture_syncs_the_part_file_about_every_second(tmp_path: Path)
     capture.start()
     try:
         capture.start_recording(sink)
-        time.sleep(3.2)
+        _wait_recorded(capture, 3.2)
         recorded_s = (capture.recording_time_us or 0) / 1e6
         # A second handle sees only what reached the file, as a reader after a power cut would.
         snapshot = tmp_path / "snapshot.ts"
@@ -457,7 +471,7 @@ def test_open_segment_is_fsynced_every_sync_interval(tmp_path: Path) -> None:
     capture.start()
     try:
         capture.start_recording(SpySink(tmp_path))
-        wait_for(lambda: capture.media_time_us >= 6_500_000)
+        capture.advance_to(6_500_000)
         capture.stop_recording()
     finally:
         capture.stop()
@@ -478,7 +492,7 @@ def test_probe_reports_working_and_broken_devices(
     assert health.audio_rms_dbfs == pytest.approx(-40.0, abs=3.0)
     capture.start()
     capture.inject_camera_fault(30.0)
-    wait_for(lambda: capture.media_time_us >= 2_500_000)
+    capture.advance_to(2_500_000)
     broken = capture.probe(timeout_s=5.0)
     assert not broken.camera_ok
     assert "no video frames" in broken.camera_detail
@@ -504,7 +518,7 @@ def test_storage_fault_is_reported_and_recording_resumes(
     capture.on_resume = log.on_resume
     capture.start()
     capture.start_recording(log)
-    wait_for(lambda: "resume" in log.kinds())
+    assert capture.run_until(lambda: "resume" in log.kinds(), 20_000_000)
     capture.stop_recording()
     assert [f[0] for f in log.faults] == [FaultKind.STORAGE]
     assert "No space left" in log.faults[0][2]
@@ -539,3 +553,39 @@ def test_factory_builds_the_simulated_backend() -> None:
     capture = create_capture("simulated", SimulatedClock(START), realtime=False, fps=10)
     assert isinstance(capture, SimulatedCapture)
     assert capture.fps == 10
+
+
+def _scripted_capture(directory: Path) -> list[bytes]:
+    capture = SimulatedCapture(
+        SimulatedClock(START), realtime=False, fps=FPS, width=320, height=180, pre_event_s=2.0,
+        segment_duration_s=3.0,
+    )  # fmt: skip
+    sink = DirectorySink(directory)
+    capture.start()
+    try:
+        capture.advance_to(3_000_000)
+        capture.start_recording(sink)
+        capture.advance_to(4_500_000)
+        capture.play_audio(tone_s16le(1000.0, 0.5, 48000, amplitude=0.5), 48000, 1)
+        capture.inject_camera_fault(1.5)
+        capture.advance_to(10_000_000)
+        capture.stop_recording()
+    finally:
+        capture.stop()
+    return [path.read_bytes() for path in sink.paths]
+
+
+def test_a_stepped_capture_is_a_pure_function_of_its_script(tmp_path: Path) -> None:
+    first = _scripted_capture(tmp_path / "one")
+    second = _scripted_capture(tmp_path / "two")
+    assert len(first) >= 3
+    assert first == second
+
+
+def test_only_a_fast_capture_can_be_stepped(tmp_path: Path) -> None:
+    capture = SimulatedCapture(SystemClock(boot_id="x"), realtime=True, fps=FPS, pre_event_s=0.0)
+    assert not capture.stepped
+    with pytest.raises(CaptureStateError, match="realtime"):
+        capture.advance_to(1_000_000)
+    with pytest.raises(CaptureStateError, match="realtime"):
+        capture.queue_audio(b"\x00\x00", 16000, 1)

@@ -1,8 +1,16 @@
 """Buttons, LEDs, buzzer and optional vibration motor (gpiozero).
 
 Record button: a press (released before ``hold_time_s``) starts recording; a hold (released
-after ``hold_time_s``) stops it. Because both are decided on release with a "held" flag, a long
-press never also counts as a press. Mark button: every press adds an important marker.
+after ``hold_time_s``) stops it. Both are decided on release from the press's length on the
+injected clock, so a long press never also counts as a press. Mark button, decided on release
+the same way: a press adds the marker the current stage expects next (``evidence.markers``), a
+hold (``mark_hold_time_s``) an ``obstruction`` marker (Art. 26).
+
+Contacts bounce. gpiozero's ``bounce_time`` (``bounce_time_s``) filters edges on a real Pi, and
+:class:`ButtonLogic` (I/O-free) applies the same rule on the injected clock to whatever edges
+arrive: an edge closer than ``bounce_time_s`` to the previous edge is contact chatter. So a
+bouncy release after a hold is one hold (not hold + press, which would start a new session),
+one bouncy mark press is one marker, and a contact shorter than ``bounce_time_s`` is noise.
 
 Signals have distinct LED and tone patterns (see :data:`PATTERNS`) so an officer can tell them
 apart without looking: ready, recording, warning, refused, fault, cue, mark.
@@ -27,6 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from agent.clock import Clock, SystemClock
 from agent.config import ControlsConfig
 from agent.errors import HardwareError
 
@@ -37,6 +46,7 @@ class ButtonEvent(StrEnum):
     RECORD_PRESS = "record-press"
     RECORD_HOLD = "record-hold"
     MARK = "mark"
+    MARK_HOLD = "mark-hold"
 
 
 class Signal(StrEnum):
@@ -47,6 +57,8 @@ class Signal(StrEnum):
     FAULT = "fault"
     CUE = "cue"
     MARK = "mark"
+    OBSTRUCTION = "obstruction"
+    REMINDER = "reminder"
     OFF = "off"
 
 
@@ -77,10 +89,73 @@ PATTERNS: dict[Signal, Pattern] = {
     Signal.FAULT: Pattern(False, Blink(0.1, 0.1), True, Blink(0.5, 0.5, 3), 0.5),
     Signal.CUE: Pattern(None, None, None, Blink(0.05, 0.1, 1), 0.2),
     Signal.MARK: Pattern(None, None, None, Blink(0.05, 0.05, 2), 0.1),
+    Signal.OBSTRUCTION: Pattern(None, None, Blink(0.1, 0.1, 10), Blink(0.6, 0.1, 2), 0.6),
+    Signal.REMINDER: Pattern(None, None, Blink(0.3, 0.3, 3), Blink(0.2, 0.2, 2), 0.8),
     Signal.OFF: Pattern(False, False, False, None),
 }
 
 EventCallback = Callable[[ButtonEvent], None]
+
+
+class ButtonLogic:
+    """Debounce and press/hold decision for one button, fed with edge times (ns). I/O-free.
+
+    ``hold_ns`` None: a momentary button (mark) that acts on the press edge. Otherwise the
+    action is decided on release: held at least ``hold_ns`` is a hold, else a press. Edges closer
+    than ``bounce_ns`` to the previous edge are chatter: a release in chatter only ends the
+    press if no press edge follows within ``bounce_ns`` (else the press goes on); a press edge in
+    chatter after a release is the release bouncing, not a new press.
+    """
+
+    def __init__(
+        self,
+        bounce_ns: int,
+        hold_ns: int | None = None,
+        *,
+        press: ButtonEvent = ButtonEvent.RECORD_PRESS,
+        hold: ButtonEvent = ButtonEvent.RECORD_HOLD,
+    ) -> None:
+        self.bounce_ns = max(0, bounce_ns)
+        self.hold_ns = hold_ns
+        self.press_event = press
+        self.hold_event = hold
+        self._last_edge_ns: int | None = None
+        self._down_ns: int | None = None
+        """Start of the current press; None while released."""
+        self._chatter_up = False
+        """The last release came in chatter: undecided until the next edge."""
+
+    def _chatter(self, now_ns: int) -> bool:
+        last, self._last_edge_ns = self._last_edge_ns, now_ns
+        return last is not None and now_ns - last < self.bounce_ns
+
+    def pressed(self, now_ns: int) -> ButtonEvent | None:
+        chatter = self._chatter(now_ns)
+        if self._chatter_up:
+            self._chatter_up = False
+            if chatter:
+                return None  # the press bounced and goes on
+            self._down_ns = None  # that contact ended in chatter and silence: noise
+        if chatter or self._down_ns is not None:
+            if chatter and self._down_ns is None:
+                log.debug("button bounce ignored (press edge right after a release)")
+            return None
+        self._down_ns = now_ns
+        return ButtonEvent.MARK if self.hold_ns is None else None
+
+    def released(self, now_ns: int) -> ButtonEvent | None:
+        chatter = self._chatter(now_ns)
+        down = self._down_ns
+        if down is None:
+            return None
+        if chatter:
+            self._chatter_up = True
+            return None
+        self._down_ns = None
+        if self.hold_ns is None:
+            return None
+        held = now_ns - down >= self.hold_ns
+        return self.hold_event if held else self.press_event
 
 
 class Controls(ABC):
@@ -117,22 +192,43 @@ class Controls(ABC):
 
 
 class GpioControls(Controls):
-    """gpiozero devices on ``pin_factory`` (None: gpiozero's default, i.e. the real Pi)."""
+    """gpiozero devices on ``pin_factory`` (None: gpiozero's default, i.e. the real Pi).
 
-    def __init__(self, cfg: ControlsConfig, pin_factory: Any = None) -> None:
+    ``monotonic_ns`` is the injected clock that times presses and bounce (default: the
+    machine's monotonic clock).
+    """
+
+    def __init__(
+        self,
+        cfg: ControlsConfig,
+        pin_factory: Any = None,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
         super().__init__()
         from gpiozero import LED, Button, Buzzer, DigitalOutputDevice
 
         self.cfg = cfg
         self._factory = pin_factory
-        self._held = False
+        self._now_ns = monotonic_ns
+        bounce_ns = round(cfg.bounce_time_s * 1e9)
+        self._record = ButtonLogic(bounce_ns, round(cfg.hold_time_s * 1e9))
+        # mark: decided on release too — a press marks, a hold signs an obstruction
+        self._mark = ButtonLogic(
+            bounce_ns,
+            round(cfg.mark_hold_time_s * 1e9),
+            press=ButtonEvent.MARK,
+            hold=ButtonEvent.MARK_HOLD,
+        )
         self._lock = threading.Lock()
         self._devices: list[Any] = []
+        bounce_s = cfg.bounce_time_s if cfg.bounce_time_s > 0 else None
         try:
             self.record_button = self._add(
-                Button(cfg.record_pin, hold_time=cfg.hold_time_s, pin_factory=pin_factory)
+                Button(cfg.record_pin, bounce_time=bounce_s, pin_factory=pin_factory)
             )
-            self.mark_button = self._add(Button(cfg.mark_pin, pin_factory=pin_factory))
+            self.mark_button = self._add(
+                Button(cfg.mark_pin, bounce_time=bounce_s, pin_factory=pin_factory)
+            )
             self.green = self._add(LED(cfg.led_green_pin, pin_factory=pin_factory))
             self.red = self._add(LED(cfg.led_red_pin, pin_factory=pin_factory))
             self.amber = self._optional(LED, cfg.led_amber_pin)
@@ -141,9 +237,10 @@ class GpioControls(Controls):
         except Exception as exc:
             self.close()
             raise HardwareError("gpio", f"cannot claim pins: {exc}") from exc
-        self.record_button.when_held = self._record_held
-        self.record_button.when_released = self._record_released
-        self.mark_button.when_pressed = self._mark_pressed
+        self.record_button.when_pressed = self._edge(self._record, pressed=True)
+        self.record_button.when_released = self._edge(self._record, pressed=False)
+        self.mark_button.when_pressed = self._edge(self._mark, pressed=True)
+        self.mark_button.when_released = self._edge(self._mark, pressed=False)
 
     def _add(self, device: Any) -> Any:
         self._devices.append(device)
@@ -154,17 +251,16 @@ class GpioControls(Controls):
             return None
         return self._add(cls(pin, pin_factory=self._factory))
 
-    def _record_held(self) -> None:
-        with self._lock:
-            self._held = True
+    def _edge(self, logic: ButtonLogic, *, pressed: bool) -> Callable[[], None]:
+        def on_edge() -> None:
+            # gpiozero's thread on a Pi; the caller's thread on mock pins.
+            with self._lock:
+                now_ns = self._now_ns()
+                event = logic.pressed(now_ns) if pressed else logic.released(now_ns)
+            if event is not None:
+                self._emit(event)
 
-    def _record_released(self) -> None:
-        with self._lock:
-            held, self._held = self._held, False
-        self._emit(ButtonEvent.RECORD_HOLD if held else ButtonEvent.RECORD_PRESS)
-
-    def _mark_pressed(self) -> None:
-        self._emit(ButtonEvent.MARK)
+        return on_edge
 
     def signal(self, signal: Signal) -> None:
         pattern = PATTERNS[signal]
@@ -207,28 +303,55 @@ def _apply(led: Any, state: bool | Blink | None) -> None:
 
 
 class SimulatedControls(GpioControls):
-    """:class:`GpioControls` on gpiozero mock pins, with helpers that act like a finger."""
+    """:class:`GpioControls` on gpiozero mock pins, with helpers that act like a finger.
 
-    def __init__(self, cfg: ControlsConfig) -> None:
+    ``clock`` times presses and bounce and is what a finger waits on: with a stepped simulated
+    clock, holding a button down runs the simulated world for that long.
+    """
+
+    def __init__(self, cfg: ControlsConfig, clock: Clock | None = None) -> None:
         from gpiozero.pins.mock import MockFactory
 
         self.mock_factory = MockFactory()
-        super().__init__(cfg, pin_factory=self.mock_factory)
+        self.clock: Clock = clock if clock is not None else SystemClock(boot_id="controls")
+        super().__init__(cfg, pin_factory=self.mock_factory, monotonic_ns=self.clock.monotonic_ns)
 
     def _drive(self, pin: int, duration_s: float) -> None:
         mock_pin = self.mock_factory.pin(pin)
         mock_pin.drive_low()  # buttons pull up: pressed pulls the line low
-        time.sleep(duration_s)
+        self.clock.sleep(duration_s)
         mock_pin.drive_high()
+        # The finger lifts off: the next press is a new one, not this contact bouncing.
+        self.clock.sleep(self.cfg.bounce_time_s)
+
+    def bounce(self, pin: int, edges_s: list[float]) -> None:
+        """Toggle ``pin`` once after each wait in ``edges_s`` (on the clock), starting with a
+        press: a bouncy contact, e.g. ``[0, 0.002, 0.001, 0.5]`` is press, chatter, release."""
+        mock_pin = self.mock_factory.pin(pin)
+        for i, wait_s in enumerate(edges_s):
+            self.clock.sleep(wait_s)
+            if i % 2 == 0:
+                mock_pin.drive_low()
+            else:
+                mock_pin.drive_high()
+        self.clock.sleep(self.cfg.bounce_time_s)
 
     def press_record(self, duration_s: float = 0.1) -> None:
         self._drive(self.cfg.record_pin, duration_s)
 
+    @property
+    def hold_duration_s(self) -> float:
+        """How long :meth:`hold_record` keeps the button down."""
+        return self.cfg.hold_time_s + 0.3
+
     def hold_record(self) -> None:
-        self._drive(self.cfg.record_pin, self.cfg.hold_time_s + 0.3)
+        self._drive(self.cfg.record_pin, self.hold_duration_s)
 
     def press_mark(self, duration_s: float = 0.1) -> None:
         self._drive(self.cfg.mark_pin, duration_s)
+
+    def hold_mark(self) -> None:
+        self._drive(self.cfg.mark_pin, self.cfg.mark_hold_time_s + 0.3)
 
     def led_states(self) -> dict[str, bool]:
         """Current output level of each LED (what an observer would see right now)."""

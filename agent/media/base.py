@@ -112,6 +112,22 @@ class SegmentSink(Protocol):
         ...
 
 
+class InterruptionSink(SegmentSink, Protocol):
+    """A sink that also keeps the record of interruptions (optional; see :class:`CapturePipeline`).
+
+    ``note_fault`` and ``note_resume`` are called on the pipeline's thread, with its lock held, at
+    the moment the pipeline decides them: a fault after the interrupted segment was closed, a
+    resume once the next segment's file is open and before anything of it can be closed. So a
+    sink that writes a ``gap`` record in ``note_resume`` puts it in the chain before the segment
+    that follows the interruption, whatever other threads do. They must not call back into the
+    pipeline.
+    """
+
+    def note_fault(self, kind: FaultKind, when: datetime, detail: str) -> None: ...
+
+    def note_resume(self, kind: FaultKind, when: datetime) -> None: ...
+
+
 class FaultKind(StrEnum):
     """Why capture broke; the values are the ``gap`` record causes."""
 
@@ -159,10 +175,11 @@ class CapturePipeline(ABC):
     shared recording state this class sets up (``_lock``, ``_running``, ``_sink``,
     ``_next_index``, ``_open_faults``) and use its helpers for the state checks and callbacks.
     They must call ``on_fault`` only after the current segment was closed via ``close_segment``,
-    and ``on_resume`` only once the next segment is open; callbacks are called from a pipeline
-    thread and must not call back into the pipeline's recording methods. They may override
-    :meth:`probe`, :attr:`recording` and :meth:`_notify_fault` / :meth:`_notify_resume` (e.g. to
-    add logging).
+    and ``on_resume`` only once the next segment is open (through :meth:`_fault_event` and
+    :meth:`_resume_events`, which also tell an :class:`InterruptionSink` synchronously);
+    callbacks are called from a pipeline thread and must not call back into the pipeline's
+    recording methods. They may override :meth:`probe`, :attr:`recording` and
+    :meth:`_notify_fault` / :meth:`_notify_resume` (e.g. to add logging).
     """
 
     on_fault: FaultCallback | None
@@ -247,6 +264,26 @@ class CapturePipeline(ABC):
         """Media time captured so far since :meth:`start` (simulate scripts wait on it)."""
 
     @property
+    def stepped(self) -> bool:
+        """True when capture advances only through :meth:`advance_to` (fast simulation)."""
+        return False
+
+    def advance_to(self, media_us: int) -> None:
+        """Stepped backends: capture until :attr:`media_time_us` reaches ``media_us``."""
+        raise CaptureStateError("advance", "running on its own clock")
+
+    def queue_audio(self, pcm_s16le: bytes, sample_rate_hz: int, channels: int = 1) -> None:
+        """Stepped backends: play PCM after what is queued, without blocking; it sounds as the
+        capture is advanced (a blocking :meth:`play_audio` would wait for a step that only the
+        waiting thread could make)."""
+        raise CaptureStateError("queue audio", "running on its own clock")
+
+    @property
+    def audio_queued(self) -> bool:
+        """Stepped backends: sound queued with :meth:`queue_audio` that has not played yet."""
+        return False
+
+    @property
     def recording(self) -> bool:
         """True between :meth:`start_recording` and :meth:`stop_recording`."""
         return self._sink is not None
@@ -279,14 +316,28 @@ class CapturePipeline(ABC):
         events.append(self._fault_event(FaultKind.CAMERA, when, detail))
 
     def _fault_event(self, kind: FaultKind, when: datetime, detail: str) -> Event:
-        """An ``on_fault`` report to fire once the lock is released."""
+        """Lock held: tell an :class:`InterruptionSink` now; the ``on_fault`` report to fire once
+        the lock is released."""
+        self._tell_sink("note_fault", kind, when, detail)
         return functools.partial(self._notify_fault, kind, when, detail)
 
     def _resume_events(self, resume: list[FaultKind], when: datetime, events: list[Event]) -> None:
-        """Lock held, next segment open: close the ``resume`` faults and queue their reports."""
+        """Lock held, next segment open: close the ``resume`` faults, tell an
+        :class:`InterruptionSink` now and queue the ``on_resume`` reports."""
         for kind in resume:
             self._open_faults.discard(kind)
+            self._tell_sink("note_resume", kind, when)
             events.append(functools.partial(self._notify_resume, kind, when))
+
+    def _tell_sink(self, method: str, *args: Any) -> None:
+        note = getattr(self._sink, method, None)
+        if note is None:
+            return
+        try:
+            note(*args)
+        except Exception:
+            # The agent's bug must not stop the capture thread: recording goes on.
+            log.exception("sink.%s failed", method)
 
     def _notify_fault(self, kind: FaultKind, when: datetime, detail: str) -> None:
         log.warning("capture fault %s at %s: %s", kind, when.isoformat(), detail)

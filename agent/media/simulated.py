@@ -5,8 +5,16 @@ for that frame period (ambient tone plus whatever :meth:`SimulatedCapture.play_a
 "room"), renders a synthetic frame with the burned-in UTC clock and device id, encodes both
 (libx264 ultrafast/zerolatency, native AAC), and routes the packets: into the pre-event buffer
 (whole GOPs of encoded packets, never raw frames) when idle, or into the open segment when
-recording. ``realtime=True`` paces ticks at wall rate; ``realtime=False`` runs as fast as the CPU
-allows and advances the :class:`SimulatedClock` by the media time produced.
+recording. ``realtime=True`` paces ticks at wall rate on a capture thread. ``realtime=False`` is
+*stepped*: there is no capture thread; media time advances only when told, through
+:meth:`SimulatedCapture.advance_to` (or a sleep on the attached :class:`SimulatedClock`, a
+measurement window, a blocking :meth:`~SimulatedCapture.play_audio`), in the caller's thread,
+moving the clock with the media. So a script of actions at media times gives the same frames,
+packets and callbacks on every run, on an idle or a loaded machine.
+
+Audio is routed by its timestamp, not by when the encoder hands it out: with
+``pre_event_audio=False`` no sound from before the press reaches a segment, although the AAC
+encoder still holds some of it when the press comes.
 
 Failure posture: a camera or microphone that stops delivering (see ``inject_camera_fault`` /
 ``inject_microphone_fault``) is noticed by the same no-data watchdog the Pi backend uses; during
@@ -25,6 +33,7 @@ import math
 import random
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -38,6 +47,7 @@ from agent.media.audio import SILENCE_DBFS, rms_dbfs, s16le_to_float_mono
 from agent.media.base import (
     CaptureHealth,
     CapturePipeline,
+    CaptureStateError,
     Event,
     FaultKind,
     SegmentSink,
@@ -182,6 +192,11 @@ class SimulatedCapture(CapturePipeline):
         """Capture media time at the last stop_recording."""
         self._next_split_us = 0
         self._last_sync_us = 0
+        self._step_lock = threading.RLock()
+        """Held while a thread steps a fast capture (one stepper at a time)."""
+        if fast_clock:
+            assert isinstance(clock, SimulatedClock)
+            clock.attach_driver(self.run_for_ns)
 
     # ------------------------------------------------------------------ public API
 
@@ -192,6 +207,54 @@ class SimulatedCapture(CapturePipeline):
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def stepped(self) -> bool:
+        return not self.realtime
+
+    def advance_to(self, media_us: int) -> None:
+        """Capture frames in this thread until :attr:`media_time_us` reaches ``media_us``.
+
+        Fast (stepped) mode only. Whole frames: it stops at the first frame end at or after
+        ``media_us``; the clock ends at that frame end.
+        """
+        self._require_stepped("advance")
+        with self._step_lock:
+            while self._running and self._media_time_us < media_us:
+                self._step_frame()
+
+    def run_for_ns(self, ns: int) -> None:
+        """Let ``ns`` of simulated time pass: capture every frame that ends within it, then move
+        the clock to exactly ``ns`` later (the driver of the fast clock's ``sleep``)."""
+        self._require_stepped("run")
+        assert isinstance(self.clock, SimulatedClock)
+        with self._step_lock:
+            target_ns = self.clock.monotonic_ns() + ns
+            while self._running and self._frame_start_ns(self._next_frame + 1) <= target_ns:
+                self._step_frame()
+            self._clock_to(target_ns)
+
+    def run_until(self, done: Callable[[], bool], max_us: int) -> bool:
+        """Step frame by frame until ``done()`` or ``max_us`` more media; whether it is done."""
+        self._require_stepped("run")
+        limit_us = self._media_time_us + max_us
+        while not done():
+            if not self._running or self._media_time_us >= limit_us:
+                return done()
+            with self._step_lock:
+                self._step_frame()
+        return True
+
+    def queue_audio(self, pcm_s16le: bytes, sample_rate_hz: int, channels: int = 1) -> None:
+        self._require_stepped("queue audio")
+        samples = s16le_to_float_mono(pcm_s16le, sample_rate_hz, channels, self.sample_rate_hz)
+        with self._room:
+            self._room_samples.extend(samples)
+
+    @property
+    def audio_queued(self) -> bool:
+        with self._room:
+            return len(self._room_samples) > self._room_consumed
 
     @property
     def recording_time_us(self) -> int | None:
@@ -214,10 +277,11 @@ class SimulatedCapture(CapturePipeline):
             self._mic_wd.arm(self._mono0_ns)
             self._stop_event.clear()
             self._running = True
-            self._thread = threading.Thread(
-                target=self._run, name=f"sim-capture-{self.device_id}", daemon=True
-            )
-            self._thread.start()
+            if self.realtime:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"sim-capture-{self.device_id}", daemon=True
+                )
+                self._thread.start()
         log.info(
             "simulated capture started: %dx%d@%d fps, %d Hz audio, %s",
             self.width,
@@ -308,6 +372,18 @@ class SimulatedCapture(CapturePipeline):
         samples = s16le_to_float_mono(pcm_s16le, sample_rate_hz, channels, self.sample_rate_hz)
         if not samples:
             return
+        if not self.realtime:
+            # Stepped: playing takes its time by capturing it, in this thread.
+            if not self._running:
+                self.clock.sleep(len(samples) / self.sample_rate_hz)
+                return
+            with self._room:
+                self._room_samples.extend(samples)
+            self.run_until(
+                lambda: not self.audio_queued,
+                len(samples) * 1_000_000 // self.sample_rate_hz + 1_000_000,
+            )
+            return
         with self._room:
             if not self._running:
                 # Nobody listening: the sound goes nowhere but still takes its time.
@@ -328,7 +404,33 @@ class SimulatedCapture(CapturePipeline):
 
     # ------------------------------------------------------------------ capture thread
 
+    def _require_stepped(self, operation: str) -> None:
+        if self.realtime:
+            raise CaptureStateError(operation, "realtime (it runs on its own)")
+
+    def _frame_start_ns(self, n: int) -> int:
+        return self._mono0_ns + n * 10**9 // self.fps
+
+    def _clock_to(self, mono_ns: int) -> None:
+        assert isinstance(self.clock, SimulatedClock)
+        behind_ns = mono_ns - self.clock.monotonic_ns()
+        if behind_ns > 0:
+            self.clock.advance_ns(behind_ns)
+
+    def _step_frame(self) -> None:
+        """Stepped mode, step lock held: capture the next frame at its own time."""
+        n = self._next_frame
+        deadline_ns = self._frame_start_ns(n)
+        self._clock_to(deadline_ns)
+        try:
+            self._tick(n, deadline_ns, self.clock.monotonic_ns(), 0)
+        except Exception:
+            log.exception("simulated capture tick %d failed; continuing", n)
+        self._next_frame = n + 1
+        self._clock_to(self._frame_start_ns(n + 1))
+
     def _run(self) -> None:
+        """Realtime capture thread."""
         frame_ns = 10**9 / self.fps
         while not self._stop_event.is_set():
             n = self._next_frame
@@ -338,7 +440,7 @@ class SimulatedCapture(CapturePipeline):
                 break
             now_ns = self.clock.monotonic_ns()
             skipped = 0
-            if self.realtime and now_ns - deadline_ns >= MAX_CATCH_UP_S * 1e9:
+            if now_ns - deadline_ns >= MAX_CATCH_UP_S * 1e9:
                 # A real camera pipeline queues a little and then drops: catch up on short
                 # stalls (frames come in a burst), skip frames on long ones.
                 skipped = int((now_ns - deadline_ns) // frame_ns)
@@ -348,19 +450,12 @@ class SimulatedCapture(CapturePipeline):
                 self._tick(n, deadline_ns, now_ns, skipped)
             except Exception:
                 log.exception("simulated capture tick %d failed; continuing", n)
-                if isinstance(self.clock, SimulatedClock) and not self.realtime:
-                    self.clock.advance_ns(max(0, deadline_ns + round(frame_ns) - now_ns))
             self._next_frame = n + 1
 
     def _pace(self, deadline_ns: int) -> None:
         now_ns = self.clock.monotonic_ns()
-        if now_ns >= deadline_ns:
-            return
-        if self.realtime:
+        if now_ns < deadline_ns:
             self._stop_event.wait((deadline_ns - now_ns) / 1e9)
-        else:
-            assert isinstance(self.clock, SimulatedClock)
-            self.clock.advance_ns(deadline_ns - now_ns)
 
     def _tick(self, n: int, deadline_ns: int, now_ns: int, skipped: int) -> None:
         t_us = n * 1_000_000 // self.fps
@@ -536,6 +631,10 @@ class SimulatedCapture(CapturePipeline):
     def _route(self, item: EncodedPacket, events: list[Event]) -> None:
         if self._sink is None:
             self._buffer_pre_event(item)
+            return
+        if not item.is_video and not self.pre_event_audio and item.pts_us < self._press_us:
+            # Sound from before the press that the encoder handed out only now: by its
+            # timestamp it is pre-event audio, which is off.
             return
         if item.is_video and item.keyframe:
             if self._pending is not None:
@@ -714,16 +813,10 @@ class SimulatedCapture(CapturePipeline):
             t0_us = self._media_time_us
             frames0 = self._frames_total
             mono0 = self.clock.monotonic_ns()
-        # Wait on media time (which a fast clock produces quickly), bounded by real time.
-        deadline = threading.Event()
-        timer = threading.Timer(timeout_s, deadline.set)
-        timer.daemon = True
-        timer.start()
-        try:
-            while self._media_time_us - t0_us < window_us and not deadline.is_set():
-                deadline.wait(0.01)
-        finally:
-            timer.cancel()
+        if self.realtime:
+            self._wait_media(t0_us + window_us, timeout_s)
+        else:
+            self.advance_to(t0_us + window_us)  # the measurement takes its second of media
         with self._lock:
             frames = self._frames_total - frames0
             elapsed_s = max(1e-9, (self.clock.monotonic_ns() - mono0) / 1e9)
@@ -755,6 +848,18 @@ class SimulatedCapture(CapturePipeline):
             microphone_detail=mic_detail,
             audio_rms_dbfs=level,
         )
+
+    def _wait_media(self, target_us: int, timeout_s: float) -> None:
+        """Realtime: wait for the capture thread to reach ``target_us``, at most ``timeout_s``."""
+        deadline = threading.Event()
+        timer = threading.Timer(timeout_s, deadline.set)
+        timer.daemon = True
+        timer.start()
+        try:
+            while self._media_time_us < target_us and not deadline.is_set():
+                deadline.wait(0.01)
+        finally:
+            timer.cancel()
 
 
 def _ambient_loop(sample_rate_hz: int, level_dbfs: float) -> array.array[float]:
