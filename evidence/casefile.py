@@ -70,6 +70,7 @@ MAX_FILES = 200_000
 MAX_ZIP_BYTES = 64 << 30
 HASH_BLOCK = 1 << 20
 _TYPE_RE = re.compile(rb'"type"\s*:\s*"case-file"')
+_STRUCTURE_RE = re.compile(rb'"(?:[^"\\]+|\\.)*"|[\[\]{}]', re.DOTALL)
 
 
 class CaseFileError(EvidenceError):
@@ -202,24 +203,16 @@ class _Reader:
 
 
 def _check_depth(data: bytes) -> None:
-    """Refuse JSON nested deeper than MAX_JSON_DEPTH before the parser recurses into it."""
+    """Refuse JSON nested deeper than MAX_JSON_DEPTH before the parser recurses into it. Whole
+    strings are skipped by one regex match each, so a large manifest costs little."""
     depth = 0
-    in_string = escaped = False
-    for byte in data:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
+    for match in _STRUCTURE_RE.finditer(data):
+        token = match.group()
+        if token in (b"[", b"{"):
             depth += 1
             if depth > MAX_JSON_DEPTH:
                 raise EvidenceError(f"JSON nested deeper than {MAX_JSON_DEPTH}")
-        elif byte in (0x5D, 0x7D):
+        elif token in (b"]", b"}"):
             depth -= 1
 
 

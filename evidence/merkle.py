@@ -61,48 +61,91 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+class MerkleTree:
+    """The tree over a list of leaf hashes, built once (O(n)); roots of any prefix, inclusion
+    and consistency proofs are then O(log² n) each, so an export proving many entries of a
+    large log stays fast. Complete aligned subtrees are read from the stored levels."""
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self.levels: list[list[bytes]] = [list(leaves)]
+        while len(self.levels[-1]) > 1:
+            prev = self.levels[-1]
+            self.levels.append(
+                [node_hash(prev[i], prev[i + 1]) for i in range(0, len(prev) - 1, 2)]
+            )
+
+    @property
+    def size(self) -> int:
+        return len(self.levels[0])
+
+    def range_hash(self, lo: int, hi: int) -> bytes:
+        """MTH of leaves ``lo`` .. ``hi - 1``."""
+        n = hi - lo
+        if n == 0:
+            return EMPTY_ROOT
+        if n & (n - 1) == 0 and lo % n == 0:
+            k = n.bit_length() - 1
+            return self.levels[k][lo >> k]
+        k = _split(n)
+        return node_hash(self.range_hash(lo, lo + k), self.range_hash(lo + k, hi))
+
+    def root(self, size: int | None = None) -> bytes:
+        return self.range_hash(0, self.size if size is None else self._check_size(size))
+
+    def _check_size(self, size: int) -> int:
+        if not 0 <= size <= self.size:
+            raise MerkleError(f"tree size {size} is larger than the current {self.size}")
+        return size
+
+    def inclusion(self, index: int, size: int | None = None) -> list[bytes]:
+        """The audit path of leaf ``index`` in the tree of the first ``size`` leaves
+        (RFC 9162 §2.1.3.1)."""
+        n = self.size if size is None else self._check_size(size)
+        if not 0 <= index < n:
+            raise MerkleError(f"leaf {index} is outside a tree of {n}")
+        return self._path(index, 0, n)
+
+    def _path(self, m: int, lo: int, hi: int) -> list[bytes]:
+        n = hi - lo
+        if n == 1:
+            return []
+        k = _split(n)
+        if m < k:
+            return [*self._path(m, lo, lo + k), self.range_hash(lo + k, hi)]
+        return [*self._path(m - k, lo + k, hi), self.range_hash(lo, lo + k)]
+
+    def consistency(self, first: int, size: int | None = None) -> list[bytes]:
+        """Proof that the first ``first`` leaves' tree is a prefix of the first ``size``'s."""
+        n = self.size if size is None else self._check_size(size)
+        if not 0 <= first <= n:
+            raise MerkleError(f"tree size {first} is larger than the current {n}")
+        if first in (0, n):
+            return []
+        return self._subproof(first, 0, n, True)
+
+    def _subproof(self, m: int, lo: int, hi: int, complete: bool) -> list[bytes]:
+        n = hi - lo
+        if m == n:
+            return [] if complete else [self.range_hash(lo, hi)]
+        k = _split(n)
+        if m <= k:
+            return [*self._subproof(m, lo, lo + k, complete), self.range_hash(lo + k, hi)]
+        return [*self._subproof(m - k, lo + k, hi, False), self.range_hash(lo, lo + k)]
+
+
 def root_hash(leaves: Sequence[bytes]) -> bytes:
     """MTH of a list of leaf hashes (not entries)."""
-    n = len(leaves)
-    if n == 0:
-        return EMPTY_ROOT
-    if n == 1:
-        return leaves[0]
-    k = _split(n)
-    return node_hash(root_hash(leaves[:k]), root_hash(leaves[k:]))
+    return MerkleTree(leaves).root()
 
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
-    """The audit path of leaf ``index`` in the tree of all ``leaves`` (RFC 9162 §2.1.3.1)."""
-    n = len(leaves)
-    if not 0 <= index < n:
-        raise MerkleError(f"leaf {index} is outside a tree of {n}")
-    if n == 1:
-        return []
-    k = _split(n)
-    if index < k:
-        return [*inclusion_proof(leaves[:k], index), root_hash(leaves[k:])]
-    return [*inclusion_proof(leaves[k:], index - k), root_hash(leaves[:k])]
+    """The audit path of leaf ``index`` in the tree of all ``leaves``."""
+    return MerkleTree(leaves).inclusion(index)
 
 
 def consistency_proof(leaves: Sequence[bytes], first: int) -> list[bytes]:
     """Proof that the tree of the first ``first`` leaves is a prefix of all ``leaves``."""
-    n = len(leaves)
-    if not 0 <= first <= n:
-        raise MerkleError(f"tree size {first} is larger than the current {n}")
-    if first in (0, n):
-        return []
-    return _subproof(first, leaves, True)
-
-
-def _subproof(m: int, leaves: Sequence[bytes], complete: bool) -> list[bytes]:
-    n = len(leaves)
-    if m == n:
-        return [] if complete else [root_hash(leaves)]
-    k = _split(n)
-    if m <= k:
-        return [*_subproof(m, leaves[:k], complete), root_hash(leaves[k:])]
-    return [*_subproof(m - k, leaves[k:], False), root_hash(leaves[:k])]
+    return MerkleTree(leaves).consistency(first)
 
 
 def _hashes_ok(*values: Any) -> bool:

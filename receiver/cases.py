@@ -252,6 +252,17 @@ class CaseBook:
                     _now(),
                 ),
             )
+            record_event(
+                self.conn,
+                "assignment",
+                device=device,
+                case=case,
+                officers=officers,
+                place=place,
+                reason=reason,
+                target=target,
+                stage=stage,
+            )
             if schedule is not None and cur.lastrowid is not None:
                 ComplianceStore(self.conn, custody=record_event).schedule(
                     cur.lastrowid, schedule, device=device, case=case
@@ -276,6 +287,7 @@ class CaseBook:
             self.conn.execute(
                 "INSERT INTO unassignments (device, created_utc) VALUES (?, ?)", (device, _now())
             )
+            record_event(self.conn, "unassignment", device=device)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")

@@ -11,8 +11,12 @@ API (all return plain JSON-able values unless stated; all raise
 :class:`receiver.errors.NotFoundError` / :class:`~receiver.errors.InvalidInputError` for bad
 input):
 
-- ``Operations.login(config, store, conn, name, password)`` → Operations (raises AccessDenied)
-- ``list_cases()``, ``show_case(number)`` (logs ``view``), ``list_sessions(inbox_only=False)``
+- ``Operations.login(config, store, conn, name, password)`` → Operations (raises AccessDenied);
+  ``Operations.for_session(config, store, conn, name)`` for a web session logged in earlier
+- ``user`` (:class:`receiver.access.User`: name, role, active, ``can(permission)``) or None
+- ``list_cases()``, ``list_sessions(inbox_only=False)``, ``show_case(number)`` (logs ``view``),
+  ``viewed_case(number)`` (only the check and the ``view`` event, for a caller building its
+  own page of the case)
 - ``list_media(case)`` → segments of the case: session, seq, file, size, encrypted
 - ``media_for_playback(case, session, seq)`` → :class:`pathlib.Path` of the playable plaintext
   (MPEG-TS) object; needs a granted ``view`` or ``party-view`` approval; logs ``playback``
@@ -102,6 +106,28 @@ class Operations:
             raise
         return cls(config, store, conn, user)
 
+    @classmethod
+    def for_session(
+        cls,
+        config: ReceiverConfig,
+        store: EvidenceStore,
+        conn: sqlite3.Connection,
+        name: str,
+    ) -> Operations:
+        """For a web session that :meth:`login` authenticated earlier: the account as it is now
+        (a role change or a disabled account counts from the next request)."""
+        user = Accounts(conn).get(name)
+        if user is None or not user.active:
+            record_event(
+                conn,
+                "access-refused",
+                actor=name,
+                action="continue a session",
+                detail="unknown or disabled account",
+            )
+            raise AccessDenied(name, "continue a session", "unknown or disabled account")
+        return cls(config, store, conn, user)
+
     # -- helpers ---------------------------------------------------------------------------
     @property
     def actor(self) -> str:
@@ -151,10 +177,16 @@ class Operations:
         return reports.sessions_view(self.conn, inbox_only=inbox_only)
 
     def show_case(self, number: str) -> dict[str, Any]:
+        """The case with its sessions and verification state (``reports.case_view``)."""
+        self.viewed_case(number)
+        return reports.case_view(self.store, self.conn, number)
+
+    def viewed_case(self, number: str) -> None:
+        """Check the role and log the ``view`` of a case's metadata, for a caller that builds
+        its own view of the case (the CLI's ``case show``, a web page)."""
         self._read_cases("view case", case=number)
-        data = reports.case_view(self.store, self.conn, number)
+        self.cases.require(number)
         record_event(self.conn, "view", actor=self.actor, case=number, what="case metadata")
-        return data
 
     def list_media(self, case: str) -> list[dict[str, Any]]:
         self._read_cases("list media", case=case)

@@ -27,6 +27,7 @@ from evidence.records import format_utc
 from receiver import sdnotify
 from receiver.cases import CaseBook
 from receiver.config import ReceiverConfig
+from receiver.custody import CustodyLog, issue_head_if_due
 from receiver.identity import load_media_key, load_receipt_key
 from receiver.ingest import Ingest, Outgoing
 from receiver.mqtt import connect_properties, make_client
@@ -50,6 +51,7 @@ class ReceiverService:
         config.broker.check_tls()
         self.ingest_conn = connect(self.store.db_path)
         self.main_conn = connect(self.store.db_path)
+        self.custody = CustodyLog(self.main_conn, self.store.data_dir, self.receipt_key)
         lim = config.limits
         self.ingest = Ingest(
             self.store,
@@ -178,6 +180,10 @@ class ReceiverService:
                 if now - last_expire > EXPIRE_INTERVAL_S:
                     last_expire = now
                     self.ingest.expire()
+                    try:  # custody hook: a signed tree head at least hourly while the log grows
+                        issue_head_if_due(self.custody)
+                    except Exception:
+                        log.exception("signing a custody tree head failed; will retry")
                 if (
                     watchdog_s is not None
                     and now - last_pet >= watchdog_s

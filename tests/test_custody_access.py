@@ -142,7 +142,12 @@ def test_party_request_is_its_own_type(tmp_path: Path, mpegts_clips: list[Path])
     )[0]
     assert a["kind"] == "party-view" and a["party"] == "Zhang San"
     s.ok("approval", "grant", str(a["id"]), user="sven")
+    s.ok("case", "show", CASE, user="clara")
+    code, _, _ = s.run("case", "show", CASE, user="tom")  # a technician reads no cases
+    assert code == 2
     entries = s.json("custody", "log", "--case", CASE, user="audrey")
+    assert any(e["kind"] == "view" and e["actor"] == "clara" for e in entries)
+    assert any(e["kind"] == "access-refused" and e["actor"] == "tom" for e in entries)
     grant = [e for e in entries if e["kind"] == "approval-grant"][-1]
     assert grant["party"] == "Zhang San" and grant["request"] == "party-view"
 

@@ -66,3 +66,25 @@ def test_announced_head_is_kept_signed_in_tree_heads_and_a_cut_tail_is_named(
     findings = json.loads(out)["findings"]
     assert code == 1
     assert any(f["kind"] == "chain-tail-missing" and str(close) in f["detail"] for f in findings)
+
+
+def test_periodic_tree_heads_only_when_the_log_grew_and_the_interval_passed(
+    tmp_path: Path,
+) -> None:
+    from datetime import timedelta
+
+    from receiver.custody import CustodyLog, issue_head_if_due, record_event
+
+    store = EvidenceStore(tmp_path / "d")
+    conn = connect(store.db_path)
+    log = CustodyLog(conn, store.data_dir, load_receipt_key(tmp_path / "d" / "receipt.key"))
+    record_event(conn, "audit", actor="t")
+    first = issue_head_if_due(log)
+    assert first is not None and first.tree_size == 1
+    assert issue_head_if_due(log, timedelta(0)) is None  # nothing new
+    record_event(conn, "audit", actor="t")
+    assert issue_head_if_due(log) is None  # grew, but the last head is recent
+    second = issue_head_if_due(log, timedelta(0))
+    assert second is not None and second.tree_size == 2
+    assert len(list((store.data_dir / "custody" / "heads").iterdir())) == 2
+    assert second.verify(log.key.public_key())

@@ -118,6 +118,11 @@ def rewrite_custody_entry(s: Seeded, conn: sqlite3.Connection) -> str:
     return "custody-entry-altered"
 
 
+def swap_device_key(s: Seeded, conn: sqlite3.Connection) -> str:
+    conn.execute("UPDATE devices SET key_id = 'ed25519:00000000000000000000000000000000'")
+    return "device-key-altered"
+
+
 TAMPERING: list[Callable[[Seeded, sqlite3.Connection], str]] = [
     change_media_hash,
     change_marker_body,
@@ -130,6 +135,7 @@ TAMPERING: list[Callable[[Seeded, sqlite3.Connection], str]] = [
     erase_last_session,
     truncate_custody_log,
     rewrite_custody_entry,
+    swap_device_key,
 ]
 
 
@@ -297,3 +303,55 @@ def test_quarantine_flag_clears_after_a_good_re_import(
     assert fresh.run("import", str(s.spool.root))[0] == 0
     code, out, _ = fresh.run("case", "show", CASE)
     assert code == 0 and "quarantined" not in out, out
+
+
+def test_moves_made_through_the_receiver_audit_clean(
+    seeded_template: Seeded, tmp_path: Path
+) -> None:
+    s = _copy(seeded_template, tmp_path)
+    s.ok("case", "create", "--number", "JY-B", "--type", "dispute", "--title", "t")
+    session = s.json("sessions")[0]["session"]
+    s.ok("file", "--session", session, "--case", "JY-B", "--move")
+    code, result = _audit(s)
+    assert code == 0 and result["ok"], result["findings"]
+    moves = [e for e in s.json("custody", "log", user="audrey") if e["kind"] == "move"]
+    assert moves[-1]["session"] == session and moves[-1]["from_case"] == CASE
+
+
+def test_encrypted_media_deleted_ciphertext_and_redirected_plaintext_are_named(
+    tmp_path: Path, mpegts_clips: list[Path]
+) -> None:
+    s = seed(tmp_path, mpegts_clips, encrypted=True)
+    assert _audit(s)[0] == 0
+    conn = _db(s)
+    segs = conn.execute("SELECT * FROM records WHERE type = 'segment' ORDER BY seq").fetchall()
+    assert all(r["plain_sha256"] and r["plain_sha256"] != r["media_sha256"] for r in segs)
+    # the insider points the first segment's playable plaintext at another segment's video
+    conn.execute(
+        "UPDATE records SET plain_sha256 = ? WHERE hash = ?",
+        (segs[-1]["plain_sha256"], segs[0]["hash"]),
+    )
+    # and deletes the stored ciphertext of the second
+    _object(s, segs[1]["media_sha256"]).unlink()
+    conn.close()
+    code, result = _audit(s)
+    kinds = _kinds(result)
+    assert code == 1 and {"plaintext-redirected", "object-deleted"} <= kinds, result
+    assert any("stored media" in f["where"] for f in result["findings"])
+
+
+def test_encrypted_case_exports_playable_plaintext_that_verifies(
+    tmp_path: Path, mpegts_clips: list[Path]
+) -> None:
+    s = seed(tmp_path, mpegts_clips, encrypted=True, sessions=1)
+    s.approve("export")
+    s.ok("export", CASE, "--out", str(tmp_path / "case"), user="clara")
+    play = sorted((tmp_path / "case" / "play" / s.spool.device).iterdir())
+    stored = sorted((tmp_path / "case" / "devices" / s.spool.device / "media").iterdir())
+    assert len(play) == len(stored) == 2
+    assert play[0].read_bytes()[0] == 0x47  # an MPEG-TS sync byte: playable
+    assert stored[0].read_bytes()[:7] == b"BCAMENC"
+    from tests.test_custody_export import verify
+
+    code, out, err = verify(tmp_path / "case", "--receiver-key", str(s.data / "receipt.pub"))
+    assert code == 0, out + err

@@ -57,7 +57,8 @@ def test_export_copied_elsewhere_verifies_offline_with_a_pinned_key(
     assert "pinned with --receiver-key" in out and "OK:" in out
     manifest = json.loads((copy / "manifest.json").read_text())
     assert set(manifest["devices"]) == {s.spool.device}
-    assert (copy / "index.html").read_text().count("<h2>Session") == 2
+    page = (copy / "index.html").read_text()
+    assert page.count("<h2>Session") == 2 and "marker arrival" in page and ".ts</a>" in page
     assert any(p.startswith("play/") or "/media/" in p for p in manifest["files"])
     entries = json.loads((copy / "custody" / "entries.json").read_text())
     assert {"filing", "export", "approval-grant"} <= {e["entry"]["kind"] for e in entries}
@@ -184,3 +185,32 @@ def test_hostile_zip_members_are_refused(tmp_path: Path) -> None:
         f.writestr("../escape.txt", "x")
     code, _out, err = verify(z)
     assert code == 2 and "points outside" in err and not (tmp_path.parent / "escape.txt").exists()
+
+
+def test_export_refuses_an_empty_case_or_missing_media_and_leaves_nothing(
+    tmp_path: Path, mpegts_clips: list[Path]
+) -> None:
+    s = seed(tmp_path, mpegts_clips, sessions=1)
+    s.ok("case", "create", "--number", "JY-EMPTY", "--type", "dispute", "--title", "t")
+    req = s.json(
+        "approval",
+        "request",
+        "--case",
+        "JY-EMPTY",
+        "--kind",
+        "export",
+        "--reason",
+        "r",
+        user="clara",
+    )
+    s.ok("approval", "grant", str(req[0]["id"]), user="sven")
+    code, _, err = s.run("export", "JY-EMPTY", "--out", str(tmp_path / "e"), user="clara")
+    assert code == 2 and "nothing to export" in err
+    s.approve("export")
+    obj = next((s.data / "objects").rglob("*"))
+    while obj.is_dir():
+        obj = next(obj.iterdir())
+    obj.unlink()
+    code, _, err = s.run("export", CASE, "--out", str(tmp_path / "x"), user="clara")
+    assert code == 2 and "missing" in err and "audit" in err
+    assert not any(p.name.startswith((".x", "x", ".e", "e")) for p in tmp_path.iterdir())

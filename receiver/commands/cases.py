@@ -125,7 +125,9 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _show(args: argparse.Namespace, ctx: Context) -> int:
-    data = reports.case_view(ctx.store, ctx.conn, args.number)
+    from receiver.commands.access import operations  # role check + custody "view" event
+
+    data = operations(args, ctx).show_case(args.number)
     settings = ReportSettings.from_config(ctx.config)
     views.annotate_sessions(data["sessions"], ctx.conn, settings)
     data.update(views.annotate_cases([dict(data)], ctx.conn, settings)[0])

@@ -95,7 +95,7 @@ def _consistency(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:
-        print(("OK: " if result["ok"] else "FAILED: ") + result["explanation"])
+        print(_safe(("OK: " if result["ok"] else "FAILED: ") + result["explanation"]))
         for i, p in enumerate(result.get("proof", [])):
             print(f"  proof[{i}] {p}")
     return 0 if result["ok"] else 1
@@ -107,6 +107,11 @@ def _log(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _safe(text: str) -> str:
+    """Control characters (from a database an insider may have edited) shown, not obeyed."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 def _audit(args: argparse.Namespace, ctx: Context) -> int:
     result = operations(args, ctx).audit()
     if args.json:
@@ -115,5 +120,5 @@ def _audit(args: argparse.Namespace, ctx: Context) -> int:
         summary = ", ".join(f"{n} {k}" for k, n in sorted(result["checked"].items()))
         print(f"audit: checked {summary}: " + ("clean" if result["ok"] else "DIFFERENCES"))
         for f in result["findings"]:
-            print(f"  {f['kind']}: {f['where']}: {f['detail']}")
+            print(_safe(f"  {f['kind']}: {f['where']}: {f['detail']}"))
     return 0 if result["ok"] else 1

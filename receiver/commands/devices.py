@@ -12,6 +12,7 @@ from receiver import reports
 from receiver.commands import Context, bind, json_flag, show
 from receiver.compliance.report import ReportSettings
 from receiver.compliance.views import annotate_devices
+from receiver.custody import record_event
 from receiver.registry import DeviceRegistry
 
 DEVICE_COLUMNS = (
@@ -50,14 +51,22 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def _add(args: argparse.Namespace, ctx: Context) -> int:
     d = DeviceRegistry(ctx.conn).add(args.id, args.key, replace_key=args.replace_key)
+    record_event(ctx.conn, "device-registration", actor=_actor(args), device=d.id, key=d.key_id)
     print(f"device {d.id} registered with key {d.key_id}")
     return 0
 
 
 def _revoke(args: argparse.Namespace, ctx: Context) -> int:
     DeviceRegistry(ctx.conn).revoke(args.id, args.reason)
+    record_event(
+        ctx.conn, "device-revocation", actor=_actor(args), device=args.id, detail=args.reason
+    )
     print(f"device {args.id} revoked: its uploads are quarantined from now on")
     return 0
+
+
+def _actor(args: argparse.Namespace) -> str:
+    return getattr(args, "user", None) or "local-operator"
 
 
 def _list(args: argparse.Namespace, ctx: Context) -> int:

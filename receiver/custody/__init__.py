@@ -29,15 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from evidence.canonical import canonical_bytes
 from evidence.errors import EvidenceError
 from evidence.fsutil import atomic_write
-from evidence.merkle import (
-    MerkleError,
-    TreeHead,
-    consistency_proof,
-    inclusion_proof,
-    leaf_hash,
-    root_hash,
-    verify_consistency,
-)
+from evidence.merkle import MerkleError, MerkleTree, TreeHead, leaf_hash, verify_consistency
 from evidence.records import format_utc
 from receiver.errors import ReceiverError
 from receiver.store.custody import CustodySQL
@@ -142,12 +134,16 @@ class CustodyLog:
     def leaves(self, size: int | None = None) -> list[bytes]:
         return [bytes.fromhex(h) for h in self.sql.leaf_hashes(size)]
 
+    def tree(self, size: int | None = None) -> MerkleTree:
+        """The Merkle tree of the first ``size`` entries (all by default), built once."""
+        return MerkleTree(self.leaves(size))
+
     def issue_head(self) -> TreeHead:
         """Sign the current tree head (with the devices' newest chain heads as anchors),
         keep it in the database and as a file, log nothing (a head is about the log)."""
-        leaves = self.leaves()
+        tree = self.tree()
         anchors = [json.loads(r["head"]) for r in self.sql.chain_heads()]
-        head = TreeHead.create(self.key, len(leaves), root_hash(leaves), now_utc(), anchors)
+        head = TreeHead.create(self.key, tree.size, tree.root(), now_utc(), anchors)
         text = head.canonical()
         self.sql.add_head(head.tree_size, head.root, head.utc, text.decode("utf-8"))
         stamp = head.utc.replace(":", "").replace("-", "")
@@ -163,23 +159,27 @@ class CustodyLog:
             return TreeHead.from_dict(json.loads(row["head"]))
         return self.issue_head()
 
-    def inclusion(self, index: int, tree_size: int | None = None) -> Inclusion:
-        leaves = self.leaves(tree_size)
-        if not 0 <= index < len(leaves):
-            raise CustodyError(f"no custody entry {index} in a log of {len(leaves)}")
+    def inclusion(
+        self, index: int, tree_size: int | None = None, tree: MerkleTree | None = None
+    ) -> Inclusion:
+        """Entry ``index`` with its audit path in the tree of ``tree_size`` entries (pass the
+        ``tree`` when proving many entries: it is built once)."""
+        tree = tree if tree is not None else self.tree(tree_size)
+        size = tree.size if tree_size is None else tree_size
+        if not 0 <= index < size:
+            raise CustodyError(f"no custody entry {index} in a log of {size}")
         row = self.sql.entry(index)
         assert row is not None
-        proof = inclusion_proof(leaves, index)
+        proof = tree.inclusion(index, size)
         return Inclusion(
-            index, len(leaves), json.loads(row["entry"]), row["leaf_hash"], [p.hex() for p in proof]
+            index, size, json.loads(row["entry"]), row["leaf_hash"], [p.hex() for p in proof]
         )
 
     def consistency(self, old_size: int) -> tuple[TreeHead, list[str]]:
         """The current head and the proof that the tree of ``old_size`` is its prefix."""
         head = self.current_head()
-        leaves = self.leaves(head.tree_size)
         try:
-            proof = consistency_proof(leaves, old_size)
+            proof = self.tree(head.tree_size).consistency(old_size)
         except MerkleError as exc:
             raise CustodyError(exc.reason) from exc
         return head, [p.hex() for p in proof]

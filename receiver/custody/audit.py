@@ -32,7 +32,7 @@ from typing import Any
 from evidence import layout
 from evidence.canonical import parse_json
 from evidence.errors import EvidenceError
-from evidence.merkle import MerkleError, TreeHead, leaf_hash, root_hash
+from evidence.merkle import MerkleError, MerkleTree, TreeHead, leaf_hash
 from evidence.records import Record
 from receiver.config import ReceiverConfig
 from receiver.custody import CustodyLog
@@ -197,6 +197,7 @@ def _audit_log(custody: CustodyLog, f: Findings) -> list[TreeHead]:
             f.add("custody-entry-altered", f"custody entry {row['idx']}", "entry text changed")
         leaves.append(computed)
     public = custody.key.public_key()
+    tree = MerkleTree(leaves)
     for source, head in _heads(custody, f):
         f.count("tree heads")
         if not head.verify(public):
@@ -209,7 +210,7 @@ def _audit_log(custody: CustodyLog, f: Findings) -> list[TreeHead]:
                 source,
                 f"signed head covers {head.tree_size} entries, the log holds {len(leaves)}",
             )
-        elif root_hash(leaves[: head.tree_size]).hex() != head.root:
+        elif tree.root(head.tree_size).hex() != head.root:
             f.add(
                 "custody-log-rewritten",
                 source,
@@ -251,7 +252,8 @@ def _audit_events(store: EvidenceStore, conn: sqlite3.Connection, f: Findings) -
         (r["record_hash"], r["reason"])
         for r in conn.execute("SELECT record_hash, reason FROM quarantine")
     }
-    expected_filing: dict[str, tuple[str, str, int]] = {}
+    expected_filing: dict[tuple[str, str], tuple[str, int]] = {}
+    registered: dict[str, tuple[str, int]] = {}
     for row in CustodySQL(conn).entries():
         try:
             event = json.loads(row["entry"])
@@ -283,40 +285,49 @@ def _audit_events(store: EvidenceStore, conn: sqlite3.Connection, f: Findings) -
             qpath = event.get("path")
             if isinstance(qpath, str) and not (store.data_dir / qpath).is_dir():
                 f.add("quarantine-wiped", where, f"custody entry {idx}: {qpath} is gone")
+        elif kind == "device-registration" and isinstance(event.get("key"), str):
+            registered[str(event.get("device"))] = (event["key"], idx)
         elif kind in ("filing", "move"):
             session, case = event.get("session"), event.get("case")
             if isinstance(session, str) and isinstance(case, str):
-                expected_filing[session] = (case, str(event.get("device")), idx)
+                expected_filing[(str(event.get("device")), session)] = (case, idx)
     _compare_filings(conn, expected_filing, f)
+    keys = {r["id"]: r["key_id"] for r in conn.execute("SELECT id, key_id FROM devices")}
+    for device, (kid, idx) in sorted(registered.items()):
+        if keys.get(device) != kid:
+            f.add(
+                "device-key-altered",
+                f"device {device}",
+                f"registered with key {kid} (custody entry {idx}); the database says "
+                f"{keys.get(device)}",
+            )
 
 
 def _compare_filings(
-    conn: sqlite3.Connection, expected: dict[str, tuple[str, str, int]], f: Findings
+    conn: sqlite3.Connection, expected: dict[tuple[str, str], tuple[str, int]], f: Findings
 ) -> None:
+    """Filings keyed by (device, session), as the custody events name them."""
     actual = {
-        r["session"]: r["case_number"]
-        for r in conn.execute("SELECT session, case_number FROM filings")
+        (r["device"], r["session"]): r["case_number"]
+        for r in conn.execute("SELECT device, session, case_number FROM filings")
     }
     f.count("filings", len(actual))
-    for session, (case, _device, idx) in sorted(expected.items()):
-        have = actual.get(session)
+    for (device, session), (case, idx) in sorted(expected.items()):
+        have = actual.get((device, session))
+        where = f"session {session} of {device}"
         if have is None:
-            f.add(
-                "filing-deleted",
-                f"session {session}",
-                f"custody entry {idx} filed it to case {case}; the filing is gone",
-            )
+            f.add("filing-deleted", where, f"custody entry {idx} filed it to case {case}; gone")
         elif have != case:
             f.add(
                 "filing-moved-unlogged",
-                f"session {session}",
+                where,
                 f"filed to case {have}; the custody log (entry {idx}) says case {case}",
             )
-    for session in sorted(set(actual) - set(expected)):
+    for device, session in sorted(set(actual) - set(expected)):
         f.add(
             "filing-unlogged",
-            f"session {session}",
-            f"filed to case {actual[session]} with no custody entry",
+            f"session {session} of {device}",
+            f"filed to case {actual[(device, session)]} with no custody entry",
         )
 
 

@@ -44,7 +44,7 @@ from evidence.receipt import STATUS_STORED, Receipt
 from receiver.cases import CaseBook
 from receiver.config import ReceiverConfig
 from receiver.custody import CustodyLog, now_utc, record_event
-from receiver.errors import ConflictError, StoreError
+from receiver.errors import ConflictError, InvalidInputError, StoreError
 from receiver.identity import load_receipt_key
 from receiver.registry import DeviceRegistry
 from receiver.store import EvidenceStore
@@ -120,6 +120,18 @@ def _build(
 ) -> dict[str, Any]:
     case = CaseBook(conn).require(number)
     rows = evq.case_records(conn, number)
+    if not rows:
+        raise InvalidInputError(
+            "case", f"{number} has no recordings filed to it: nothing to export"
+        )
+    for row in rows:
+        for sha in (row["media_sha256"], row["plain_sha256"]):
+            if sha is not None and not store.object_path(sha).is_file():
+                raise StoreError(
+                    store.object_path(sha),
+                    f"stored media of {row['device']} seq {row['seq']} is missing: the export "
+                    "is refused (run `bodycam-receiver audit`)",
+                )
     registry = DeviceRegistry(conn)
     per_device: dict[str, list[sqlite3.Row]] = {}
     for row in rows:
@@ -147,8 +159,9 @@ def _build(
     _put(root, TREE_HEAD_FILE, head.canonical())
     sessions = [s["session"] for s in evq.case_sessions(conn, number)]
     entries = []
+    tree = custody.tree(head.tree_size)
     for entry in evq.CustodySQL(conn).for_case(number, sessions):
-        proof = custody.inclusion(entry["idx"], head.tree_size)
+        proof = custody.inclusion(entry["idx"], head.tree_size, tree)
         entries.append({"index": proof.index, "entry": proof.entry, "proof": proof.proof})
     _put(root, ENTRIES_FILE, json.dumps(entries, ensure_ascii=False, indent=1).encode())
     devices = {
@@ -160,10 +173,11 @@ def _build(
         }
         for device, drows in per_device.items()
     }
+    case_info = {**case.to_dict(), "concluded_date": evq.case_concluded(conn, number)}
     unsigned = {
         "v": 1,
         "type": CASE_FILE_TYPE,
-        "case": case.to_dict(),
+        "case": case_info,
         "created_utc": now_utc(),
         "exported_by": actor,
         "approval": approval,
@@ -178,7 +192,7 @@ def _build(
     check = verify_case_file(root, receiver_keys=KeyRing([key.public_key()]), device_keys=ring)
     report = {**check.to_dict(), "root": "."}
     _put(root, "report.json", json.dumps(report, ensure_ascii=False, indent=1).encode())
-    _put(root, "index.html", _index_html(case.to_dict(), rows, devices, head.to_dict(), report))
+    _put(root, "index.html", _index_html(case_info, rows, devices, head.to_dict(), report))
     files = _file_list(root)
     _put(root, MANIFEST, canonical_bytes(sign_manifest({**unsigned, "files": files}, key)))
     return {
@@ -272,7 +286,8 @@ def _index_html(
         "td,th{border:1px solid #999;padding:.2em .5em;text-align:left}</style></head><body>",
         f"<h1>Case {e(case['number'])}: {e(case['title'])}</h1>",
         f"<p>Type {e(case['enforcement_type'])} (AV {e(case['av_level'])}), sensitivity "
-        f"{e(case['sensitivity'])}, parties: {e(', '.join(case['parties']) or '-')}</p>",
+        f"{e(case['sensitivity'])}, parties: {e(', '.join(case['parties']) or '-')}, "
+        f"concluded: {e(case.get('concluded_date') or 'not yet')}</p>",
         "<p>Verification at export: "
         + ("<b>verified</b>" if report["ok"] else "<b>PROBLEMS</b>")
         + f". Check it yourself: <code>bodycam-verify THIS-DIRECTORY --receiver-key "

@@ -202,3 +202,15 @@ def stored_range(
         )
     value = row.fetchone()[0]
     return str(value) if value is not None else None
+
+
+def case_concluded(conn: sqlite3.Connection, case: str) -> str | None:
+    """The case's conclusion date (Art. 21), kept by the compliance work's ``case_compliance``
+    table; None when not concluded or when that table does not exist in this build."""
+    try:
+        row = conn.execute(
+            "SELECT concluded_date FROM case_compliance WHERE case_number = ?", (case,)
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return str(row[0]) if row and row[0] else None

@@ -46,10 +46,13 @@ def _env(**values: str) -> Iterator[None]:
 class Seeded:
     data: Path
     spool: BuiltSpool
+    config: Path | None = None
 
     def run(self, *args: str, user: str | None = None) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
         argv = ["--data-dir", str(self.data)] + (["--user", user] if user else []) + list(args)
+        if self.config is not None:
+            argv = ["--config", str(self.config), *argv]
         with (
             _env(BODYCAM_PASSWORD=PASSWORD, BODYCAM_NEW_PASSWORD=PASSWORD),
             contextlib.redirect_stdout(out),
@@ -85,11 +88,30 @@ class Seeded:
 
 
 def seed(
-    tmp_path: Path, clips: list[Path], *, sensitivity: str = "internal", sessions: int = 2
+    tmp_path: Path,
+    clips: list[Path],
+    *,
+    sensitivity: str = "internal",
+    sessions: int = 2,
+    encrypted: bool = False,
 ) -> Seeded:
+    """With ``encrypted`` the spool's media are encrypted to a receiver media key, configured
+    in a receiver.toml the commands are run with."""
     data = tmp_path / "rdata"
-    spool = build_spool(tmp_path / "spool", clips[:2], sessions=sessions, case=CASE)
-    s = Seeded(data, spool)
+    config = None
+    recipient = None
+    if encrypted:
+        from evidence.encryption import generate_encryption_key, save_encryption_key
+
+        key = generate_encryption_key()
+        save_encryption_key(tmp_path / "media.key", key)
+        recipient = key.public_key()
+        config = tmp_path / "receiver.toml"
+        config.write_text('encryption_key = "media.key"\n')
+    spool = build_spool(
+        tmp_path / "spool", clips[:2], sessions=sessions, case=CASE, encrypt_to=recipient
+    )
+    s = Seeded(data, spool, config)
     s.ok("device", "add", "--id", spool.device, "--key", str(spool.pub_path))
     s.ok(
         "case",
