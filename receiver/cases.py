@@ -260,10 +260,6 @@ class CaseBook:
                     _now(),
                 ),
             )
-            if schedule is not None and cur.lastrowid is not None:
-                ComplianceStore(self.conn, custody=record_event).schedule(
-                    cur.lastrowid, schedule, device=device, case=case
-                )
             record_event(
                 self.conn,
                 "assignment",
@@ -275,6 +271,10 @@ class CaseBook:
                 target=target,
                 stage=stage,
             )
+            if schedule is not None and cur.lastrowid is not None:
+                ComplianceStore(self.conn, custody=record_event).schedule(
+                    cur.lastrowid, schedule, device=device, case=case
+                )
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")

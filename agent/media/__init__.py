@@ -19,6 +19,7 @@ from agent.media.base import (
     CapturePipeline,
     CaptureStateError,
     FaultKind,
+    InterruptionSink,
     MediaError,
     SegmentSink,
     SegmentStats,
@@ -35,6 +36,7 @@ __all__ = [
     "CapturePipeline",
     "CaptureStateError",
     "FaultKind",
+    "InterruptionSink",
     "MediaError",
     "SegmentSink",
     "SegmentStats",
@@ -47,7 +49,8 @@ def create_capture(backend: str, clock: Clock, **options: Any) -> CapturePipelin
     """Build the capture pipeline ``backend`` ("simulated" or "pi") with ``options``.
 
     Options are the backend class's keyword arguments (e.g. ``segment_duration_s``,
-    ``pre_event_s``, ``width``, ``fps``; ``realtime`` for "simulated").
+    ``pre_event_s``, ``width``, ``fps``; ``realtime`` for "simulated": False gives the stepped
+    capture that advances only through ``advance_to``).
     """
     if backend == "simulated":
         from agent.media.simulated import SimulatedCapture
