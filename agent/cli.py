@@ -306,6 +306,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         cfg.device.spool_dir = str(args.spool)
     else:
         cfg = _config(args.config)
+    if not cfg.spool_path.is_dir():  # a mistyped path must not read as an empty, healthy spool
+        print(f"bodycam-agent: {cfg.spool_path}: no such spool directory", file=sys.stderr)
+        return EXIT_SETUP
     status = spool_status(cfg.spool_path, cfg)
     if args.json:
         print(json.dumps(status, indent=2, ensure_ascii=False))

@@ -56,6 +56,8 @@ class ControlsConfig:
     buzzer_pin: int | None = 25
     vibration_pin: int | None = None
     hold_time_s: float = 3.0
+    mark_hold_time_s: float = 2.0
+    """A mark press held this long signs an ``obstruction`` marker (Art. 26) instead."""
     bounce_time_s: float = 0.05
     """Button contact bounce: edges closer than this to the previous edge are ignored."""
 
@@ -168,6 +170,8 @@ class SpeechConfig:
 @dataclass
 class RecordingConfig:
     cue_interval_min: float = 2.0
+    reminder_interval_s: float = 120.0
+    """In an assignment's scheduled window, remind the officer this often while not recording."""
     low_storage_warn_min: float = 30.0
     """Warn (LED, tone, log) when the spool holds less than this many minutes."""
     storage_stop_bytes: int = 64 * 1024 * 1024

@@ -62,14 +62,25 @@ from agent.preamble import (
     build_preamble,
     load_assignment,
 )
+from agent.reminders import REMINDER_ZH, ReminderSchedule, load_window
 from agent.speaker import Speaker
 from agent.spool import SessionSink, SessionState, Spool, new_session_id
 from agent.tts import CUE_TONE, REFUSED_TONE, Speech, Synthesizer
+from evidence.markers import MARKERS, GapCause, MarkerKind, next_expected
 from evidence.records import Record, RecordType, format_utc
 
 log = logging.getLogger(__name__)
 
 STORAGE_POLL_S = 5.0
+PAUSE_CONFIRM_S = 3.0
+PAUSE_ARM_ZH = "再按一次录像键暂停录像。"
+PAUSED_ZH = "录像已暂停。按标记键选择中断原因，按录像键继续录像。"
+#: what a mark press offers while paused, in order, with what the device says
+PAUSE_CAUSES: dict[GapCause, str] = {
+    GapCause.WEATHER: "天气",
+    GapCause.OBSTRUCTION: "执法受阻",
+    GapCause.OTHER: "其他",
+}
 HISTORY = 256
 
 
@@ -77,6 +88,8 @@ class State(StrEnum):
     IDLE = "idle"
     RECORDING = "recording"
     SUSPENDED = "suspended"
+    PAUSED = "paused"
+    """The officer paused (Art. 13: weather, obstruction, other); a signed gap on resume."""
 
 
 @dataclass
@@ -110,7 +123,8 @@ class RecordHeld:
 
 @dataclass(frozen=True)
 class MarkPressed:
-    kind: str = "important"
+    kind: str | None = None
+    """None: the marker the session's stage expects next (evidence.markers.next_expected)."""
     note: str = ""
 
 
@@ -171,6 +185,7 @@ _BUTTON_EVENTS: dict[ButtonEvent, RecorderEvent] = {
     ButtonEvent.RECORD_PRESS: RecordPressed(),
     ButtonEvent.RECORD_HOLD: RecordHeld(),
     ButtonEvent.MARK: MarkPressed(),
+    ButtonEvent.MARK_HOLD: MarkPressed(MarkerKind.OBSTRUCTION.value),
 }
 
 
@@ -275,6 +290,9 @@ class Recorder:
         self.cues: deque[datetime] = deque(maxlen=HISTORY)
         self.gaps: deque[Record] = deque(maxlen=HISTORY)
         self.markers: deque[Record] = deque(maxlen=HISTORY)
+        self.reminders: deque[datetime] = deque(maxlen=HISTORY)
+        self._pause_armed_ns: int | None = None
+        self._reminders = ReminderSchedule(cfg.recording.reminder_interval_s)
         self.refusals: deque[CheckReport] = deque(maxlen=HISTORY)
         self._events: queue.Queue[RecorderEvent] = queue.Queue()
         self._next_cue_ns: int | None = None
@@ -324,7 +342,7 @@ class Recorder:
     def hold_record(self) -> None:
         self._events.put(RecordHeld())
 
-    def mark(self, kind: str = "important", note: str = "") -> None:
+    def mark(self, kind: str | None = None, note: str = "") -> None:
         self._events.put(MarkPressed(kind, note))
 
     def resume_after_crash(self) -> None:
@@ -377,6 +395,10 @@ class Recorder:
             case RecordPressed():
                 if self.state == State.IDLE:
                     self.start_session()
+                elif self.state == State.RECORDING:
+                    self._pause_press()
+                elif self.state == State.PAUSED:
+                    self._resume_from_pause()
                 else:
                     log.info("record press while %s: ignored (hold to stop)", self.state)
             case RecordHeld():
@@ -388,7 +410,10 @@ class Recorder:
                 if self.state == State.IDLE and self.start_session():
                     self._say_resume_prompt()
             case MarkPressed(kind, note):
-                self._add_marker(kind, note)
+                if self.state == State.PAUSED:
+                    self._choose_pause_cause(kind)
+                else:
+                    self._add_marker(kind, note)
             case CaptureFaulted():
                 self._signal(Signal.FAULT)
             case CaptureResumed():
@@ -421,6 +446,7 @@ class Recorder:
             interval_ns = int(self.cfg.recording.cue_interval_min * 60e9)
             while self._next_cue_ns <= now_ns:
                 self._next_cue_ns += interval_ns
+        self._remind_if_due(now_ns)
         if self.state != State.IDLE and now_ns >= self._next_storage_poll_ns:
             self._next_storage_poll_ns = now_ns + int(STORAGE_POLL_S * 1e9)
             self._watch_storage()
@@ -621,12 +647,17 @@ class Recorder:
 
     # --- markers and cues -----------------------------------------------------------------------
 
-    def _add_marker(self, kind: str, note: str) -> None:
+    def _add_marker(self, kind: str | None, note: str) -> None:
         session = self.session
         if session is None:
             log.info("mark pressed while idle: ignored")
             self._signal(Signal.REFUSED)
             return
+        if kind is None:
+            made = [
+                str(r.body.get("kind")) for r in self.markers if r.session == session.state.session
+            ]
+            kind = next_expected(session.assignment.stage, made).value
         now = self.clock.utc_now()
         origin = session.recording_origin_utc
         media_us = int((now - origin).total_seconds() * 1e6) if origin is not None else None
@@ -641,7 +672,94 @@ class Recorder:
             },
         )
         self.markers.append(record)
+        obstruction = kind == MarkerKind.OBSTRUCTION.value
+        self._signal(Signal.OBSTRUCTION if obstruction else Signal.MARK)
+        self._confirm_marker(kind)
+
+    def _confirm_marker(self, kind: str) -> None:
+        """Speak what was marked, so the officer knows which marker the press made."""
+        try:
+            info = MARKERS[MarkerKind(kind)]
+        except ValueError:
+            return  # a kind given by a script that the vocabulary does not know: tone only
+        for speech in self._synthesize_all([("zh", f"已标记：{info.label_zh}")]):
+            self.speaker.say(speech)
+
+    # --- the officer's pause (Art. 13) -----------------------------------------------------
+
+    def _say_zh(self, text: str) -> None:
+        for speech in self._synthesize_all([("zh", text)]):
+            self.speaker.say(speech)
+
+    def _pause_press(self) -> None:
+        """A record press while recording arms the pause; a second one within
+        ``PAUSE_CONFIRM_S`` pauses, so a stray touch never interrupts a recording."""
+        now_ns = self.clock.monotonic_ns()
+        armed = self._pause_armed_ns
+        if armed is None or now_ns - armed > int(PAUSE_CONFIRM_S * 1e9):
+            self._pause_armed_ns = now_ns
+            self._signal(Signal.WARNING)
+            self._say_zh(PAUSE_ARM_ZH)
+            return
+        self._pause_armed_ns = None
+        session = self.session
+        assert session is not None
+        try:
+            self.capture.stop_recording()
+        except MediaError as exc:
+            log.error("stopping capture for a pause failed: %s", exc)
+        self._drain_sealed(session)
+        session.open_gap = self._take_open_gap(session) or OpenGap(
+            GapCause.MANUAL_PAUSE.value, self.clock.utc_now(), "paused by the officer"
+        )
+        self._set_state(State.PAUSED)
+        self._signal(Signal.WARNING)
+        self._say_zh(PAUSED_ZH)
+        log.warning("recording paused by the officer")
+
+    def _choose_pause_cause(self, kind: str | None) -> None:
+        """While paused, each mark press steps through the causes (spoken); a mark hold names
+        obstruction at once."""
+        session = self.session
+        if session is None or session.open_gap is None:
+            return
+        gap = session.open_gap
+        if kind == MarkerKind.OBSTRUCTION.value:
+            cause = GapCause.OBSTRUCTION
+        else:
+            causes = list(PAUSE_CAUSES)
+            current = GapCause(gap.cause) if gap.cause in causes else None
+            cause = causes[(causes.index(current) + 1) % len(causes)] if current else causes[0]
+        gap.cause = cause.value
         self._signal(Signal.MARK)
+        self._say_zh(f"中断原因：{PAUSE_CAUSES[cause]}")
+
+    def _resume_from_pause(self) -> None:
+        session = self.session
+        assert session is not None
+        gap = self._take_open_gap(session)
+        # the gap goes first: it must precede the first segment of the resumed recording
+        if gap is not None:
+            self._append_gap(
+                session, gap, self.clock.utc_now(), spoken=self._resume_speech is not None
+            )
+        self._start_recording()
+        self._set_state(State.RECORDING)
+        self._signal(Signal.RECORDING)
+        self._say_resume_prompt()
+        log.warning("recording resumed after the officer's pause")
+
+    def _remind_if_due(self, now_ns: int) -> None:
+        """Missed-recording prevention: in the assignment's scheduled window, remind the
+        officer (speech + vibration) every ``reminder_interval_s`` while not recording."""
+        recording = self.state != State.IDLE
+        window = None if recording else load_window(self.spool.state_dir)
+        if self._reminders.due(window, self.clock.utc_now(), now_ns, recording):
+            self.reminders.append(self.clock.utc_now())
+            self._signal(Signal.REMINDER)
+            for speech in self._synthesize_all([("zh", REMINDER_ZH)]):
+                self.speaker.say(speech)
+            log.info("reminder: scheduled window active and not recording")
 
     def _play_cue(self) -> None:
         self.cues.append(self.clock.utc_now())

@@ -97,6 +97,10 @@ class Simulation:
         self.controls.press_mark()
         self.settle()
 
+    def hold_mark(self) -> None:
+        self.controls.hold_mark()
+        self.settle()
+
     @property
     def state(self) -> State:
         return self.recorder.state

@@ -1,6 +1,7 @@
 """``bodycam-provision``: the technician's tool to bring devices into and out of service.
 
-Dock side: ``init``, ``enrol``, ``list``, ``revoke``, ``crl``, ``trust``, ``broker-config``.
+Dock side: ``init``, ``enrol``, ``list``, ``revoke``, ``crl``, ``trust``, ``broker-config``,
+``web-cert`` (the review console's TLS certificate).
 Device side: ``device-request``, ``device-install``, ``device-check``.
 
 Failure posture: every refusal is one line ``bodycam-provision: error: ...`` on stderr and exit
@@ -81,6 +82,15 @@ def _cmd_device_check(args: argparse.Namespace) -> int:
     for check in checks:
         print(f"{'OK  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
     return 0 if all(c.ok for c in checks) else EXIT_CHECK_FAILED
+
+
+def _cmd_web_cert(args: argparse.Namespace) -> int:
+    from provisioning.webcert import issue_web_certificate
+
+    issued = issue_web_certificate(Dock(args.dock), args.host or [])
+    print(f"console certificate {issued.cert} (key {issued.key}) for {', '.join(issued.hosts)}")
+    print(f"browsers trust it through the dock CA: {issued.ca}")
+    return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -251,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--receiver-data-dir", type=Path, help="the receiver's data_dir, written to receiver.toml"
     )
     p.set_defaults(func=_cmd_broker_config)
+
+    p = sub.add_parser("web-cert", help="issue the review console's TLS certificate")
+    p.add_argument("--dock", type=Path, required=True, help="the dock directory")
+    p.add_argument(
+        "--host", action="append", help="a name or address browsers use (repeat; loopback always)"
+    )
+    p.set_defaults(func=_cmd_web_cert)
     return parser
 
 

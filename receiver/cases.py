@@ -1,6 +1,9 @@
 """Cases, device assignments and the filing of sessions against cases (Art. 2, 8, 9, 22).
 
-Enforcement types carry the AV-recording level of Art. 8 (mandatory) and Art. 9 (recommended).
+Enforcement types carry the AV-recording level of Art. 8 and 20 (mandatory) and Art. 9
+(recommended); a major inspection is mandatory (Art. 18). A case may name its enforcing unit; an
+assignment may carry a scheduled window and the officer's return date (Art. 14), stored with it
+in one transaction by :mod:`receiver.store.compliance`.
 A session is filed automatically to the case named in its signed ``session-open`` assignment when
 that case exists here; otherwise it waits in the "unfiled" inbox until a clerk files it.
 Failure posture: unknown types, stages and labels raise :class:`InvalidInputError`; filing into a
@@ -19,46 +22,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from evidence.records import format_utc
+from receiver.compliance.rules import ENFORCEMENT_TYPES as RULE_TYPES
+from receiver.compliance.rules import STAGES, av_level
 from receiver.custody import record_event
 from receiver.errors import ConflictError, InvalidInputError, NotFoundError
+from receiver.store.compliance import ComplianceStore, Schedule
 
 log = logging.getLogger(__name__)
 
-AV_MANDATORY = "mandatory"
-AV_RECOMMENDED = "recommended"
-AV_NONE = "none"
-
-#: enforcement type → AV level (Art. 8: mandatory; Art. 9: as the situation requires)
-ENFORCEMENT_TYPES: dict[str, str] = {
-    "sealing": AV_MANDATORY,
-    "unsealing": AV_MANDATORY,
-    "seizure": AV_MANDATORY,
-    "substitute-performance": AV_MANDATORY,
-    "personal-liberty": AV_MANDATORY,
-    "life-health": AV_MANDATORY,
-    "major-property": AV_MANDATORY,
-    "dispute": AV_RECOMMENDED,
-    "inspection": AV_RECOMMENDED,
-    "interview": AV_RECOMMENDED,
-    "hearing": AV_RECOMMENDED,
-    "penalty": AV_RECOMMENDED,
-    "service-by-leaving": AV_RECOMMENDED,
-    "service-by-notice": AV_RECOMMENDED,
-    "licensing": AV_NONE,
-    "confirmation": AV_NONE,
-    "other": AV_NONE,
-}
-#: Art. 2: the stages of the whole process (the names the agent's spoken preamble knows)
-STAGES = (
-    "start",
-    "investigation",
-    "inspection",
-    "decision",
-    "hearing",
-    "service",
-    "execution",
-    "archiving",
-)
+#: enforcement type → AV level (Art. 8: mandatory; Art. 9: as the situation requires; Art. 20:
+#: penalty interviews and hearings in full); the full rules are in receiver.compliance.rules
+ENFORCEMENT_TYPES: dict[str, str] = {n: t.av_level for n, t in RULE_TYPES.items()}
 SENSITIVITY = ("public", "internal", "personal-privacy", "trade-secret", "state-secret")
 
 FILED_BY_ASSIGNMENT = "assignment"
@@ -104,10 +78,14 @@ class Assignment:
     created_utc: str
     active: bool
     published_utc: str | None
+    window_start_utc: str | None = None
+    window_end_utc: str | None = None
+    return_date: str | None = None
 
     def wire(self) -> dict[str, Any]:
-        """The retained message the device stores as state/assignment.json."""
-        return {
+        """The retained message the device stores as state/assignment.json; ``window`` (UTC) only
+        when scheduled, for the device's reminders (devices that do not know it ignore it)."""
+        out: dict[str, Any] = {
             "case": self.case,
             "officers": self.officers,
             "place": self.place,
@@ -115,6 +93,16 @@ class Assignment:
             "target": self.target,
             "stage": self.stage,
         }
+        if self.window_start_utc and self.window_end_utc:
+            out["window"] = {"start_utc": self.window_start_utc, "end_utc": self.window_end_utc}
+        return out
+
+
+#: an assignment with its schedule (receiver.store.compliance's assignment_schedule)
+_ASSIGNMENT_SELECT = (
+    "SELECT a.*, s.window_start_utc, s.window_end_utc, s.return_date FROM assignments a "
+    "LEFT JOIN assignment_schedule s ON s.assignment_id = a.id "
+)
 
 
 def _case(row: sqlite3.Row) -> Case:
@@ -142,6 +130,9 @@ def _assignment(row: sqlite3.Row) -> Assignment:
         created_utc=row["created_utc"],
         active=bool(row["active"]),
         published_utc=row["published_utc"],
+        window_start_utc=row["window_start_utc"],
+        window_end_utc=row["window_end_utc"],
+        return_date=row["return_date"],
     )
 
 
@@ -158,10 +149,14 @@ class CaseBook:
         *,
         parties: list[str] | None = None,
         sensitivity: str = "internal",
+        unit: str | None = None,
+        major_inspection: bool = False,
     ) -> Case:
-        number = number.strip()
+        number, title = number.strip(), title.strip()
         if not number:
             raise InvalidInputError("number", "a case number is required")
+        if not title:
+            raise InvalidInputError("title", "a case title is required")
         if enforcement_type not in ENFORCEMENT_TYPES:
             raise InvalidInputError(
                 "type", f"{enforcement_type!r}; known: {', '.join(sorted(ENFORCEMENT_TYPES))}"
@@ -170,21 +165,34 @@ class CaseBook:
             raise InvalidInputError(
                 "sensitivity", f"{sensitivity!r}; known: {', '.join(SENSITIVITY)}"
             )
+        if major_inspection and enforcement_type != "inspection":
+            raise InvalidInputError("major-inspection", "only an inspection can be major (Art. 18)")
         if self.get(number) is not None:
             raise ConflictError(f"case {number} already exists")
-        self.conn.execute(
-            "INSERT INTO cases (number, enforcement_type, av_level, title, parties, sensitivity, "
-            "created_utc) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                number,
-                enforcement_type,
-                ENFORCEMENT_TYPES[enforcement_type],
-                title,
-                json.dumps(parties or [], ensure_ascii=False),
-                sensitivity,
-                _now(),
-            ),
-        )
+        level, _article = av_level(enforcement_type, major_inspection=major_inspection)
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute(
+                "INSERT INTO cases (number, enforcement_type, av_level, title, parties, "
+                "sensitivity, created_utc) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    number,
+                    enforcement_type,
+                    level,
+                    title,
+                    json.dumps(parties or [], ensure_ascii=False),
+                    sensitivity,
+                    _now(),
+                ),
+            )
+            if unit is not None or major_inspection:
+                ComplianceStore(self.conn, custody=record_event).set_case_profile(
+                    number, unit=unit, major_inspection=major_inspection, in_transaction=True
+                )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
         case = self.get(number)
         assert case is not None
         # sessions that arrived before the case existed but name it are filed now
@@ -221,14 +229,21 @@ class CaseBook:
         reason: str,
         target: str,
         stage: str,
+        schedule: Schedule | None = None,
     ) -> Assignment:
         self.require(case)
         if self.conn.execute("SELECT 1 FROM devices WHERE id = ?", (device,)).fetchone() is None:
             raise NotFoundError("device", device)
         if stage not in STAGES:
             raise InvalidInputError("stage", f"{stage!r}; known: {', '.join(STAGES)}")
-        if not officers:
-            raise InvalidInputError("officers", "at least one officer is required")
+        officers = [o.strip() for o in officers]
+        if not officers or not all(officers):
+            raise InvalidInputError("officer", "at least one officer, and no empty name")
+        place, reason, target = place.strip(), reason.strip(), target.strip()
+        # spoken in the preamble and signed in every session-open (Art. 12): never blank
+        for name, value in (("place", place), ("reason", reason), ("target", target)):
+            if not value:
+                raise InvalidInputError(name, "must not be empty (it is spoken in the preamble)")
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             self.conn.execute("UPDATE assignments SET active = 0 WHERE device = ?", (device,))
@@ -257,11 +272,15 @@ class CaseBook:
                 target=target,
                 stage=stage,
             )
+            if schedule is not None and cur.lastrowid is not None:
+                ComplianceStore(self.conn, custody=record_event).schedule(
+                    cur.lastrowid, schedule, device=device, case=case
+                )
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
-        row = self.conn.execute("SELECT * FROM assignments WHERE id = ?", (cur.lastrowid,))
+        row = self.conn.execute(_ASSIGNMENT_SELECT + "WHERE a.id = ?", (cur.lastrowid,))
         return _assignment(row.fetchone())
 
     def unassign(self, device: str) -> Assignment | None:
@@ -299,13 +318,13 @@ class CaseBook:
 
     def active_assignment(self, device: str) -> Assignment | None:
         row = self.conn.execute(
-            "SELECT * FROM assignments WHERE device = ? AND active = 1", (device,)
+            _ASSIGNMENT_SELECT + "WHERE a.device = ? AND a.active = 1", (device,)
         ).fetchone()
         return _assignment(row) if row else None
 
     def unpublished_assignments(self) -> list[Assignment]:
         rows = self.conn.execute(
-            "SELECT * FROM assignments WHERE active = 1 AND published_utc IS NULL ORDER BY id"
+            _ASSIGNMENT_SELECT + "WHERE a.active = 1 AND a.published_utc IS NULL ORDER BY a.id"
         )
         return [_assignment(r) for r in rows]
 

@@ -5,9 +5,9 @@ global options, opens the data directory and calls the chosen command's handler.
 
 Exit status: 0 success; 1 the store or a case has verification problems (``reverify``,
 ``case show``) or an ``import`` refused or could not complete some records; 2 bad input
-(unknown case, bad key file, bad option). Failure posture: every error a user can cause is
-printed as one line naming what was wrong, never a traceback, and nothing is changed by a
-failed command.
+(unknown case, bad key file, bad option); 3 ``case show`` of a case with no sessions yet.
+Failure posture: every error a user can cause is printed as one line naming what was wrong,
+never a traceback, and nothing is changed by a failed command.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from evidence.errors import EvidenceError
-from receiver.commands import Context, cases, devices, evidence, service
+from receiver.commands import Context, cases, compliance, devices, evidence, service, web
 from receiver.commands import access as access_commands
 from receiver.commands import custody as custody_commands
 from receiver.commands import export as export_commands
@@ -41,11 +41,18 @@ COMMAND_MODULES = (
     access_commands,
     custody_commands,
     export_commands,
+    compliance,
+    web,
 )
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bodycam-receiver", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="bodycam-receiver",
+        description=__doc__.split("\n")[0].replace("``", ""),  # no reST markup in --help
+        epilog="exit status: 0 success; 1 verification problems or records not imported; "
+        "2 bad input; 3 case show of a case with no sessions",
+    )
     p.add_argument("--config", type=Path, help="TOML configuration file")
     p.add_argument("--data-dir", type=Path, help="data directory (overrides the config)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -75,9 +82,11 @@ def _check_data_dir(data_dir: Path, *, must_exist: bool) -> None:
 
 def dispatch(args: argparse.Namespace) -> int:
     config = _config(args)
-    # read-only commands never create a data directory: a mistyped --data-dir is reported,
-    # not silently turned into an empty store
-    _check_data_dir(config.data_dir, must_exist=args.read_only)
+    # read-only commands never create a data directory named on the command line: a mistyped
+    # --data-dir is reported, not silently turned into an empty store; the one a provisioned
+    # configuration names is this dock's store, still empty until the first upload
+    from_file = args.config is not None and args.data_dir is None
+    _check_data_dir(config.data_dir, must_exist=args.read_only and not from_file)
     if args.raw:
         return int(args.handler(args, config))
     store = EvidenceStore(config.data_dir)
@@ -105,8 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    # listings print tables on stdout; their log lines (stderr) only with -v
+    quiet = args.read_only and not args.raw
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else (logging.WARNING if quiet else logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

@@ -26,6 +26,14 @@ Example (``bodycam-provision broker-config`` writes the dock-specific part)::
     device_message_rate = 2000.0
     device_quarantine_count = 200
 
+    [compliance]             # deadlines and the accountability report (docs/compliance.md)
+    timezone = "Asia/Shanghai"
+    holiday_file = "/etc/bodycam/holidays.toml"   # the administrator's holiday schedule
+    rule_based_holidays = true     # use the holidays package's computed years (provisional)
+    device_unseen_days = 7
+    clock_offset_limit_s = 2.0
+    inspection_tolerance_s = 300
+
 Failure posture: unknown keys and wrong types raise :class:`ConfigError` naming the key, so a
 typo is never silently ignored. There is no anonymous default: :meth:`BrokerConfig.check_tls`
 refuses to connect without the mutual-TLS files unless ``allow_insecure`` is set explicitly.
@@ -75,6 +83,16 @@ LimitsConfig = Limits
 
 
 @dataclass
+class ComplianceConfig:
+    timezone: str = "Asia/Shanghai"
+    holiday_file: Path | None = None
+    rule_based_holidays: bool = True
+    device_unseen_days: int = 7
+    clock_offset_limit_s: float = 2.0
+    inspection_tolerance_s: float = 300.0
+
+
+@dataclass
 class ReceiverConfig:
     data_dir: Path = Path("receiver-data")
     receipt_key: Path | None = None
@@ -86,6 +104,7 @@ class ReceiverConfig:
     dock_registry: Path | None = None
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     limits: Limits = field(default_factory=Limits)
+    compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
 
     @property
     def receipt_key_path(self) -> Path:
@@ -98,7 +117,7 @@ def _fill(obj: Any, table: dict[str, Any], where: str, base: Path) -> None:
         if name not in known:
             raise ConfigError(None, f"unknown setting {where}{name}")
         current = getattr(obj, name)
-        if isinstance(current, (BrokerConfig, Limits)):
+        if isinstance(current, (BrokerConfig, Limits, ComplianceConfig)):
             if not isinstance(value, dict):
                 raise ConfigError(None, f"{where}{name} must be a table")
             _fill(current, value, f"{where}{name}.", base)

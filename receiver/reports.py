@@ -14,6 +14,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from wcwidth import wcswidth, wcwidth
+
 from evidence import layout
 from evidence.errors import RecordFormatError
 from evidence.keys import KeyRing
@@ -28,12 +30,26 @@ from receiver.store import EvidenceStore, sha256_file
 from receiver.text import escape
 
 
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: 2 per CJK character (wcwidth), 0 for combining marks."""
+    width = wcswidth(text)
+    # control characters have no defined width: count them as one column each
+    return width if width >= 0 else sum(max(wcwidth(ch), 1) for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - display_width(text))
+
+
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """A plain aligned text table (no colours, so it reads the same in logs and terminals)."""
+    """A plain aligned text table (no colours, so it reads the same in logs and terminals),
+    aligned by display width so Chinese titles and names line up."""
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    widths = [
+        max([len(c)] + [display_width(row[i]) for row in cells]) for i, c in enumerate(columns)
+    ]
+    lines = ["  ".join(_pad(c.upper(), w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(_pad(v, w) for v, w in zip(row, widths, strict=True)) for row in cells]
     if not rows:
         lines.append("(none)")
     return "\n".join(line.rstrip() for line in lines)

@@ -2,8 +2,9 @@
 
 Record button: a press (released before ``hold_time_s``) starts recording; a hold (released
 after ``hold_time_s``) stops it. Both are decided on release from the press's length on the
-injected clock, so a long press never also counts as a press. Mark button: every press adds an
-important marker.
+injected clock, so a long press never also counts as a press. Mark button, decided on release
+the same way: a press adds the marker the current stage expects next (``evidence.markers``), a
+hold (``mark_hold_time_s``) an ``obstruction`` marker (Art. 26).
 
 Contacts bounce. gpiozero's ``bounce_time`` (``bounce_time_s``) filters edges on a real Pi, and
 :class:`ButtonLogic` (I/O-free) applies the same rule on the injected clock to whatever edges
@@ -45,6 +46,7 @@ class ButtonEvent(StrEnum):
     RECORD_PRESS = "record-press"
     RECORD_HOLD = "record-hold"
     MARK = "mark"
+    MARK_HOLD = "mark-hold"
 
 
 class Signal(StrEnum):
@@ -55,6 +57,8 @@ class Signal(StrEnum):
     FAULT = "fault"
     CUE = "cue"
     MARK = "mark"
+    OBSTRUCTION = "obstruction"
+    REMINDER = "reminder"
     OFF = "off"
 
 
@@ -85,6 +89,8 @@ PATTERNS: dict[Signal, Pattern] = {
     Signal.FAULT: Pattern(False, Blink(0.1, 0.1), True, Blink(0.5, 0.5, 3), 0.5),
     Signal.CUE: Pattern(None, None, None, Blink(0.05, 0.1, 1), 0.2),
     Signal.MARK: Pattern(None, None, None, Blink(0.05, 0.05, 2), 0.1),
+    Signal.OBSTRUCTION: Pattern(None, None, Blink(0.1, 0.1, 10), Blink(0.6, 0.1, 2), 0.6),
+    Signal.REMINDER: Pattern(None, None, Blink(0.3, 0.3, 3), Blink(0.2, 0.2, 2), 0.8),
     Signal.OFF: Pattern(False, False, False, None),
 }
 
@@ -101,9 +107,18 @@ class ButtonLogic:
     chatter after a release is the release bouncing, not a new press.
     """
 
-    def __init__(self, bounce_ns: int, hold_ns: int | None = None) -> None:
+    def __init__(
+        self,
+        bounce_ns: int,
+        hold_ns: int | None = None,
+        *,
+        press: ButtonEvent = ButtonEvent.RECORD_PRESS,
+        hold: ButtonEvent = ButtonEvent.RECORD_HOLD,
+    ) -> None:
         self.bounce_ns = max(0, bounce_ns)
         self.hold_ns = hold_ns
+        self.press_event = press
+        self.hold_event = hold
         self._last_edge_ns: int | None = None
         self._down_ns: int | None = None
         """Start of the current press; None while released."""
@@ -140,7 +155,7 @@ class ButtonLogic:
         if self.hold_ns is None:
             return None
         held = now_ns - down >= self.hold_ns
-        return ButtonEvent.RECORD_HOLD if held else ButtonEvent.RECORD_PRESS
+        return self.hold_event if held else self.press_event
 
 
 class Controls(ABC):
@@ -197,7 +212,13 @@ class GpioControls(Controls):
         self._now_ns = monotonic_ns
         bounce_ns = round(cfg.bounce_time_s * 1e9)
         self._record = ButtonLogic(bounce_ns, round(cfg.hold_time_s * 1e9))
-        self._mark = ButtonLogic(bounce_ns)
+        # mark: decided on release too — a press marks, a hold signs an obstruction
+        self._mark = ButtonLogic(
+            bounce_ns,
+            round(cfg.mark_hold_time_s * 1e9),
+            press=ButtonEvent.MARK,
+            hold=ButtonEvent.MARK_HOLD,
+        )
         self._lock = threading.Lock()
         self._devices: list[Any] = []
         bounce_s = cfg.bounce_time_s if cfg.bounce_time_s > 0 else None
@@ -328,6 +349,9 @@ class SimulatedControls(GpioControls):
 
     def press_mark(self, duration_s: float = 0.1) -> None:
         self._drive(self.cfg.mark_pin, duration_s)
+
+    def hold_mark(self) -> None:
+        self._drive(self.cfg.mark_pin, self.cfg.mark_hold_time_s + 0.3)
 
     def led_states(self) -> dict[str, bool]:
         """Current output level of each LED (what an observer would see right now)."""

@@ -10,17 +10,21 @@ from pathlib import Path
 
 from receiver import reports
 from receiver.commands import Context, bind, json_flag, show
+from receiver.compliance.report import ReportSettings
+from receiver.compliance.views import annotate_devices
 from receiver.custody import record_event
+from receiver.errors import InvalidInputError
 from receiver.registry import DeviceRegistry
 
 DEVICE_COLUMNS = (
     "device",
     "revoked",
     "revoke_reason",
-    "last_seen",
+    "last_seen_local",
     "clock_offset_s",
     "pending_segments",
     "oldest_pending",
+    "upload_by",
     "records",
 )
 
@@ -47,6 +51,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _add(args: argparse.Namespace, ctx: Context) -> int:
+    _refuse_private_key(args.key)
     d = DeviceRegistry(ctx.conn).add(args.id, args.key, replace_key=args.replace_key)
     record_event(ctx.conn, "device-registration", actor=_actor(args), device=d.id, key=d.key_id)
     print(f"device {d.id} registered with key {d.key_id}")
@@ -67,5 +72,21 @@ def _actor(args: argparse.Namespace) -> str:
 
 
 def _list(args: argparse.Namespace, ctx: Context) -> int:
-    show(reports.devices_view(ctx.conn), args.json, DEVICE_COLUMNS)
+    settings = ReportSettings.from_config(ctx.config)
+    show(annotate_devices(reports.devices_view(ctx.conn), settings), args.json, DEVICE_COLUMNS)
     return 0
+
+
+def _refuse_private_key(path: Path) -> None:
+    """A private key handed in by mistake is refused with a clear word (and not echoed): the
+    device's signing key never leaves the device; only its public key is registered."""
+    try:
+        head = path.read_bytes()[: 1 << 16]
+    except OSError:
+        return  # the registry reports an unreadable file in its own words
+    if b"PRIVATE KEY" in head:
+        raise InvalidInputError(
+            "--key",
+            f"{path} holds a PRIVATE key: give the device's public key (signing.pub) or its "
+            "certificate; the private key must never leave the device",
+        )

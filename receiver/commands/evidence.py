@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from receiver import reports
 from receiver.commands import Context, bind, json_flag, show
 from receiver.identity import load_media_key, load_receipt_key
+
+if TYPE_CHECKING:
+    from receiver.importer import ImportedRecord
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,20 +68,52 @@ def _import(args: argparse.Namespace, ctx: Context) -> int:
         dock_registry=config.dock_registry,
         encryption_key=load_media_key(config.encryption_key),
     )
+    # the per-record log lines repeat what is printed below: kept for -v only
+    quiet = [logging.getLogger(n) for n in ("receiver.ingest", "receiver.importer")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     try:
         results = import_spool(ingest, args.spool)
     finally:
         ingest.close()
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2))
     else:
-        for r in results:
-            if r.outcome not in (STORED, DUPLICATE):
-                print(f"  {r.outcome.upper()} {r.device} seq {r.seq} ({r.file}): {r.reason}")
-        counts = {o: sum(r.outcome == o for r in results) for o in {r.outcome for r in results}}
-        summary = ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "no records"
-        print(f"imported {args.spool}: {summary}")
+        print(_import_text(args.spool, results))
     return 0 if all(r.outcome in (STORED, DUPLICATE) for r in results) else 1
+
+
+def _import_text(spool: Path, results: list[ImportedRecord]) -> str:
+    """One line per refused record, except that records waiting for the same reason (e.g. an
+    unregistered device) are one line with what to do: a card copy is not resent by a device."""
+    from receiver.importer import DUPLICATE, STORED, WAITING
+
+    lines = []
+    waiting: dict[tuple[str, str], list[ImportedRecord]] = {}
+    for r in results:
+        if r.outcome == WAITING:
+            waiting.setdefault((r.device, r.reason or ""), []).append(r)
+        elif r.outcome not in (STORED, DUPLICATE):
+            lines.append(f"  {r.outcome.upper()} {r.device} seq {r.seq} ({r.file}): {r.reason}")
+    for (device, reason), rows in waiting.items():
+        seqs = f"seq {rows[0].seq}" + (f"..{rows[-1].seq}" if len(rows) > 1 else "")
+        lines.append(f"  NOT IMPORTED {len(rows)} record(s) of {device} ({seqs}): {reason}")
+        if "not registered" in reason:
+            lines.append(
+                f"    register the device first (bodycam-receiver device add --id {device} "
+                "--key SIGNING.pub, or enrol it with bodycam-provision), then import this "
+                "copy again"
+            )
+        else:
+            lines.append("    fix the cause above, then import this copy again")
+    counts = {o: sum(r.outcome == o for r in results) for o in {r.outcome for r in results}}
+    # a card copy is not resent by anyone: what waits for a fix is simply not imported
+    label = {WAITING: "not imported"}
+    summary = ", ".join(f"{n} {label.get(o, o)}" for o, n in sorted(counts.items())) or "no records"
+    return "\n".join([*lines, f"imported {spool}: {summary}"])
 
 
 def _reverify(args: argparse.Namespace, ctx: Context) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from receiver.store import access, custody, records
+from receiver.store import access, compliance, console, custody, records
 
 SCHEMA_VERSION = 4
 
@@ -146,7 +146,13 @@ CREATE TABLE IF NOT EXISTS filing_moves (
 #: Further tables, one string per subject module of this package (custody, access, compliance):
 #: each module defines its own ``SCHEMA`` of ``CREATE ... IF NOT EXISTS`` statements and is
 #: listed here, so that opening a database creates everything in one place.
-EXTRA_SCHEMAS: tuple[str, ...] = (records.SCHEMA, custody.SCHEMA, access.SCHEMA)
+EXTRA_SCHEMAS: tuple[str, ...] = (
+    records.SCHEMA,
+    custody.SCHEMA,
+    access.SCHEMA,
+    compliance.SCHEMA,
+    console.SCHEMA,
+)
 
 
 def _key_filings_by_device(conn: sqlite3.Connection) -> None:
