@@ -54,7 +54,7 @@ def session_open_body(assignment: dict[str, Any] | None = None) -> dict[str, Any
     """A complete §3 ``session-open`` body (the default assignment unless one is given)."""
     return {
         "assignment": dict(assignment) if assignment is not None else default_assignment(),
-        "checks": {"result": "pass", "items": []},
+        "checks": {"outcome": "pass", "checks": []},
         "preamble": {"text": "现在开始录音录像", "lang": "zh", "voice": "cmn-latn-pinyin"},
         "pre_event_us": 0,
     }

@@ -354,7 +354,7 @@ def _encrypted_spool(root: Path, media: Path, recipient: X25519PrivateKey) -> Pa
         "s1",
         {
             "assignment": default_assignment(),
-            "checks": {"result": "pass", "items": []},
+            "checks": {"outcome": "pass", "checks": []},
             "preamble": {"text": "x", "lang": "zh", "voice": "cmn-latn-pinyin"},
             "pre_event_us": 0,
         },

@@ -568,7 +568,8 @@ def _session_fact(
         end_utc=end,
         closed=any(r["type"] == "session-close" for r in recs),
         stored_utc=max(parse_utc(r["stored_utc"]) for r in recs),
-        check_result=checks.get("result") if isinstance(checks.get("result"), str) else None,
+        # the agent's check report (docs/evidence-format.md §3): its overall ``outcome``
+        check_result=checks.get("outcome") if isinstance(checks.get("outcome"), str) else None,
         preamble=bool(isinstance(preamble.get("text"), str) and preamble["text"].strip()),
         markers=tuple(str(_body(r).get("kind")) for r in recs if r["type"] == "marker"),
         gaps=tuple(gaps),
