@@ -10,6 +10,7 @@ overwriting; the agent also holds an exclusive lock on its spool).
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -71,4 +72,22 @@ class DeviceChain:
                     f"record seq {record.seq} already exists: refusing to replace it",
                 ) from exc
             self.head_seq, self.head_hash = record.seq, record.hash()
+            self._announce_head(record)
             return record
+
+    def _announce_head(self, record: Record) -> None:
+        """Sign the new head into ``state/chain-head.json`` for the dock.
+
+        Not fsynced: the record itself is durable; after a power cut the file may name an older
+        head (or be unreadable, and the uplink then sends none) until the next append.
+        """
+        from evidence.casefile import ChainHead  # casefile reads exports; import it when used
+
+        head = ChainHead.create(
+            self._key, self.device_id, record.seq, self.head_hash, record.time.utc
+        )
+        path = self.root / layout.STATE / layout.CHAIN_HEAD_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+        temp.write_bytes(head.canonical())
+        os.replace(temp, path)

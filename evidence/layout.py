@@ -23,6 +23,9 @@ RECORDS = "records"
 MEDIA = "media"
 MANIFEST = "manifest.json"
 STATE = "state"
+#: the device's signed chain head (``evidence.casefile.ChainHead``), rewritten at each append and
+#: announced to the receiver when the device docks, so a cut-off tail is detectable there
+CHAIN_HEAD_FILE = "chain-head.json"
 DEVICE_PUBLIC_KEY = "device.pub"
 RECORD_NAME_RE = re.compile(r"(\d{10})\.json\Z")
 

@@ -5,6 +5,7 @@ learns them from the dock's registry."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,15 @@ def test_session_arrives_verified_filed_and_space_freed_only_after_receipts(
     assert state.dock_synced_utc is not None and state.dock_offset_s == clock["offset_s"]
     devices = dock.cli_json("devices")
     assert devices[0]["pending_segments"] == 0 and devices[0]["records"] == len(spool.records)
+    # the device announced its signed chain head: the receiver anchors the chain's tail there
+    conn = sqlite3.connect(dock.data_dir / "receiver.db")
+    try:
+        anchored = conn.execute(
+            "SELECT seq, hash FROM chain_heads WHERE device = ?", (spool.device,)
+        ).fetchone()
+    finally:
+        conn.close()
+    assert anchored == (spool.records[-1].seq, spool.records[-1].hash())
 
 
 def test_keep_retention_and_unreceipted_media_are_never_freed(

@@ -364,6 +364,9 @@ class UplinkSession:
             "device_utc": format_utc(self.clock.utc_now()),
             **self.spool.summary(),
         }
+        head = self.spool.chain_head()
+        if head is not None:  # anchors the chain's tail at the receiver (custody)
+            msg["chain_head"] = head
         out.append(Publish(wire.up_topic(self.device, wire.UP_HELLO), wire.encode_json(msg)))
 
     def _query(self, hashes: list[str], out: list[Publish]) -> None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +42,7 @@ RECEIPTS = "receipts"
 REJECTED = "rejected"
 ASSIGNMENT_FILE = "assignment.json"
 CLOCK_FILE = "clock.json"
+MAX_CHAIN_HEAD_BYTES = 4096
 ASSIGNMENT_FIELDS = ("case", "officers", "place", "reason", "target", "stage")
 
 
@@ -129,6 +132,27 @@ class Spool:
 
     def is_rejected(self, record_hash: str) -> bool:
         return (self.rejected / f"{record_hash}.json").exists()
+
+    def chain_head(self) -> dict[str, Any] | None:
+        """The device's signed chain head (``state/chain-head.json``, written by the chain at
+        each append) for the hello message, or None when there is none or it is unreadable;
+        the receiver checks its signature."""
+        path = self.state / layout.CHAIN_HEAD_FILE
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            data = f.read(MAX_CHAIN_HEAD_BYTES + 1)
+        try:
+            head = json.loads(data) if len(data) <= MAX_CHAIN_HEAD_BYTES else None
+        except ValueError:
+            return None
+        if not isinstance(head, dict) or head.get("device") != self.device:
+            return None
+        return head
 
     def summary(self) -> dict[str, Any]:
         """Figures for the hello message (and the agent's status)."""
