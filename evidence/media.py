@@ -79,15 +79,23 @@ class StreamingDigest:
         view = memoryview(data)
         self._whole.update(view)
         self.size += len(view)
-        while view:
-            take = min(len(view), self.chunk_size - self._in_chunk)
+        size = self.chunk_size
+        if self._in_chunk:  # finish the chunk a previous piece started
+            take = min(len(view), size - self._in_chunk)
             self._chunk.update(view[:take])
             self._in_chunk += take
             view = view[take:]
-            if self._in_chunk == self.chunk_size:
-                self._chunks.append(self._chunk.hexdigest())
-                self._chunk = hashlib.sha256()
-                self._in_chunk = 0
+            if self._in_chunk < size:
+                return
+            self._chunks.append(self._chunk.hexdigest())
+            self._in_chunk = 0
+        # whole chunks straight from the caller's buffer: one hash object each, no copies
+        whole = len(view) - len(view) % size
+        sha = hashlib.sha256
+        self._chunks.extend(sha(view[i : i + size]).hexdigest() for i in range(0, whole, size))
+        if whole < len(view):
+            self._chunk = sha(view[whole:])
+            self._in_chunk = len(view) - whole
 
     def finish(self) -> FileDigest:
         chunks = list(self._chunks)
