@@ -567,7 +567,8 @@ def encrypt_for_spool(
     info, media, stored = _encrypt(
         Path(src), Path(dst), recipient_public, chunk_size_bytes, digest_chunk_size_bytes
     )
-    assert media is not None and stored is not None
+    assert media is not None
+    assert stored is not None
     return EncryptedFile(
         media=media,
         stored=stored,

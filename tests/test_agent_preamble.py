@@ -66,7 +66,8 @@ def test_assignment_from_the_dock_overrides_config(tmp_path: Path) -> None:
 def test_espeak_speaks_the_preamble_in_the_pinyin_voice() -> None:
     [(_, text)] = build_preamble(ASSIGNMENT, WHEN, ["zh"])
     speech = EspeakSynthesizer().synthesize(text, "cmn-latn-pinyin")
-    assert speech.sample_rate_hz > 8000 and speech.channels == 1
+    assert speech.sample_rate_hz > 8000
+    assert speech.channels == 1
     # ~90 syllables: several seconds of audio, and not silence
     assert 5.0 < speech.duration_s < 60.0
     assert max(speech.pcm_s16le[1::2]) > 10

@@ -37,7 +37,8 @@ def test_media_freed_only_for_matching_stored_receipt_and_old_enough(
     records = add_session(chain, mpegts_clips[:1], SteppingClock(), case=None, marker=False)
     spool = Spool(tmp_path, "BC-1")
     (item,) = [i for i in spool.pending() if i.is_segment]
-    assert item.digest is not None and item.media_path is not None
+    assert item.digest is not None
+    assert item.media_path is not None
     rkey = generate_signing_key()
 
     digest = item.digest

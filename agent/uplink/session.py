@@ -630,7 +630,8 @@ class UplinkSession:
 
 
 def _read_chunks(item: Item, indices: Any) -> Iterator[tuple[int, bytes]]:
-    assert item.digest is not None and item.media_path is not None
+    assert item.digest is not None
+    assert item.media_path is not None
     d = item.digest
     with open(item.media_path, "rb") as f:
         for index in indices:

@@ -120,7 +120,9 @@ def _copy_segment(
 
 def _place(packet: av.Packet, shift_s: Fraction) -> float:
     """Shift the packet by ``shift_s`` seconds; where it ends on the timeline, in seconds."""
-    assert packet.time_base is not None and packet.pts is not None and packet.dts is not None
+    assert packet.time_base is not None
+    assert packet.pts is not None
+    assert packet.dts is not None
     shift = round(shift_s / packet.time_base)
     packet.pts += shift
     packet.dts += shift
