@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -93,9 +92,9 @@ def _record(
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Recording:
     tmp = tmp_path_factory.mktemp("pi-fake")
-    yield _record(_capture(tmp), tmp / "out", segments=3, drop=5)
+    return _record(_capture(tmp), tmp / "out", segments=3, drop=5)
 
 
 def _decoded_pts(path: Path) -> list[int]:

@@ -129,5 +129,5 @@ def test_dropped_between() -> None:
     assert dropped_between(0, 80_000, period) == 1
     assert dropped_between(0, 240_000, period) == 5
     assert dropped_between(80_000, 40_000, period) == 0  # backwards: not a drop
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="frame_us must be > 0"):
         dropped_between(0, 1, 0)
