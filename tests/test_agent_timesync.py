@@ -12,7 +12,7 @@ import pytest
 
 from agent.checks import Outcome, check_clock, read_clock_sync_state
 from agent.config import ChecksConfig, config_from_dict
-from agent.errors import ConfigError
+from agent.errors import AgentConfigError
 from agent.timesync import ask_time_service
 
 NOW = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
@@ -101,7 +101,7 @@ def test_garbage_answers_are_not_a_lock(tmp_path: Path) -> None:
 
 def test_clock_source_is_validated() -> None:
     assert config_from_dict({"checks": {"clock_source": "chrony"}}).checks.clock_source == "chrony"
-    with pytest.raises(ConfigError, match=r"checks\.clock_source"):
+    with pytest.raises(AgentConfigError, match=r"checks\.clock_source"):
         config_from_dict({"checks": {"clock_source": "ntpdate"}})
-    with pytest.raises(ConfigError, match=r"checks\.microphone_silent"):
+    with pytest.raises(AgentConfigError, match=r"checks\.microphone_silent"):
         config_from_dict({"checks": {"microphone_silent": "ignore"}})

@@ -19,7 +19,7 @@ from evidence.receipt import Receipt
 from evidence.testing import segment_body
 from receiver.cli import main
 from receiver.config import load_config
-from receiver.errors import ConfigError
+from receiver.errors import ReceiverConfigError
 from receiver.identity import load_receipt_key
 from receiver.ingest import Ingest
 from receiver.store import EvidenceStore, connect
@@ -192,10 +192,10 @@ def test_config_file_is_strict(tmp_path: Path) -> None:
     assert loaded.broker.port == 8883
     assert loaded.broker.ca_file == tmp_path / "ca.pem"
     cfg.write_text("[broker]\nprot = 1\n")
-    with pytest.raises(ConfigError, match=r"unknown setting broker\.prot"):
+    with pytest.raises(ReceiverConfigError, match=r"unknown setting broker\.prot"):
         load_config(cfg)
     cfg.write_text('[broker]\nport = "x"\n')
-    with pytest.raises(ConfigError, match="must be an integer"):
+    with pytest.raises(ReceiverConfigError, match="must be an integer"):
         load_config(cfg)
 
 

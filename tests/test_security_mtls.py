@@ -19,7 +19,7 @@ from provisioning import broker as broker_config
 from provisioning.dock import Dock as ProvisioningDock
 from receiver.cli import main as receiver_main
 from receiver.config import load_config
-from receiver.errors import ConfigError
+from receiver.errors import ReceiverConfigError
 from tests.support.dock import Dock
 
 
@@ -45,7 +45,7 @@ def test_receiver_refuses_to_run_without_client_certificate(
     assert load_config(cfg).broker.allow_insecure is True
     load_config(cfg).broker.check_tls()
     cfg.write_text('[broker]\nallow_insecure = "yes"\n')
-    with pytest.raises(ConfigError, match="true or false"):
+    with pytest.raises(ReceiverConfigError, match="true or false"):
         load_config(cfg)
 
 

@@ -25,12 +25,14 @@ from pathlib import Path
 import av
 from av.bitstream import BitStreamFilterContext
 
+from receiver.errors import ReceiverError
+
 log = logging.getLogger(__name__)
 
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 
 
-class PlaybackError(Exception):
+class PlaybackError(ReceiverError):
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"{path.name}: {reason}")
         self.path = path
