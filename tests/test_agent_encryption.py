@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from agent.clock import SimulatedClock
 from agent.media.base import SegmentStats
 from agent.recovery import probe_ts
-from agent.spool import PROGRESS_SUFFIX, Spool, _TsProgress
+from agent.spool import PROGRESS_SUFFIX, RecordingSpool, _TsProgress
 from evidence import layout
 from evidence.encryption import (
     HEADER_SIZE_BYTES,
@@ -381,7 +381,9 @@ def test_a_plaintext_part_is_encrypted_when_sealed_on_an_encrypting_spool(
 ) -> None:
     key = generate_encryption_key()
     clock = SimulatedClock(datetime(2026, 5, 4, 9, 0, tzinfo=UTC), boot_id="boot-A")
-    spool = Spool(tmp_path, "BC-7", generate_signing_key(), clock, recipient=key.public_key())
+    spool = RecordingSpool(
+        tmp_path, "BC-7", generate_signing_key(), clock, recipient=key.public_key()
+    )
     spool.append(RecordType.SESSION_OPEN, "S1", session_open_body())
     part = spool.part_path("S1", 0)
     shutil.copyfile(mpegts_clips[0], part)
@@ -484,7 +486,7 @@ def test_power_loss_in_the_first_segment_keeps_exactly_what_was_flushed(
     signing = generate_signing_key()
     t0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
     root = tmp_path / "spool"
-    spool = Spool(
+    spool = RecordingSpool(
         root, "BC-7", signing, SimulatedClock(t0, boot_id="boot-A"), recipient=key.public_key()
     )
     state = SessionState(session="S1", boot_id="boot-A", opened_utc=format_utc(t0))
@@ -503,7 +505,7 @@ def test_power_loss_in_the_first_segment_keeps_exactly_what_was_flushed(
 
     part.write_bytes(on_disk)
     result = recover(
-        Spool(
+        RecordingSpool(
             root, "BC-7", signing, SimulatedClock(t0, boot_id="boot-B"), recipient=key.public_key()
         )
     )
@@ -529,7 +531,7 @@ def test_power_loss_in_the_first_segment_keeps_exactly_what_was_flushed(
     kinds = {v.kind for v in verify_tree(root, decryptor=media_decryptor(wrong)).violations}
     assert kinds == {ViolationKind.MEDIA_UNREADABLE}
     # A segment without a plaintext digest that does not say it was recovered is malformed.
-    later = Spool(
+    later = RecordingSpool(
         root, "BC-7", signing, SimulatedClock(t0, boot_id="boot-B"), recipient=key.public_key()
     )
     body = dict(recovered.body, recovered=False, index=1, file="S2-0000.ts")

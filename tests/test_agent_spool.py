@@ -12,7 +12,7 @@ from agent.clock import SimulatedClock
 from agent.errors import SealError
 from agent.media.base import SegmentStats
 from agent.recovery import probe_ts, recover
-from agent.spool import SessionSink, SessionState, Spool, segment_body, to_stored_form
+from agent.spool import RecordingSpool, SessionSink, SessionState, segment_body, to_stored_form
 from evidence import layout
 from evidence.keys import generate_signing_key
 from evidence.media import digest_file
@@ -25,8 +25,8 @@ T0 = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 KEY = generate_signing_key()
 
 
-def _spool(root: Path, boot_id: str) -> Spool:
-    return Spool(root, DEVICE, KEY, SimulatedClock(T0, boot_id=boot_id))
+def _spool(root: Path, boot_id: str) -> RecordingSpool:
+    return RecordingSpool(root, DEVICE, KEY, SimulatedClock(T0, boot_id=boot_id))
 
 
 def _stats(index: int, start_us: int, end_us: int, frames: int) -> SegmentStats:
@@ -44,7 +44,7 @@ def _stats(index: int, start_us: int, end_us: int, frames: int) -> SegmentStats:
     )
 
 
-def _open_session(spool: Spool, session: str = "S1") -> SessionState:
+def _open_session(spool: RecordingSpool, session: str = "S1") -> SessionState:
     state = SessionState(session=session, boot_id=spool.clock.boot_id, opened_utc=format_utc(T0))
     spool.save_session(state)
     spool.append(RecordType.SESSION_OPEN, session, session_open_body())
@@ -55,7 +55,7 @@ def _records(root: Path) -> list[Record]:
     return [Record.load(p) for p in layout.iter_record_files(root, DEVICE)]
 
 
-def _write_part(spool: Spool, session: str, index: int, clip: Path) -> Path:
+def _write_part(spool: RecordingSpool, session: str, index: int, clip: Path) -> Path:
     sink_file = spool.open_part(session, index)
     with sink_file as fh:
         fh.write(clip.read_bytes())
@@ -198,10 +198,10 @@ def test_a_second_agent_process_on_the_same_spool_is_refused(tmp_path: Path) -> 
         "from pathlib import Path\n"
         "from agent.clock import SimulatedClock\n"
         "from agent.errors import SpoolError\n"
-        "from agent.spool import Spool\n"
+        "from agent.spool import RecordingSpool\n"
         "from evidence.keys import generate_signing_key\n"
         "try:\n"
-        f"    Spool(Path({str(tmp_path)!r}), {DEVICE!r}, generate_signing_key(),\n"
+        f"    RecordingSpool(Path({str(tmp_path)!r}), {DEVICE!r}, generate_signing_key(),\n"
         "          SimulatedClock())\n"
         "except SpoolError as exc:\n"
         "    print(exc); sys.exit(3)\n"

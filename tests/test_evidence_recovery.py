@@ -10,7 +10,7 @@ from pathlib import Path
 from agent.clock import SimulatedClock
 from agent.media.base import SegmentStats
 from agent.recovery import recover
-from agent.spool import SessionSink, SessionState, Spool
+from agent.spool import RecordingSpool, SessionSink, SessionState
 from evidence import layout
 from evidence.encryption import generate_encryption_key
 from evidence.keys import generate_signing_key
@@ -43,9 +43,9 @@ def test_recovered_encrypted_segment_has_its_parameters_and_the_gap_covers_the_l
 ) -> None:
     key, signing = generate_encryption_key(), generate_signing_key()
 
-    def spool(boot: str, at: datetime) -> Spool:
+    def spool(boot: str, at: datetime) -> RecordingSpool:
         clock = SimulatedClock(at, boot_id=boot)
-        return Spool(tmp_path, DEVICE, signing, clock, recipient=key.public_key())
+        return RecordingSpool(tmp_path, DEVICE, signing, clock, recipient=key.public_key())
 
     first = spool("boot-A", T0)
     state = SessionState(session="S1", boot_id="boot-A", opened_utc=format_utc(T0))

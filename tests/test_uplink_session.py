@@ -17,7 +17,7 @@ from agent.uplink.session import (
     PublishFailed,
     UplinkSession,
 )
-from agent.uplink.spool import Item, Spool
+from agent.uplink.spool import Item, UploadSpool
 from evidence import transfer as wire
 from evidence.keys import generate_signing_key
 from evidence.receipt import STATUS_QUARANTINED, STATUS_STORED, Receipt
@@ -42,7 +42,9 @@ def make_session(
     settings = {"allow_insecure": True, "probe_timeout_s": 1.0, **cfg}
     config = UplinkConfig(**settings)  # type: ignore[arg-type]
     clock = ManualClock()
-    session = UplinkSession(Spool(built.root, DEVICE), config, receiver_key.public_key(), clock)
+    session = UplinkSession(
+        UploadSpool(built.root, DEVICE), config, receiver_key.public_key(), clock
+    )
     session.start()
     return session, clock
 
