@@ -34,7 +34,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from agent.config import AgentConfig, ChecksConfig
-from agent.errors import ConfigError
+from agent.errors import AgentConfigError
 from agent.hardware.battery import BatteryGauge
 from agent.hardware.storage import StorageGauge
 from agent.media.base import CaptureHealth, CapturePipeline
@@ -336,7 +336,7 @@ PLAINTEXT_WARNING = (
 def load_recipient(cfg: AgentConfig) -> X25519PublicKey | None:
     """The receiver's encryption key from ``[device] encryption_key_file``; None if not set.
 
-    Raises :class:`~agent.errors.ConfigError` when it is set but unusable: a device told to
+    Raises :class:`~agent.errors.AgentConfigError` when it is set but unusable: a device told to
     encrypt must not fall back to plaintext.
     """
     path = cfg.encryption_key_path
@@ -345,7 +345,7 @@ def load_recipient(cfg: AgentConfig) -> X25519PublicKey | None:
     try:
         return load_encryption_public_key(path)
     except EvidenceError as exc:
-        raise ConfigError(
+        raise AgentConfigError(
             "(agent)",
             "device.encryption_key_file",
             f"{exc} (a device told to encrypt never falls back to plaintext)",
@@ -357,7 +357,7 @@ def check_encryption(cfg: AgentConfig) -> CheckResult:
     path = cfg.encryption_key_path
     try:
         recipient = load_recipient(cfg)
-    except ConfigError as exc:
+    except AgentConfigError as exc:
         return CheckResult("encryption", Outcome.FAIL, exc.detail, {"key_file": str(path)})
     if recipient is None:
         return CheckResult("encryption", Outcome.WARN, PLAINTEXT_WARNING, {"encrypted": False})

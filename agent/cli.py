@@ -37,7 +37,6 @@ from typing import Any
 from agent.clock import SimulatedClock, SystemClock
 from agent.config import DEFAULT_CONFIG_PATH, AgentConfig, load_config, simulated_config
 from agent.errors import AgentError
-from agent.media.base import MediaError
 from agent.notify import Notifier
 from agent.recorder import State
 from agent.runtime import Runtime, build_runtime, make_battery, make_storage
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return cmd_status(args)
         return cmd_simulate(args)
-    except (AgentError, MediaError) as exc:
+    except AgentError as exc:  # media and uplink errors are branches of this tree
         print(f"bodycam-agent: {exc}", file=sys.stderr)
         return EXIT_SETUP
     except OSError as exc:  # e.g. a spool path that is a file or cannot be created

@@ -5,7 +5,7 @@ dataclass with defaults (e.g. ``uplink: UplinkConfig = field(default_factory=Upl
 :func:`load_config` maps TOML tables onto nested dataclasses generically.
 
 Failure posture: a missing file, a TOML syntax error, an unknown key or a value of the wrong
-type raises :class:`~agent.errors.ConfigError` naming the file and the dotted key. Nothing is
+type raises :class:`~agent.errors.AgentConfigError` naming the file and the dotted key. Nothing is
 guessed: a typo must not silently fall back to a default on an evidence device.
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ConfigError
+from agent.errors import AgentConfigError
 from agent.timesync import SOURCES
 from agent.uplink.config import UplinkConfig
 
@@ -229,9 +229,9 @@ def load_config(path: Path) -> AgentConfig:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(str(path), "-", "file not found") from None
+        raise AgentConfigError(str(path), "-", "file not found") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(str(path), "-", str(exc)) from exc
+        raise AgentConfigError(str(path), "-", str(exc)) from exc
     return config_from_dict(data, source=str(path))
 
 
@@ -244,12 +244,14 @@ def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> AgentCo
 
 def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(source, prefix or "-", f"expected a table, got {type(data).__name__}")
+        raise AgentConfigError(
+            source, prefix or "-", f"expected a table, got {type(data).__name__}"
+        )
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(source, prefix + unknown[0], f"unknown key (known: {sorted(names)})")
+        raise AgentConfigError(source, prefix + unknown[0], f"unknown key (known: {sorted(names)})")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         key = prefix + name
@@ -268,13 +270,13 @@ def _convert(hint: Any, value: Any, source: str, key: str) -> Any:
                 continue
             try:
                 return _convert(option, value, source, key)
-            except ConfigError:
+            except AgentConfigError:
                 continue
-        raise ConfigError(source, key, f"bad value {value!r} (expected {hint})")
+        raise AgentConfigError(source, key, f"bad value {value!r} (expected {hint})")
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
-            raise ConfigError(source, key, f"expected a list, got {value!r}")
+            raise AgentConfigError(source, key, f"expected a list, got {value!r}")
         return [_convert(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -282,41 +284,41 @@ def _convert(hint: Any, value: Any, source: str, key: str) -> Any:
         # bool is an int subclass: refuse true/false where a number is expected and vice versa
         if isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):
             return value
-        raise ConfigError(source, key, f"expected {hint.__name__}, got {value!r}")
-    raise ConfigError(source, key, f"unsupported type {hint}")
+        raise AgentConfigError(source, key, f"expected {hint.__name__}, got {value!r}")
+    raise AgentConfigError(source, key, f"unsupported type {hint}")
 
 
 def _validate(cfg: AgentConfig, source: str) -> None:
     if cfg.hardware.backend not in ("pi", "simulated"):
-        raise ConfigError(source, "hardware.backend", "must be 'pi' or 'simulated'")
+        raise AgentConfigError(source, "hardware.backend", "must be 'pi' or 'simulated'")
     if cfg.capture.backend not in ("pi", "simulated"):
-        raise ConfigError(source, "capture.backend", "must be 'pi' or 'simulated'")
+        raise AgentConfigError(source, "capture.backend", "must be 'pi' or 'simulated'")
     for key in ("clock_unsynced", "microphone_silent"):
         if getattr(cfg.checks, key) not in ("warn", "fail"):
-            raise ConfigError(source, f"checks.{key}", "must be 'warn' or 'fail'")
+            raise AgentConfigError(source, f"checks.{key}", "must be 'warn' or 'fail'")
     if cfg.checks.clock_source not in SOURCES:
-        raise ConfigError(source, "checks.clock_source", f"must be one of {list(SOURCES)}")
+        raise AgentConfigError(source, "checks.clock_source", f"must be one of {list(SOURCES)}")
     for lang in cfg.speech.languages:
         if lang not in ("zh", "en"):
-            raise ConfigError(source, "speech.languages", f"unknown language {lang!r}")
+            raise AgentConfigError(source, "speech.languages", f"unknown language {lang!r}")
     if cfg.checks.battery_fail_percent > cfg.checks.battery_warn_percent:
-        raise ConfigError(
+        raise AgentConfigError(
             source, "checks.battery_fail_percent", "must not exceed battery_warn_percent"
         )
     if cfg.capture.camera not in ("picamera2", "fake"):
-        raise ConfigError(source, "capture.camera", "must be 'picamera2' or 'fake'")
+        raise AgentConfigError(source, "capture.camera", "must be 'picamera2' or 'fake'")
     if cfg.capture.audio_channels not in (1, 2):
-        raise ConfigError(source, "capture.audio_channels", "must be 1 or 2")
+        raise AgentConfigError(source, "capture.audio_channels", "must be 1 or 2")
     if not 8000 <= cfg.capture.speaker_rate_hz <= 192000:
-        raise ConfigError(source, "capture.speaker_rate_hz", "must be 8000..192000")
+        raise AgentConfigError(source, "capture.speaker_rate_hz", "must be 8000..192000")
     if cfg.device.timezone:
         try:
             zoneinfo.ZoneInfo(cfg.device.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise ConfigError(source, "device.timezone", f"unknown time zone: {exc}") from None
+            raise AgentConfigError(source, "device.timezone", f"unknown time zone: {exc}") from None
     if cfg.capture.segment_duration_s <= 0:
-        raise ConfigError(source, "capture.segment_duration_s", "must be > 0")
+        raise AgentConfigError(source, "capture.segment_duration_s", "must be > 0")
     if cfg.recording.capture_stall_s <= 0:
-        raise ConfigError(source, "recording.capture_stall_s", "must be > 0")
+        raise AgentConfigError(source, "recording.capture_stall_s", "must be > 0")
     if cfg.recording.cue_interval_min <= 0:
-        raise ConfigError(source, "recording.cue_interval_min", "must be > 0")
+        raise AgentConfigError(source, "recording.cue_interval_min", "must be > 0")

@@ -1,4 +1,6 @@
-"""The agent's exception tree (everything outside ``agent.media``, which has its own).
+"""The agent's exception tree: :class:`AgentError` is the root of every error the agent raises
+on purpose, ``agent.media``'s :class:`~agent.media.base.MediaError` and ``agent.uplink``'s
+:class:`~agent.uplink.errors.UplinkError` branches included.
 
 Every class carries the data that explains it, so a caller can log, signal or speak the
 reason without parsing the message.
@@ -13,10 +15,10 @@ from pathlib import Path
 
 
 class AgentError(Exception):
-    """Base of every error raised by the agent (except ``agent.media``)."""
+    """Base of every error raised by the agent (media and uplink branches included)."""
 
 
-class ConfigError(AgentError):
+class AgentConfigError(AgentError):
     """The TOML configuration is unreadable or has a bad value."""
 
     def __init__(self, source: str, key: str, detail: str) -> None:

@@ -64,7 +64,7 @@ from agent.preamble import (
 )
 from agent.reminders import REMINDER_ZH, ReminderSchedule, load_window
 from agent.speaker import Speaker
-from agent.spool import SessionSink, SessionState, Spool, new_session_id
+from agent.spool import RecordingSpool, SessionSink, SessionState, new_session_id
 from agent.tts import CUE_TONE, REFUSED_TONE, Speech, Synthesizer
 from evidence.markers import MARKERS, GapCause, MarkerKind, next_expected
 from evidence.records import Record, RecordType, format_utc
@@ -190,7 +190,13 @@ _BUTTON_EVENTS: dict[ButtonEvent, RecorderEvent] = {
 
 
 def append_gap(
-    spool: Spool, state: SessionState, gap: OpenGap, end: datetime, *, spoken: bool, note: str = ""
+    spool: RecordingSpool,
+    state: SessionState,
+    gap: OpenGap,
+    end: datetime,
+    *,
+    spoken: bool,
+    note: str = "",
 ) -> Record:
     """Write the ``gap`` record for ``gap`` ending at ``end`` and count it in ``state``."""
     record = spool.append(
@@ -222,7 +228,7 @@ class RecordingSink:
     def __init__(
         self,
         inner: SessionSink,
-        spool: Spool,
+        spool: RecordingSpool,
         *,
         spoken_reason: bool,
         events: Callable[[RecorderEvent], None],
@@ -260,7 +266,7 @@ class Recorder:
         self,
         cfg: AgentConfig,
         *,
-        spool: Spool,
+        spool: RecordingSpool,
         capture: CapturePipeline,
         clock: Clock,
         battery: BatteryGauge,

@@ -44,8 +44,8 @@ from agent.errors import RecoveryError, SealError
 from agent.media.base import SegmentStats
 from agent.spool import (
     PART_SUFFIX,
+    RecordingSpool,
     SessionState,
-    Spool,
     parse_segment_file_name,
     read_progress,
     remove_progress,
@@ -156,7 +156,7 @@ def probe_ts(path: Path) -> TsProbe:
     return TsProbe(frames, first, duration, video, audio)
 
 
-def _session_records(spool: Spool, session: str) -> list[Record]:
+def _session_records(spool: RecordingSpool, session: str) -> list[Record]:
     """Records of ``session``, read backwards from the head until its session-open."""
     found: list[Record] = []
     for path in sorted(layout.iter_record_files(spool.root, spool.device_id), reverse=True):
@@ -172,7 +172,7 @@ def _session_records(spool: Spool, session: str) -> list[Record]:
     return found
 
 
-def recover(spool: Spool, *, media_params: MediaParams | None = None) -> RecoveryResult:
+def recover(spool: RecordingSpool, *, media_params: MediaParams | None = None) -> RecoveryResult:
     """Bring the spool back to a consistent, closed state after a crash or power loss.
 
     ``media_params``: the capture configuration's video/audio parameters, used for a recovered
@@ -214,7 +214,7 @@ def recover(spool: Spool, *, media_params: MediaParams | None = None) -> Recover
 
 
 def _recover_session(
-    spool: Spool,
+    spool: RecordingSpool,
     session: str,
     parts: list[tuple[int, Path]],
     state: SessionState | None,
@@ -249,7 +249,7 @@ def _recover_session(
     result.sessions_closed.append(session)
 
 
-def _crash_gap(spool: Spool, state: SessionState, result: RecoveryResult) -> GapBody:
+def _crash_gap(spool: RecordingSpool, state: SessionState, result: RecoveryResult) -> GapBody:
     """The lost interval: from the end of the last sealed media to the restart, never empty."""
     start = parse_utc(state.last_utc_end) if state.last_utc_end else parse_utc(state.opened_utc)
     now = spool.clock.utc_now()
@@ -281,7 +281,7 @@ def _merge_state(saved: SessionState | None, derived: SessionState) -> SessionSt
     return saved
 
 
-def _state_from_records(session: str, records: list[Record], spool: Spool) -> SessionState:
+def _state_from_records(session: str, records: list[Record], spool: RecordingSpool) -> SessionState:
     opened_utc = records[0].time.utc if records else format_utc(spool.clock.utc_now())
     boot = records[-1].time.boot_id if records else ""
     state = SessionState(session=session, boot_id=boot, opened_utc=opened_utc)
@@ -304,7 +304,7 @@ def _state_from_records(session: str, records: list[Record], spool: Spool) -> Se
     return state
 
 
-def _latest_params(spool: Spool) -> MediaParams | None:
+def _latest_params(spool: RecordingSpool) -> MediaParams | None:
     """Video/audio parameters of the device's newest sealed segment that has them all."""
     files = sorted(layout.iter_record_files(spool.root, spool.device_id), reverse=True)
     for path in files[:PARAMS_LOOKBACK_RECORDS]:
@@ -340,7 +340,7 @@ def _complete_params(probe: TsProbe, known: MediaParams | None) -> tuple[dict[st
 
 
 def _complete_rename(
-    spool: Spool, part: Path, name: str, record: Record, result: RecoveryResult
+    spool: RecordingSpool, part: Path, name: str, record: Record, result: RecoveryResult
 ) -> None:
     final = layout.media_path(spool.root, spool.device_id, name)
     want = record.body.get("stored") or record.body.get("media") or {}
@@ -390,7 +390,7 @@ def probe_encrypted(part: Path) -> tuple[TsProbe, datetime | None]:
 
 
 def _seal_recovered(
-    spool: Spool,
+    spool: RecordingSpool,
     part: Path,
     session: str,
     index: int,

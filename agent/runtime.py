@@ -30,7 +30,7 @@ from agent.media.base import CapturePipeline
 from agent.notify import Notifier
 from agent.recorder import Recorder
 from agent.recovery import RecoveryResult, recover
-from agent.spool import Spool
+from agent.spool import RecordingSpool
 from agent.tts import EspeakSynthesizer
 from evidence.encryption import recipient_id
 
@@ -43,7 +43,7 @@ DEFAULT_SYSFS_ROOT = BatteryConfig().sysfs_root
 class Runtime:
     cfg: AgentConfig
     clock: Clock
-    spool: Spool
+    spool: RecordingSpool
     capture: CapturePipeline
     controls: Controls | None
     battery: BatteryGauge
@@ -121,7 +121,7 @@ def build_runtime(
     device_id: str,
     notifier: Notifier | None = None,
     with_controls: bool = True,
-    spool_cls: type[Spool] = Spool,
+    spool_cls: type[RecordingSpool] = RecordingSpool,
     session_ids: Callable[[datetime], str] | None = None,
 ) -> Runtime:
     """Open the spool, run crash recovery (before anything else), and wire the recorder."""

@@ -500,7 +500,7 @@ def _lock_spool(state_dir: Path) -> None:
     _SPOOL_LOCKS[path] = fd
 
 
-class Spool:
+class RecordingSpool:
     """One device's spool: appends records, seals segments, keeps session state."""
 
     def __init__(
@@ -691,7 +691,7 @@ class SessionSink:
 
     def __init__(
         self,
-        spool: Spool,
+        spool: RecordingSpool,
         state: SessionState,
         *,
         on_sealed: Callable[[Record, SegmentStats], None] | None = None,

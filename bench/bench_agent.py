@@ -8,8 +8,8 @@ Measures, in one run:
   agent's own share: CPU spent sealing (fsync, hash, sign, rename) per minute of media;
 * **resident memory** (VmRSS) sampled every minute of media: it must stay flat;
 * **sealing vs baseline**: the produced segments sealed again into a fresh spool
-  (``Spool.seal``: fsync + SHA-256 whole and per chunk + Ed25519-signed record + rename + dir
-  fsync) against ``sha256sum`` of the same files, same run, warm page cache for both.
+  (``RecordingSpool.seal``: fsync + SHA-256 whole and per chunk + Ed25519-signed record +
+  rename + dir fsync) against ``sha256sum`` of the same files, same run, warm page cache for both.
 
     python bench/bench_agent.py [--minutes 10] [--json]
 """
@@ -36,7 +36,7 @@ from agent.config import simulated_config  # noqa: E402
 from agent.recorder import State  # noqa: E402
 from agent.runtime import build_runtime  # noqa: E402
 from agent.simulation import Simulation  # noqa: E402
-from agent.spool import Spool, ensure_dev_key  # noqa: E402
+from agent.spool import RecordingSpool, ensure_dev_key  # noqa: E402
 from evidence import layout  # noqa: E402
 from evidence.keys import generate_signing_key  # noqa: E402
 from evidence.records import Record, RecordType  # noqa: E402
@@ -56,8 +56,8 @@ def rss_kib() -> int:
     return 0
 
 
-class TimedSpool(Spool):
-    """Spool that adds up the CPU time of its seals (instrumentation for this benchmark)."""
+class TimedSpool(RecordingSpool):
+    """A spool that adds up the CPU time of its seals (instrumentation for this benchmark)."""
 
     seal_cpu_s = 0.0
 
@@ -121,7 +121,7 @@ def sealing_vs_sha256sum(spool: Path) -> dict[str, Any]:
     files = [layout.media_path(spool, DEVICE, r.body["file"]) for r in segments]
     total = sum(f.stat().st_size for f in files)
     with tempfile.TemporaryDirectory(prefix="bench-seal-") as tmp:
-        target = Spool(Path(tmp), DEVICE, generate_signing_key(), SimulatedClock())
+        target = RecordingSpool(Path(tmp), DEVICE, generate_signing_key(), SimulatedClock())
         from agent.media.base import SegmentStats
         from evidence.records import parse_utc
 

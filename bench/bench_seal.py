@@ -2,8 +2,8 @@
 
 A segment is written into the spool the way the media pipeline writes it (one write per muxed
 packet run, a flush + fsync once per second of media, close) and then sealed
-(:meth:`agent.spool.Spool.seal`: digests, signed record, rename, directory fsyncs). The baseline
-is the sum of the primitives on the same bytes in the same run:
+(:meth:`agent.spool.RecordingSpool.seal`: digests, signed record, rename, directory fsyncs).
+The baseline is the sum of the primitives on the same bytes in the same run:
 
 * plaintext spool: ``openssl dgst -sha256`` over the media once per SHA-256 pass the code runs
   (two: the whole-file hash and the per-chunk hashes the record carries);
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.clock import SimulatedClock  # noqa: E402
 from agent.media.base import SegmentStats  # noqa: E402
-from agent.spool import EncryptedPart, Spool  # noqa: E402
+from agent.spool import EncryptedPart, RecordingSpool  # noqa: E402
 from evidence.encryption import generate_encryption_key  # noqa: E402
 from evidence.keys import generate_signing_key  # noqa: E402
 
@@ -91,7 +91,9 @@ def stats_for(index: int, frames: int) -> SegmentStats:
     )  # fmt: skip
 
 
-def seal_live(spool: Spool, runs: list[bytes], segments: int, tag: str) -> tuple[float, float]:
+def seal_live(
+    spool: RecordingSpool, runs: list[bytes], segments: int, tag: str
+) -> tuple[float, float]:
     """Wall and CPU seconds to write ``segments`` segments live and seal them."""
     per_flush = max(1, len(runs) // SEGMENT_S)
     start, cpu0 = time.perf_counter(), time.process_time()
@@ -158,7 +160,7 @@ def run(segments: int, rounds: int, work: Path) -> dict[str, Any]:
         base: list[tuple[float, float]] = []
         for r in range(rounds):
             root = work / f"spool-{name}-{r}"
-            spool = Spool(
+            spool = RecordingSpool(
                 root, DEVICE, generate_signing_key(), SimulatedClock(),
                 recipient=recipient if encrypted else None,
             )  # fmt: skip

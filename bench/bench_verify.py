@@ -98,7 +98,7 @@ def run_tool(cmd: list[str]) -> None:
 def measure(root: Path, ring: KeyRing, rounds: int) -> dict[str, Any]:
     files = media_files(root)
     files_n = len(files)
-    total = sum(os.path.getsize(f) for f in files)
+    total = sum(Path(f).stat().st_size for f in files)
     candidates = {
         "openssl": lambda: run_tool(["openssl", "dgst", "-sha256", *files]),
         "sha256sum": lambda: run_tool(["sha256sum", *files]),

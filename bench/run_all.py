@@ -9,7 +9,7 @@ same bytes (medians of interleaved rounds; see each bench_*.py for the method):
 bench            ours                                            baseline
 ===============  ==============================================  =============================
 hashing          ``evidence.media.digest_file`` (whole + chunks)  ``openssl dgst -sha256``
-sealing          live write + :meth:`Spool.seal` (bench_seal)     the primitives the code runs
+sealing          live write + ``RecordingSpool.seal`` (bench_seal)  the primitives the code runs
 upload           dock upload, plaintext / encrypted               ``mosquitto_pub -l``, 256 KiB
 verification     ``bench/bench_verify.py`` if present             ``openssl dgst -sha256``
 many devices     N devices docking at once (bench_docks)          one device docking alone

@@ -117,11 +117,13 @@ def save_encryption_public_key(path: Path, public_key: X25519PublicKey) -> None:
 
 
 def load_encryption_key(path: Path) -> X25519PrivateKey:
-    return load_private_pem(path, X25519PrivateKey, "an X25519 key")
+    key: X25519PrivateKey = load_private_pem(path, X25519PrivateKey, "an X25519 key")
+    return key
 
 
 def load_encryption_public_key(path: Path) -> X25519PublicKey:
-    return load_public_pem(path, X25519PublicKey, "an X25519 public key")
+    key: X25519PublicKey = load_public_pem(path, X25519PublicKey, "an X25519 public key")
+    return key
 
 
 # ------------------------------------------------------------------------------ primitives
@@ -567,7 +569,8 @@ def encrypt_for_spool(
     info, media, stored = _encrypt(
         Path(src), Path(dst), recipient_public, chunk_size_bytes, digest_chunk_size_bytes
     )
-    assert media is not None and stored is not None
+    assert media is not None
+    assert stored is not None
     return EncryptedFile(
         media=media,
         stored=stored,

@@ -8,7 +8,6 @@ PEM/SubjectPublicKeyInfo, which ``openssl pkey -pubin`` reads.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -162,4 +161,4 @@ class KeyRing:
 
 def private_key_mode_ok(path: Path) -> bool:
     """True when a private key file is not readable by group or others."""
-    return (os.stat(path).st_mode & 0o077) == 0
+    return (Path(path).stat().st_mode & 0o077) == 0

@@ -98,10 +98,10 @@ class Tree:
                     raise
                 os.close(fd)
                 fd = sub
-            return fd
         except BaseException:
             os.close(fd)
             raise
+        return fd
 
     def is_dir(self, parts: Sequence[str]) -> bool:
         """True for a real directory; False when absent; UnsafePathError for anything else."""
@@ -122,9 +122,10 @@ class Tree:
         try:
             _check_name(name, "/".join(parts))
             os.stat(name, dir_fd=fd, follow_symlinks=False)
-            return True
         except FileNotFoundError:
             return False
+        else:
+            return True
         finally:
             os.close(fd)
 

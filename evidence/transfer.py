@@ -46,7 +46,7 @@ from datetime import datetime
 from typing import Any
 
 from evidence.canonical import parse_json as _parse_json_strict
-from evidence.errors import RecordFormatError
+from evidence.errors import EvidenceError, RecordFormatError
 from evidence.values import DEVICE_ID_RE as DEVICE_ID_RE  # re-exported; ends in \Z
 from evidence.values import (
     HEX64_RE,
@@ -133,7 +133,7 @@ _HEX64 = HEX64_RE  # kept for callers that still match digests themselves (ends 
 MAX_LABEL_CHARS = 128
 
 
-class WireError(ValueError):
+class WireError(EvidenceError, ValueError):
     """A message that does not follow this schema."""
 
     def __init__(self, reason: str, topic: str = "") -> None:

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,10 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 def _check_report() -> dict[str, dict[str, object]]:
-    exe = shutil.which("bodycam-agent") or os.path.join(
-        os.path.dirname(sys.executable), "bodycam-agent"
-    )
-    if not os.path.exists(exe):
+    exe = shutil.which("bodycam-agent") or str(Path(sys.executable).parent / "bodycam-agent")
+    if not Path(exe).exists():
         missing("bodycam-agent is not installed")
     config = os.environ.get("BODYCAM_AGENT_CONFIG", "/etc/bodycam/agent.toml")
     done = subprocess.run(
@@ -53,6 +52,9 @@ def test_production_checks_pass_inside_the_sandbox() -> None:
     assert encryption["outcome"] == "pass", f"encryption at rest is off: {encryption['reason']}"
     clock = checks["clock"]
     data = clock.get("data") or {}
-    assert isinstance(data, dict) and data.get("time_service"), (
+    assert isinstance(data, dict), (
+        f"the clock check could not ask a time service from the sandbox: {clock['reason']}"
+    )
+    assert data.get("time_service"), (
         f"the clock check could not ask a time service from the sandbox: {clock['reason']}"
     )

@@ -56,7 +56,8 @@ def test_buttons_are_not_stuck_pressed(controls: GpioControls) -> None:
 def test_leds_follow_the_signals(controls: GpioControls) -> None:
     controls.signal(Signal.READY)
     time.sleep(0.05)
-    assert controls.green.value and not controls.red.value
+    assert controls.green.value
+    assert not controls.red.value
     controls.signal(Signal.FAULT)
     time.sleep(0.05)
     assert not controls.green.value

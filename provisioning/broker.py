@@ -89,12 +89,12 @@ def _check(settings: BrokerSettings, port: int) -> None:
         ipaddress.ip_address(settings.listen_host)
     except ValueError:
         if not settings.listen_host or any(c.isspace() for c in settings.listen_host):
-            raise DockError(Path("."), f"bad listen host {settings.listen_host!r}") from None
+            raise DockError(Path(), f"bad listen host {settings.listen_host!r}") from None
     if not 0 < port < 65536:
-        raise DockError(Path("."), f"listen port {port} is not a TCP port")
+        raise DockError(Path(), f"listen port {port} is not a TCP port")
     for name in ("message_size_limit_bytes", "max_queued_messages", "max_queued_bytes"):
         if getattr(settings, name) <= 0:
-            raise DockError(Path("."), f"{name} must be positive (0 means unlimited in Mosquitto)")
+            raise DockError(Path(), f"{name} must be positive (0 means unlimited in Mosquitto)")
 
 
 def render_mosquitto_conf(

@@ -25,7 +25,7 @@ from receiver.commands import access as access_commands
 from receiver.commands import custody as custody_commands
 from receiver.commands import export as export_commands
 from receiver.config import ReceiverConfig, load_config
-from receiver.errors import ConfigError, ReceiverError
+from receiver.errors import ReceiverConfigError, ReceiverError
 from receiver.registry import DeviceRegistry, DockRegistryFollower
 from receiver.store import EvidenceStore, connect
 from receiver.text import SafeStream
@@ -72,10 +72,12 @@ def _config(args: argparse.Namespace) -> ReceiverConfig:
 
 def _check_data_dir(data_dir: Path, *, must_exist: bool) -> None:
     if data_dir.exists() and not data_dir.is_dir():
-        raise ConfigError(data_dir, "is not a directory (--data-dir / data_dir names a file)")
+        raise ReceiverConfigError(
+            data_dir, "is not a directory (--data-dir / data_dir names a file)"
+        )
     if must_exist and not (data_dir / "receiver.db").is_file():
         what = "does not exist" if not data_dir.exists() else "holds no receiver.db"
-        raise ConfigError(
+        raise ReceiverConfigError(
             data_dir, f"{what}: not a receiver data directory (check --data-dir / data_dir)"
         )
 

@@ -34,9 +34,10 @@ Example (``bodycam-provision broker-config`` writes the dock-specific part)::
     clock_offset_limit_s = 2.0
     inspection_tolerance_s = 300
 
-Failure posture: unknown keys and wrong types raise :class:`ConfigError` naming the key, so a
-typo is never silently ignored. There is no anonymous default: :meth:`BrokerConfig.check_tls`
-refuses to connect without the mutual-TLS files unless ``allow_insecure`` is set explicitly.
+Failure posture: unknown keys and wrong types raise :class:`ReceiverConfigError` naming the
+key, so a typo is never silently ignored. There is no anonymous default:
+:meth:`BrokerConfig.check_tls` refuses to connect without the mutual-TLS files unless
+``allow_insecure`` is set explicitly.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from receiver.errors import ConfigError
+from receiver.errors import ReceiverConfigError
 from receiver.ingest.limits import Limits
 
 
@@ -64,12 +65,12 @@ class BrokerConfig:
     allow_insecure: bool = False
 
     def check_tls(self) -> None:
-        """Raise :class:`ConfigError` unless mutual TLS is configured (or explicitly waived)."""
+        """Raise :class:`ReceiverConfigError` unless mutual TLS is set up (or explicitly waived)."""
         if self.allow_insecure:
             return
         missing = [n for n in ("ca_file", "cert_file", "key_file") if getattr(self, n) is None]
         if missing:
-            raise ConfigError(
+            raise ReceiverConfigError(
                 None,
                 f"broker.{', broker.'.join(missing)} not set: the receiver connects only with"
                 " mutual TLS (bodycam-provision broker-config writes these settings; set"
@@ -115,34 +116,34 @@ def _fill(obj: Any, table: dict[str, Any], where: str, base: Path) -> None:
     known = {f.name: f for f in fields(obj)}
     for name, value in table.items():
         if name not in known:
-            raise ConfigError(None, f"unknown setting {where}{name}")
+            raise ReceiverConfigError(None, f"unknown setting {where}{name}")
         current = getattr(obj, name)
         if isinstance(current, (BrokerConfig, Limits, ComplianceConfig)):
             if not isinstance(value, dict):
-                raise ConfigError(None, f"{where}{name} must be a table")
+                raise ReceiverConfigError(None, f"{where}{name} must be a table")
             _fill(current, value, f"{where}{name}.", base)
             continue
         ftype = str(known[name].type)
         if "Path" in ftype:
             if not isinstance(value, str):
-                raise ConfigError(None, f"{where}{name} must be a path string")
+                raise ReceiverConfigError(None, f"{where}{name} must be a path string")
             path = Path(value)
             setattr(obj, name, path if path.is_absolute() else base / path)
         elif ftype == "bool":
             if not isinstance(value, bool):
-                raise ConfigError(None, f"{where}{name} must be true or false")
+                raise ReceiverConfigError(None, f"{where}{name} must be true or false")
             setattr(obj, name, value)
         elif ftype == "int":
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(None, f"{where}{name} must be an integer")
+                raise ReceiverConfigError(None, f"{where}{name} must be an integer")
             setattr(obj, name, value)
         elif ftype == "float":
             if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ConfigError(None, f"{where}{name} must be a number")
+                raise ReceiverConfigError(None, f"{where}{name} must be a number")
             setattr(obj, name, float(value))
         else:
             if not isinstance(value, str):
-                raise ConfigError(None, f"{where}{name} must be a string")
+                raise ReceiverConfigError(None, f"{where}{name} must be a string")
             setattr(obj, name, value)
 
 
@@ -154,11 +155,11 @@ def load_config(path: Path | None) -> ReceiverConfig:
     try:
         table = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(Path(path), f"cannot read: {exc.strerror or exc}") from exc
+        raise ReceiverConfigError(Path(path), f"cannot read: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(Path(path), f"not valid TOML: {exc}") from exc
+        raise ReceiverConfigError(Path(path), f"not valid TOML: {exc}") from exc
     try:
         _fill(config, table, "", Path(path).resolve().parent)
-    except ConfigError as exc:
-        raise ConfigError(Path(path), exc.reason) from exc
+    except ReceiverConfigError as exc:
+        raise ReceiverConfigError(Path(path), exc.reason) from exc
     return config

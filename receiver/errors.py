@@ -13,7 +13,7 @@ class ReceiverError(Exception):
     """Base class of every error the receiver raises on purpose."""
 
 
-class ConfigError(ReceiverError):
+class ReceiverConfigError(ReceiverError):
     def __init__(self, path: Path | None, reason: str) -> None:
         super().__init__(f"{path}: {reason}" if path else reason)
         self.path = path

@@ -4,7 +4,7 @@ Provisioning supplies the key; for development a missing key is generated on fir
 loudly) so a fresh data directory works. Failure posture: an unreadable or wrong-type key file
 raises :class:`evidence.errors.KeyFileError`; an existing key is never replaced. The media key
 is never generated here: it comes from provisioning (``bodycam-provision init``), and a
-configured one that cannot be loaded raises :class:`ConfigError`.
+configured one that cannot be loaded raises :class:`ReceiverConfigError`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from evidence.keys import (
     save_public_key,
     save_signing_key,
 )
-from receiver.errors import ConfigError
+from receiver.errors import ReceiverConfigError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def load_media_key(path: Path | None) -> X25519PrivateKey | None:
     try:
         return load_encryption_key(path)
     except EvidenceError as exc:
-        raise ConfigError(path, f"encryption_key cannot be loaded: {exc}") from exc
+        raise ReceiverConfigError(path, f"encryption_key cannot be loaded: {exc}") from exc
 
 
 def public_key_path(private_path: Path) -> Path:

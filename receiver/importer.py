@@ -35,7 +35,7 @@ from evidence.errors import EvidenceError
 from evidence.media import FileDigest
 from evidence.receipt import Receipt
 from evidence.records import MAX_RECORD_BYTES, Record
-from receiver.errors import InvalidInputError
+from receiver.errors import InvalidInputError, ReceiverError
 from receiver.ingest import NEED_LATER, Ingest, Outgoing
 from receiver.ingest.messages import MAX_DEPTH, depth, escape
 
@@ -83,7 +83,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
 
 
-class Refused(Exception):
+class Refused(ReceiverError):
     """An entry of the copy that is not a regular file or directory inside it."""
 
 

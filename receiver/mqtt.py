@@ -1,7 +1,7 @@
 """paho-mqtt client construction for the receiver (MQTT 5, persistent session, TLS from config).
 
 Failure posture: missing mutual-TLS settings (without an explicit ``allow_insecure``) or a TLS
-file that cannot be loaded raise :class:`ConfigError` before connecting;
+file that cannot be loaded raise :class:`ReceiverConfigError` before connecting;
 connection loss is handled by paho's reconnect loop and logged, never fatal.
 """
 
@@ -15,7 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from receiver.config import BrokerConfig
-from receiver.errors import ConfigError
+from receiver.errors import ReceiverConfigError
 
 
 class _LinearReadClient(mqtt.Client):
@@ -54,7 +54,7 @@ def make_client(cfg: BrokerConfig, *, manual_ack: bool = False) -> mqtt.Client:
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(cfg.ca_file, f"cannot load TLS material: {exc}") from exc
+            raise ReceiverConfigError(cfg.ca_file, f"cannot load TLS material: {exc}") from exc
     client.reconnect_delay_set(min_delay=1, max_delay=10)
     return client
 

@@ -240,7 +240,7 @@ class Operations:
         approval = self._grant_for(case, (EXPORT,), "export case")
         from receiver.export import export_case
 
-        result = export_case(
+        return export_case(
             self.config,
             self.store,
             self.conn,
@@ -250,7 +250,6 @@ class Operations:
             approval=approval,
             as_zip=as_zip,
         )
-        return result
 
     # -- approvals ---------------------------------------------------------------------------
     def request_approval(

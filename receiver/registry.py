@@ -15,7 +15,6 @@ that cannot be read is logged and the last state read stays in force (revocation
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +167,7 @@ class DockRegistryFollower:
     def refresh(self) -> SyncResult | None:
         """Re-read the dock registry if it changed; None when it did not (or is unreadable)."""
         try:
-            st = os.stat(self.path)
+            st = self.path.stat()
         except FileNotFoundError:
             stamp = (0, 0, 0)
         except OSError as exc:

@@ -13,8 +13,8 @@ them, and any that arrive anyway are dropped.
 
 Failure posture: bad input never stops the service (see :mod:`receiver.ingest`); a lost broker
 connection is retried forever; on start, temp files of transfers interrupted by a crash are
-deleted, because a partial segment is never stored. It refuses to start (ConfigError) without
-mutual-TLS settings (unless ``allow_insecure``) or with an unreadable encryption key.
+deleted, because a partial segment is never stored. It refuses to start (ReceiverConfigError)
+without mutual-TLS settings (unless ``allow_insecure``) or with an unreadable encryption key.
 """
 
 from __future__ import annotations

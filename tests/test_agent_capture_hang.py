@@ -46,7 +46,8 @@ def test_liveness_on_real_threads() -> None:
         assert turned.wait(10)
         clock.t += 4.0
         turned.clear()
-        assert turned.wait(10) and not live.stalled()
+        assert turned.wait(10)
+        assert not live.stalled()
         live.inject_hang()
         turned.clear()
         # the next beat blocks: after this, no more turns
@@ -55,7 +56,8 @@ def test_liveness_on_real_threads() -> None:
             turned.clear()
             assert time.monotonic() < deadline
         clock.t += 5.5
-        assert live.stalled() and live.silent_for_s() >= 5.5
+        assert live.stalled()
+        assert live.silent_for_s() >= 5.5
         live.release()
         assert turned.wait(10)
         assert not live.stalled()

@@ -89,18 +89,21 @@ def test_clock_decision_order(tmp_path: Path) -> None:
     unsynced = ClockSyncState(False, None, None, False)
     result = check_clock(unsynced, NOW, CFG)
     assert result.outcome == Outcome.WARN
-    assert "never synchronised at a dock" in result.reason and "no RTC" in result.reason
+    assert "never synchronised at a dock" in result.reason
+    assert "no RTC" in result.reason
     strict = ChecksConfig(clock_unsynced="fail")
     assert check_clock(unsynced, NOW, strict).outcome == Outcome.FAIL
     docked = ClockSyncState(False, NOW - timedelta(hours=3), 0.2, True)
     assert check_clock(docked, NOW, CFG).outcome == Outcome.PASS
     stale = ClockSyncState(False, NOW - timedelta(hours=30), 0.2, True)
     result = check_clock(stale, NOW, CFG)
-    assert result.outcome == Outcome.WARN and "30.0 h ago" in result.reason
+    assert result.outcome == Outcome.WARN
+    assert "30.0 h ago" in result.reason
     # a recent dock sync that found the clock an hour off does not make it synchronised
     off = ClockSyncState(False, NOW - timedelta(hours=1), -3600.0, True)
     result = check_clock(off, NOW, CFG)
-    assert result.outcome == Outcome.WARN and "3600.0 s off" in result.reason
+    assert result.outcome == Outcome.WARN
+    assert "3600.0 s off" in result.reason
 
 
 def test_clock_state_read_from_the_dock_file(tmp_path: Path) -> None:
@@ -172,7 +175,8 @@ def test_dead_camera_refuses(tmp_path: Path, camera: SimulatedCapture) -> None:
     report = run_checks(_inputs(tmp_path, camera))
     assert report.outcome == Outcome.FAIL
     camera_result = report.get("camera")
-    assert camera_result is not None and camera_result.outcome == Outcome.FAIL
+    assert camera_result is not None
+    assert camera_result.outcome == Outcome.FAIL
     assert "no frames" in camera_result.reason
     assert "camera" in report.format()
 
@@ -207,4 +211,5 @@ def test_check_command_prints_the_report_and_fails_without_a_key(tmp_path: Path)
     save_signing_key(spool / "state" / "device.key", generate_signing_key())
     ok = check()
     assert ok.returncode == 0, ok.stdout + ok.stderr[-2000:]
-    assert "PASS  camera" in ok.stdout and "FAIL" not in ok.stdout
+    assert "PASS  camera" in ok.stdout
+    assert "FAIL" not in ok.stdout

@@ -43,7 +43,8 @@ def test_sigkill_mid_segment_then_restart_recovers(tmp_path: Path) -> None:
     assert len(parts) == 1, parts  # the interrupted segment is on disk, unsealed
 
     out = restart(spool, config, tmp_path)
-    assert "crash recovery" in out and "1 segment(s) sealed as recovered" in out
+    assert "crash recovery" in out
+    assert "1 segment(s) sealed as recovered" in out
 
     report = verify_tree(spool)
     assert report.ok, [str(v) for v in report.violations]
@@ -56,21 +57,27 @@ def test_sigkill_mid_segment_then_restart_recovers(tmp_path: Path) -> None:
     [gap] = [r for r in mine if r.type == RecordType.GAP]
     close = mine[-1]
     assert gap.body["cause"] == "crash"
-    assert close.type == RecordType.SESSION_CLOSE and close.body["reason"] == "crash-recovery"
-    assert gap.seq > recovered.seq and close.seq > gap.seq
+    assert close.type == RecordType.SESSION_CLOSE
+    assert close.body["reason"] == "crash-recovery"
+    assert gap.seq > recovered.seq
+    assert close.seq > gap.seq
     # the gap describes the lost interval: from the end of the recovered media to the restart
     gap_start, gap_end = parse_utc(gap.body["start_utc"]), parse_utc(gap.body["end_utc"])
     assert gap_start == parse_utc(recovered.body["utc_end"])
-    assert gap_end > gap_start and gap_end >= killed_at
+    assert gap_end > gap_start
+    assert gap_end >= killed_at
     # the session-close counts are what the session's records show
     segments = [r for r in mine if r.type == RecordType.SEGMENT]
-    assert close.body["segments"] == len(segments) and close.body["gaps"] == 1
+    assert close.body["segments"] == len(segments)
+    assert close.body["gaps"] == 1
     assert close.body["frames"] == sum(r.body["frames"] for r in segments)
-    assert recovered.body["index"] == 1 and recovered.body["frames"] > 20
+    assert recovered.body["index"] == 1
+    assert recovered.body["frames"] > 20
     assert recovered.body["media_start_us"] == mine[1].body["media_end_us"]
     assert recovered.body["media"]["size"] % 188 == 0
     lost_s = (killed_at - parse_utc(recovered.body["utc_end"])).total_seconds()
     print(f"media lost at SIGKILL: {lost_s:.2f} s")
     assert lost_s <= 1.5, f"{lost_s:.2f} s of media lost"
     # the new session after recovery is complete and in the same chain
-    assert records[-1].type == RecordType.SESSION_CLOSE and records[-1].session != first_session
+    assert records[-1].type == RecordType.SESSION_CLOSE
+    assert records[-1].session != first_session

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from agent.clock import SimulatedClock
 from agent.media.base import SegmentStats
 from agent.recovery import probe_ts
-from agent.spool import PROGRESS_SUFFIX, Spool, _TsProgress
+from agent.spool import PROGRESS_SUFFIX, RecordingSpool, _TsProgress
 from evidence import layout
 from evidence.encryption import (
     HEADER_SIZE_BYTES,
@@ -191,7 +191,8 @@ def test_no_media_file_in_the_spool_is_readable_without_the_key(
     want = recipient_id(load_encryption_public_key(encrypted["public"]))
     for record in segments:
         body = record.body
-        assert body["encryption"]["recipient"] == want and not body["recovered"]
+        assert body["encryption"]["recipient"] == want
+        assert not body["recovered"]
         assert body["stored"] == digest_file(_media(spool, record)).to_dict()
         assert body["media"]["size"] < body["stored"]["size"]
 
@@ -230,7 +231,8 @@ def test_a_flipped_ciphertext_byte_is_reported(encrypted: dict[str, Path], tmp_p
     target.write_bytes(bytes(data))
     without = _verify(spool)
     assert without.returncode == 1
-    assert "media-hash-mismatch" in without.stdout and target.name in without.stdout
+    assert "media-hash-mismatch" in without.stdout
+    assert target.name in without.stdout
     with_key = _verify(spool, "--media-key", str(encrypted["private"]))
     assert with_key.returncode == 1
     assert "authentication failed" in with_key.stdout
@@ -241,7 +243,8 @@ def test_status_and_check_say_whether_media_are_encrypted(
 ) -> None:
     spool, config = encrypted["spool"], encrypted["config"]
     on = _agent("status", "--spool", str(spool), "--config", str(config))
-    assert on.returncode == 0 and "encryption at rest: on" in on.stdout
+    assert on.returncode == 0
+    assert "encryption at rest: on" in on.stdout
     off = _agent("status", "--spool", str(spool))
     assert "encryption at rest: OFF (WARNING)" in off.stdout
     # check with a broken key path: the item fails, naming the file
@@ -254,7 +257,8 @@ def test_status_and_check_say_whether_media_are_encrypted(
     bad.write_text(text, encoding="utf-8")
     broken = _agent("check", "--config", str(bad), "--json")
     item = _check_item(broken.stdout, "encryption")
-    assert item["outcome"] == "fail" and "missing.pub" in str(item)
+    assert item["outcome"] == "fail"
+    assert "missing.pub" in str(item)
     plain = tmp_path / "plain.toml"
     plain.write_text(
         "\n".join(line for line in text.splitlines() if "encryption_key_file" not in line),
@@ -262,7 +266,8 @@ def test_status_and_check_say_whether_media_are_encrypted(
     )
     warned = _agent("check", "--config", str(plain), "--json")
     item = _check_item(warned.stdout, "encryption")
-    assert item["outcome"] == "warn" and "NOT encrypted" in item["reason"]
+    assert item["outcome"] == "warn"
+    assert "NOT encrypted" in item["reason"]
 
 
 def _check_item(stdout: str, name: str) -> dict[str, Any]:
@@ -280,7 +285,8 @@ def test_without_a_key_the_agent_warns_loudly_and_stays_plaintext(tmp_path: Path
     warnings = [ln for ln in proc.stderr.splitlines() if " WARNING " in ln]
     assert any("NOT encrypted" in ln for ln in warnings), proc.stderr[-2000:]
     for record in _segments(spool):
-        assert record.body["encryption"] is None and record.body["stored"] is None
+        assert record.body["encryption"] is None
+        assert record.body["stored"] is None
         assert _plays_as_ts(_media(spool, record))
     # the signed session-open carries the warning in its Art. 11 check report
     [device] = list(layout.iter_devices(spool))
@@ -375,7 +381,9 @@ def test_a_plaintext_part_is_encrypted_when_sealed_on_an_encrypting_spool(
 ) -> None:
     key = generate_encryption_key()
     clock = SimulatedClock(datetime(2026, 5, 4, 9, 0, tzinfo=UTC), boot_id="boot-A")
-    spool = Spool(tmp_path, "BC-7", generate_signing_key(), clock, recipient=key.public_key())
+    spool = RecordingSpool(
+        tmp_path, "BC-7", generate_signing_key(), clock, recipient=key.public_key()
+    )
     spool.append(RecordType.SESSION_OPEN, "S1", session_open_body())
     part = spool.part_path("S1", 0)
     shutil.copyfile(mpegts_clips[0], part)
@@ -384,7 +392,8 @@ def test_a_plaintext_part_is_encrypted_when_sealed_on_an_encrypting_spool(
     stats = SegmentStats(0, 0, 1_000_000, t0, t0, 15, 0, 0, {"codec": "h264"}, None)
     record = spool.seal(part, "S1", 0, stats, recovered=True)
     stored = layout.media_path(tmp_path, "BC-7", "S1-0000.ts")
-    assert is_encrypted_file(stored) and not part.exists()
+    assert is_encrypted_file(stored)
+    assert not part.exists()
     assert record.body["media"] == plain.to_dict()
     assert record.body["stored"] == digest_file(stored).to_dict()
     assert not [p for p in spool.parts_dir.iterdir()], "plaintext left behind"
@@ -401,7 +410,8 @@ def test_sigkill_mid_segment_with_encryption_then_restart_recovers(tmp_path: Pat
     # segment 0 = 2 s pre-event + 4 s; kill 2.5 s into segment 1
     killed_at = kill_mid_segment(spool, config, tmp_path)
     [part] = list((spool / "state" / "parts").glob("*.part"))
-    assert is_encrypted_file(part) and not _probes_as_media(part)
+    assert is_encrypted_file(part)
+    assert not _probes_as_media(part)
     assert not _has_ts_sync(part.read_bytes())
     assert part.with_name(part.name + PROGRESS_SUFFIX).exists()
 
@@ -412,8 +422,10 @@ def test_sigkill_mid_segment_with_encryption_then_restart_recovers(tmp_path: Pat
     segments = _segments(spool)
     first_session = segments[0].session
     [recovered] = [r for r in segments if r.body["recovered"]]
-    assert recovered.session == first_session and recovered.body["index"] == 1
-    assert recovered.body["media"] is None and recovered.body["encryption"] is not None
+    assert recovered.session == first_session
+    assert recovered.body["index"] == 1
+    assert recovered.body["media"] is None
+    assert recovered.body["encryption"] is not None
     stored = _media(spool, recovered)
     assert recovered.body["stored"] == digest_file(stored).to_dict()
     assert recovered.body["frames"] > 20
@@ -474,7 +486,7 @@ def test_power_loss_in_the_first_segment_keeps_exactly_what_was_flushed(
     signing = generate_signing_key()
     t0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
     root = tmp_path / "spool"
-    spool = Spool(
+    spool = RecordingSpool(
         root, "BC-7", signing, SimulatedClock(t0, boot_id="boot-A"), recipient=key.public_key()
     )
     state = SessionState(session="S1", boot_id="boot-A", opened_utc=format_utc(t0))
@@ -493,12 +505,13 @@ def test_power_loss_in_the_first_segment_keeps_exactly_what_was_flushed(
 
     part.write_bytes(on_disk)
     result = recover(
-        Spool(
+        RecordingSpool(
             root, "BC-7", signing, SimulatedClock(t0, boot_id="boot-B"), recipient=key.public_key()
         )
     )
     [recovered] = result.recovered_segments
-    assert recovered.body["media"] is None and recovered.body["recovered"]
+    assert recovered.body["media"] is None
+    assert recovered.body["recovered"]
     [gap] = result.gaps
     assert gap.body["cause"] == "power-loss"
     progress = _TsProgress()
@@ -518,7 +531,7 @@ def test_power_loss_in_the_first_segment_keeps_exactly_what_was_flushed(
     kinds = {v.kind for v in verify_tree(root, decryptor=media_decryptor(wrong)).violations}
     assert kinds == {ViolationKind.MEDIA_UNREADABLE}
     # A segment without a plaintext digest that does not say it was recovered is malformed.
-    later = Spool(
+    later = RecordingSpool(
         root, "BC-7", signing, SimulatedClock(t0, boot_id="boot-B"), recipient=key.public_key()
     )
     body = dict(recovered.body, recovered=False, index=1, file="S2-0000.ts")
@@ -534,5 +547,7 @@ def test_an_unreadable_receiver_key_stops_the_agent_instead_of_recording_plainte
     spool = tmp_path / "spool"
     proc = _agent("simulate", "--spool", str(spool), "--seconds", "1", "--config", str(config))
     assert proc.returncode == 2
-    assert "encryption_key_file" in proc.stderr and "missing.pub" in proc.stderr
-    assert not list(spool.rglob("*.ts")) and not list(spool.rglob("*.part"))
+    assert "encryption_key_file" in proc.stderr
+    assert "missing.pub" in proc.stderr
+    assert not list(spool.rglob("*.ts"))
+    assert not list(spool.rglob("*.part"))

@@ -162,13 +162,17 @@ def test_officer_pause_with_a_cause_is_a_signed_gap(make_sim: Callable[..., Simu
     sim.hold_record()
     records = _records(sim)
     [gap] = [r for r in records if r.type == RecordType.GAP]
-    assert gap.body["cause"] == "obstruction" and gap.body["spoken_reason"] is True
+    assert gap.body["cause"] == "obstruction"
+    assert gap.body["spoken_reason"] is True
     assert not [r for r in records if r.type == RecordType.MARKER]  # choosing is not marking
     segments = [r for r in records if r.type == RecordType.SEGMENT]
-    assert any(s.seq > gap.seq for s in segments) and any(s.seq < gap.seq for s in segments)
+    assert any(s.seq > gap.seq for s in segments)
+    assert any(s.seq < gap.seq for s in segments)
     spoken = _spoken(sim)
-    assert PAUSE_ARM_ZH in spoken and PAUSED_ZH in spoken
-    assert "中断原因：天气" in spoken and "中断原因：执法受阻" in spoken
+    assert PAUSE_ARM_ZH in spoken
+    assert PAUSED_ZH in spoken
+    assert "中断原因：天气" in spoken
+    assert "中断原因：执法受阻" in spoken
     report = verify_tree(sim.rt.spool.root)
     assert report.ok, [str(v) for v in report.violations]
 
@@ -200,6 +204,7 @@ def test_pause_without_a_chosen_cause_is_a_manual_pause(
     sim.hold_record()  # the session ends while paused: the gap is still signed
     assert sim.state == State.IDLE
     [gap] = [r for r in _records(sim) if r.type == RecordType.GAP]
-    assert gap.body["cause"] == "manual-pause" and gap.body["spoken_reason"] is False
+    assert gap.body["cause"] == "manual-pause"
+    assert gap.body["spoken_reason"] is False
     report = verify_tree(sim.rt.spool.root)
     assert report.ok, [str(v) for v in report.violations]

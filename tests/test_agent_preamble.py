@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import AssignmentConfig, config_from_dict, load_config
-from agent.errors import ConfigError, SpeechError
+from agent.errors import AgentConfigError, SpeechError
 from agent.preamble import Assignment, build_preamble, load_assignment
 from agent.tts import EspeakSynthesizer
 
@@ -66,7 +66,8 @@ def test_assignment_from_the_dock_overrides_config(tmp_path: Path) -> None:
 def test_espeak_speaks_the_preamble_in_the_pinyin_voice() -> None:
     [(_, text)] = build_preamble(ASSIGNMENT, WHEN, ["zh"])
     speech = EspeakSynthesizer().synthesize(text, "cmn-latn-pinyin")
-    assert speech.sample_rate_hz > 8000 and speech.channels == 1
+    assert speech.sample_rate_hz > 8000
+    assert speech.channels == 1
     # ~90 syllables: several seconds of audio, and not silence
     assert 5.0 < speech.duration_s < 60.0
     assert max(speech.pcm_s16le[1::2]) > 10
@@ -90,13 +91,13 @@ def test_config_file_round_trip_and_errors(tmp_path: Path) -> None:
     assert cfg.capture.pre_event_s == 10.0
     assert cfg.hardware.controls.hold_time_s == 2.0
     assert cfg.recording.cue_interval_min == 2.0  # untouched default
-    with pytest.raises(ConfigError, match=r"capture\.pre_event_sec: unknown key"):
+    with pytest.raises(AgentConfigError, match=r"capture\.pre_event_sec: unknown key"):
         config_from_dict({"capture": {"pre_event_sec": 5}})
-    with pytest.raises(ConfigError, match=r"capture\.fps: expected int"):
+    with pytest.raises(AgentConfigError, match=r"capture\.fps: expected int"):
         config_from_dict({"capture": {"fps": "fast"}})
-    with pytest.raises(ConfigError, match="languages"):
+    with pytest.raises(AgentConfigError, match="languages"):
         config_from_dict({"speech": {"languages": ["fr"]}})
-    with pytest.raises(ConfigError, match="file not found"):
+    with pytest.raises(AgentConfigError, match="file not found"):
         load_config(tmp_path / "absent.toml")
 
 

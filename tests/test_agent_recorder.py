@@ -111,7 +111,8 @@ def test_capture_fault_mid_recording_gap_resume_and_spoken_prompt(
     assert sim.state == State.IDLE
     records = _records(sim)
     types = [r.type for r in records]
-    assert types[0] == RecordType.SESSION_OPEN and types[-1] == RecordType.SESSION_CLOSE
+    assert types[0] == RecordType.SESSION_OPEN
+    assert types[-1] == RecordType.SESSION_CLOSE
     [gap] = [r for r in records if r.type == RecordType.GAP]
     assert gap.body["cause"] == f"{device}-fault"
     assert gap.body["spoken_reason"] is True
@@ -127,9 +128,11 @@ def test_capture_fault_mid_recording_gap_resume_and_spoken_prompt(
     assert all(parse_utc(r.body["utc_start"]) < gap_end for r in earlier)
     spoken = [s.text for s in sim.recorder.speaker.played]
     assert any("请说明中断原因" in t for t in spoken), spoken
-    assert sim.rt.controls is not None and Signal.FAULT in sim.rt.controls.history
+    assert sim.rt.controls is not None
+    assert Signal.FAULT in sim.rt.controls.history
     close = records[-1].body
-    assert close["gaps"] == 1 and close["reason"] == "stopped"
+    assert close["gaps"] == 1
+    assert close["reason"] == "stopped"
     _assert_verifies(sim)
 
 
@@ -159,11 +162,14 @@ def test_low_battery_refuses_with_a_signed_check_record(
     assert len(sim.recorder.refusals) == 1
     assert sim.until_quiet()
     assert sim.state == State.IDLE
-    assert sim.rt.controls is not None and sim.rt.controls.last_signal == Signal.REFUSED
+    assert sim.rt.controls is not None
+    assert sim.rt.controls.last_signal == Signal.REFUSED
     [record] = _records(sim)
-    assert record.type == RecordType.CHECK and record.body["refused"] is True
+    assert record.type == RecordType.CHECK
+    assert record.body["refused"] is True
     battery = next(c for c in record.body["checks"]["checks"] if c["name"] == "battery")
-    assert battery["outcome"] == "fail" and "2%" in battery["reason"]
+    assert battery["outcome"] == "fail"
+    assert "2%" in battery["reason"]
     assert any("无法开始录像" in s.text for s in sim.recorder.speaker.played)
     _assert_verifies(sim)
 
@@ -198,7 +204,8 @@ def test_storage_running_out_suspends_and_resumes_with_a_gap(
     assert sim.rt.controls is not None
     signals = list(sim.rt.controls.history)
     # warned while space ran low, then the fault signal when it ran out
-    assert Signal.WARNING in signals and Signal.FAULT in signals
+    assert Signal.WARNING in signals
+    assert Signal.FAULT in signals
     assert signals.index(Signal.WARNING) < signals.index(Signal.FAULT)
     records = _records(sim)
     [gap] = [r for r in records if r.type == RecordType.GAP]
@@ -232,7 +239,8 @@ def test_marker_lands_in_the_session_with_its_media_time(
     assert sim.state == State.IDLE
     records = _records(sim)
     [marker] = [r for r in records if r.type == RecordType.MARKER]
-    assert marker.body["kind"] == "evidence" and marker.body["note"] == "knife on the table"
+    assert marker.body["kind"] == "evidence"
+    assert marker.body["note"] == "knife on the table"
     # on the recording timeline: the pre-event buffer (2 s back to a keyframe) + 15 s
     [first] = [r for r in records if r.type == RecordType.SEGMENT and r.body["index"] == 0]
     expected_us = first.body["pre_event_us"] + 15_000_000
@@ -255,7 +263,8 @@ def test_battery_running_down_while_recording_warns_and_keeps_recording(
         lambda: any("电量即将耗尽" in s.text for s in sim.recorder.speaker.played), 30.0
     )
     assert sim.state == State.RECORDING
-    assert sim.rt.controls is not None and Signal.WARNING in sim.rt.controls.history
+    assert sim.rt.controls is not None
+    assert Signal.WARNING in sim.rt.controls.history
     sim.hold_record()
     assert sim.state == State.IDLE
     _assert_verifies(sim)
@@ -317,7 +326,8 @@ def test_the_same_script_gives_byte_identical_records_and_media(tmp_path: Path) 
     assert not differ, differ
     records = [name for name in first if name.endswith(".json") and "/records/" in f"/{name}"]
     media = [name for name in first if name.endswith(".ts")]
-    assert len(records) >= 8 and len(media) >= 3, sorted(first)
+    assert len(records) >= 8, sorted(first)
+    assert len(media) >= 3, sorted(first)
 
 
 def test_a_bouncy_release_after_the_stop_hold_does_not_start_a_new_session(

@@ -19,19 +19,26 @@ def _due(s: ReminderSchedule, minutes: float, recording: bool = False) -> bool:
 def test_reminds_at_once_then_every_interval_while_not_recording() -> None:
     s = ReminderSchedule(120)
     assert not s.due(WINDOW, T0 - timedelta(minutes=1), 0, False)  # before the window
-    assert _due(s, 0) and not _due(s, 1) and _due(s, 2) and not _due(s, 3.9) and _due(s, 4)
+    assert _due(s, 0)
+    assert not _due(s, 1)
+    assert _due(s, 2)
+    assert not _due(s, 3.9)
+    assert _due(s, 4)
 
 
 def test_recording_stops_reminders_and_a_stop_waits_a_full_interval() -> None:
     s = ReminderSchedule(120)
     assert _due(s, 0)
-    assert not _due(s, 2, recording=True) and not _due(s, 10, recording=True)
-    assert not _due(s, 11) and _due(s, 12)
+    assert not _due(s, 2, recording=True)
+    assert not _due(s, 10, recording=True)
+    assert not _due(s, 11)
+    assert _due(s, 12)
 
 
 def test_no_reminder_after_the_window_or_without_one() -> None:
     s = ReminderSchedule(120)
-    assert not _due(s, 60) and not _due(s, 90)
+    assert not _due(s, 60)
+    assert not _due(s, 90)
     assert not s.due(None, T0, 0, False)
 
 

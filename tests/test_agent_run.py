@@ -188,7 +188,8 @@ def test_run_crash_restart_resumes_and_sigterm_closes_cleanly(tmp_path: Path) ->
     assert resumed[-1].body["reason"] == "shutdown"
     # the open segment was sealed on SIGTERM, not left for recovery
     sealed = [r for r in resumed if r.type == RecordType.SEGMENT]
-    assert sealed and all(r.body["frames"] > 0 for r in sealed)
+    assert sealed
+    assert all(r.body["frames"] > 0 for r in sealed)
     assert resumed[-1].body["duration_us"] > 0
     assert not any(r.body.get("recovered") for r in sealed)
     assert not list((spool / "state" / "parts").glob("*.part"))

@@ -142,7 +142,8 @@ def test_durations_add_up_and_no_frame_is_lost_at_splits(spool: Path) -> None:
     assert duration_us >= PRE_EVENT_US + 60_000_000
     # frame count = duration x frame rate, exactly (to the frame)
     assert abs(close["frames"] - duration_us * FPS / 1e6) < 1.0
-    assert close["dropped_frames"] == 0 and close["gaps"] == 0
+    assert close["dropped_frames"] == 0
+    assert close["gaps"] == 0
 
 
 def test_pre_event_buffer_is_at_the_start_of_the_first_segment(spool: Path) -> None:
@@ -151,7 +152,8 @@ def test_pre_event_buffer_is_at_the_start_of_the_first_segment(spool: Path) -> N
     assert opened.type == RecordType.SESSION_OPEN
     assert opened.body["pre_event_us"] == PRE_EVENT_US
     first = next(r for r in records if r.type == RecordType.SEGMENT)
-    assert first.body["index"] == 0 and first.body["pre_event_us"] >= PRE_EVENT_US - 1_000_000
+    assert first.body["index"] == 0
+    assert first.body["pre_event_us"] >= PRE_EVENT_US - 1_000_000
     lead_s = (opened.time.datetime - parse_utc(first.body["utc_start"])).total_seconds()
     # session-open is written right before the recording starts at the press: the lead is the
     # pre-event buffer (30 s back to a keyframe), exactly
@@ -171,7 +173,8 @@ def test_a_second_run_continues_the_same_chain(spool: Path, tmp_path: Path) -> N
     assert "DEVELOPMENT signing key" not in result.stdout
     after = _records(copy)
     new = after[len(before) :]
-    assert new[0].type == RecordType.SESSION_OPEN and new[0].seq == before[-1].seq + 1
+    assert new[0].type == RecordType.SESSION_OPEN
+    assert new[0].seq == before[-1].seq + 1
     assert new[0].prev == before[-1].hash()
     assert new[0].session != before[0].session
     assert _verify(copy).returncode == 0
@@ -179,7 +182,8 @@ def test_a_second_run_continues_the_same_chain(spool: Path, tmp_path: Path) -> N
     assert status.returncode == 0, status.stderr
     info = json.loads(status.stdout)
     [dev] = info["devices"].values()
-    assert dev["sessions"] == 2 and dev["head_seq"] == after[-1].seq
+    assert dev["sessions"] == 2
+    assert dev["head_seq"] == after[-1].seq
     assert dev["pending_upload_segments"] == dev["segments"]
 
 
@@ -229,4 +233,5 @@ def test_unusable_spool_path_is_a_clear_error(tmp_path: Path, kind: str) -> None
     target = blocker if kind == "file" else blocker / "spool"
     proc = _agent("simulate", "--spool", str(target), "--seconds", "1")
     assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr and "bodycam-agent: cannot use" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "bodycam-agent: cannot use" in proc.stderr

@@ -12,7 +12,7 @@ from agent.clock import SimulatedClock
 from agent.errors import SealError
 from agent.media.base import SegmentStats
 from agent.recovery import probe_ts, recover
-from agent.spool import SessionSink, SessionState, Spool, segment_body, to_stored_form
+from agent.spool import RecordingSpool, SessionSink, SessionState, segment_body, to_stored_form
 from evidence import layout
 from evidence.keys import generate_signing_key
 from evidence.media import digest_file
@@ -25,8 +25,8 @@ T0 = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 KEY = generate_signing_key()
 
 
-def _spool(root: Path, boot_id: str) -> Spool:
-    return Spool(root, DEVICE, KEY, SimulatedClock(T0, boot_id=boot_id))
+def _spool(root: Path, boot_id: str) -> RecordingSpool:
+    return RecordingSpool(root, DEVICE, KEY, SimulatedClock(T0, boot_id=boot_id))
 
 
 def _stats(index: int, start_us: int, end_us: int, frames: int) -> SegmentStats:
@@ -44,7 +44,7 @@ def _stats(index: int, start_us: int, end_us: int, frames: int) -> SegmentStats:
     )
 
 
-def _open_session(spool: Spool, session: str = "S1") -> SessionState:
+def _open_session(spool: RecordingSpool, session: str = "S1") -> SessionState:
     state = SessionState(session=session, boot_id=spool.clock.boot_id, opened_utc=format_utc(T0))
     spool.save_session(state)
     spool.append(RecordType.SESSION_OPEN, session, session_open_body())
@@ -55,7 +55,7 @@ def _records(root: Path) -> list[Record]:
     return [Record.load(p) for p in layout.iter_record_files(root, DEVICE)]
 
 
-def _write_part(spool: Spool, session: str, index: int, clip: Path) -> Path:
+def _write_part(spool: RecordingSpool, session: str, index: int, clip: Path) -> Path:
     sink_file = spool.open_part(session, index)
     with sink_file as fh:
         fh.write(clip.read_bytes())
@@ -73,13 +73,17 @@ def test_sink_seals_part_into_media_with_a_signed_record(
     fh.flush()
     sink.close_segment(0, _stats(0, 0, 1_000_000, 15))
     [_, seg] = _records(tmp_path)
-    assert seg.type == RecordType.SEGMENT and seg.body["file"] == "S1-0000.ts"
+    assert seg.type == RecordType.SEGMENT
+    assert seg.body["file"] == "S1-0000.ts"
     media = layout.media_path(tmp_path, DEVICE, "S1-0000.ts")
     assert media.read_bytes() == mpegts_clips[0].read_bytes()
     assert seg.body["media"]["sha256"] == digest_file(media).sha256
-    assert seg.body["stored"] is None and seg.body["encryption"] is None
+    assert seg.body["stored"] is None
+    assert seg.body["encryption"] is None
     assert not list(spool.parts_dir.iterdir())
-    assert spool.load_session() == state and state.segments == 1 and state.frames == 15
+    assert spool.load_session() == state
+    assert state.segments == 1
+    assert state.frames == 15
 
 
 def test_seal_never_overwrites_a_sealed_segment(tmp_path: Path, mpegts_clips: list[Path]) -> None:
@@ -111,7 +115,8 @@ def test_power_loss_recovers_cut_part_and_closes_session(
 
     result = recover(_spool(tmp_path, "boot-B"))  # a new boot: the power was cut
 
-    assert result.sessions_closed == ["S1"] and len(result.recovered_segments) == 1
+    assert result.sessions_closed == ["S1"]
+    assert len(result.recovered_segments) == 1
     assert 0 < result.trimmed_bytes < 188
     records = _records(tmp_path)
     assert [r.type for r in records] == [
@@ -122,15 +127,19 @@ def test_power_loss_recovers_cut_part_and_closes_session(
         RecordType.SESSION_CLOSE,
     ]
     recovered, gap, close = records[2], records[3], records[4]
-    assert recovered.body["recovered"] is True and recovered.body["index"] == 1
+    assert recovered.body["recovered"] is True
+    assert recovered.body["index"] == 1
     assert recovered.body["media"]["size"] % 188 == 0
     assert recovered.body["media_start_us"] == 1_000_000  # continues the timeline
     assert 0 < recovered.body["frames"] < 15
     assert recovered.body["video"]["codec"] == "h264"
-    assert gap.body["cause"] == "power-loss" and gap.body["spoken_reason"] is False
-    assert close.body["reason"] == "crash-recovery" and close.body["segments"] == 2
+    assert gap.body["cause"] == "power-loss"
+    assert gap.body["spoken_reason"] is False
+    assert close.body["reason"] == "crash-recovery"
+    assert close.body["segments"] == 2
     assert close.body["gaps"] == 1
-    assert spool.load_session() is None and not list(spool.parts_dir.iterdir())
+    assert spool.load_session() is None
+    assert not list(spool.parts_dir.iterdir())
     report = verify_tree(tmp_path)
     assert report.ok, [str(v) for v in report.violations]
     # recovery is idempotent: a second start finds nothing to do
@@ -155,7 +164,8 @@ def test_crash_between_record_and_rename_completes_the_rename(
 
     result = recover(_spool(tmp_path, "boot-A"))
 
-    assert result.completed_renames == ["S1-0000.ts"] and not result.recovered_segments
+    assert result.completed_renames == ["S1-0000.ts"]
+    assert not result.recovered_segments
     assert layout.media_path(tmp_path, DEVICE, "S1-0000.ts").exists()
     gap = next(r for r in _records(tmp_path) if r.type == RecordType.GAP)
     assert gap.body["cause"] == "crash"  # same boot: the process died, not the power
@@ -164,14 +174,17 @@ def test_crash_between_record_and_rename_completes_the_rename(
 
 def test_probe_reads_a_truncated_ts(tmp_path: Path, mpegts_clips: list[Path]) -> None:
     whole = probe_ts(mpegts_clips[0])
-    assert whole.frames == 15 and 900_000 <= whole.duration_us <= 1_100_000
+    assert whole.frames == 15
+    assert 900_000 <= whole.duration_us <= 1_100_000
     cut = tmp_path / "cut.ts"
     shutil.copyfile(mpegts_clips[0], cut)
     with cut.open("rb+") as fh:
         fh.truncate(cut.stat().st_size // 2 // 188 * 188)
     half = probe_ts(cut)
-    assert 0 < half.frames < 15 and half.duration_us < whole.duration_us
-    assert half.video["width"] == 320 and half.audio is not None
+    assert 0 < half.frames < 15
+    assert half.duration_us < whole.duration_us
+    assert half.video["width"] == 320
+    assert half.audio is not None
 
 
 def test_a_second_agent_process_on_the_same_spool_is_refused(tmp_path: Path) -> None:
@@ -185,10 +198,10 @@ def test_a_second_agent_process_on_the_same_spool_is_refused(tmp_path: Path) -> 
         "from pathlib import Path\n"
         "from agent.clock import SimulatedClock\n"
         "from agent.errors import SpoolError\n"
-        "from agent.spool import Spool\n"
+        "from agent.spool import RecordingSpool\n"
         "from evidence.keys import generate_signing_key\n"
         "try:\n"
-        f"    Spool(Path({str(tmp_path)!r}), {DEVICE!r}, generate_signing_key(),\n"
+        f"    RecordingSpool(Path({str(tmp_path)!r}), {DEVICE!r}, generate_signing_key(),\n"
         "          SimulatedClock())\n"
         "except SpoolError as exc:\n"
         "    print(exc); sys.exit(3)\n"

@@ -27,7 +27,8 @@ def test_unit_declares_the_required_behaviour() -> None:
     assert service["Type"] == "notify"
     assert service["WatchdogSec"]
     assert service["Restart"] == "always"
-    assert service["User"] == "bodycam" and service["User"] != "root"
+    assert service["User"] == "bodycam"
+    assert service["User"] != "root"
     for directive in ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp"):
         assert directive in service, directive
     assert "run" in service["ExecStart"].split()
@@ -50,7 +51,8 @@ def test_unit_matches_the_debian_package_and_the_pi() -> None:
     assert service["SystemCallErrorNumber"] == "EPERM"
     assert service["ProtectClock"] == "yes"
     # key/config ownership re-applied as root before the sandboxed start
-    assert service["ExecStartPre"].startswith("+") and "tmpfiles" in service["ExecStartPre"]
+    assert service["ExecStartPre"].startswith("+")
+    assert "tmpfiles" in service["ExecStartPre"]
 
 
 def test_uplink_unit_runs_the_upload_apart_from_the_recorder() -> None:
@@ -58,7 +60,8 @@ def test_uplink_unit_runs_the_upload_apart_from_the_recorder() -> None:
     parser.read(UPLINK_UNIT, encoding="utf-8")
     service = parser["Service"]
     assert service["ExecStart"].split()[:3] == ["/usr/bin/bodycam-agent", "upload", "--config"]
-    assert service["Restart"] == "always" and service["User"] == "bodycam"
+    assert service["Restart"] == "always"
+    assert service["User"] == "bodycam"
     assert int(service["Nice"]) > 0  # recording wins over upload
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from agent.checks import Outcome, check_clock, read_clock_sync_state
 from agent.config import ChecksConfig, config_from_dict
-from agent.errors import ConfigError
+from agent.errors import AgentConfigError
 from agent.timesync import ask_time_service
 
 NOW = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
@@ -58,7 +58,8 @@ def test_timesyncd_not_synchronised_warns_or_fails(tmp_path: Path) -> None:
     _tool(tmp_path / "bin", "timedatectl", "no\n")
     state = _state(tmp_path)
     warn = check_clock(state, NOW, ChecksConfig())  # type: ignore[arg-type]
-    assert warn.outcome == Outcome.WARN and "NTPSynchronized=no" in warn.reason
+    assert warn.outcome == Outcome.WARN
+    assert "NTPSynchronized=no" in warn.reason
     strict = check_clock(state, NOW, ChecksConfig(clock_unsynced="fail"))  # type: ignore[arg-type]
     assert strict.outcome == Outcome.FAIL
 
@@ -67,19 +68,23 @@ def test_chrony_answers_when_timedated_is_unreachable(tmp_path: Path) -> None:
     _tool(tmp_path / "bin", "timedatectl", "", status=1)  # no D-Bus
     _tool(tmp_path / "bin", "chronyc", CHRONY_LOCKED)
     answer = ask_time_service("auto", path=str(tmp_path / "bin"))
-    assert answer.synced is True and answer.source == "chrony"
-    assert "Normal" in answer.detail and "C0A80101" in answer.detail
+    assert answer.synced is True
+    assert answer.source == "chrony"
+    assert "Normal" in answer.detail
+    assert "C0A80101" in answer.detail
     _tool(tmp_path / "bin", "chronyc", CHRONY_UNLOCKED)
     state = _state(tmp_path)
     result = check_clock(state, NOW, ChecksConfig())  # type: ignore[arg-type]
-    assert result.outcome == Outcome.WARN and "Not synchronised" in result.reason
+    assert result.outcome == Outcome.WARN
+    assert "Not synchronised" in result.reason
 
 
 def test_no_time_service_is_never_a_pass(tmp_path: Path) -> None:
     (tmp_path / "bin").mkdir()
     for source in ("timesyncd", "chrony"):
         answer = ask_time_service(source, path=str(tmp_path / "bin"))
-        assert answer.synced is None and "not found" in answer.detail
+        assert answer.synced is None
+        assert "not found" in answer.detail
         result = check_clock(_state(tmp_path, source), NOW, ChecksConfig())  # type: ignore[arg-type]
         assert result.outcome == Outcome.WARN, result.reason
 
@@ -96,7 +101,7 @@ def test_garbage_answers_are_not_a_lock(tmp_path: Path) -> None:
 
 def test_clock_source_is_validated() -> None:
     assert config_from_dict({"checks": {"clock_source": "chrony"}}).checks.clock_source == "chrony"
-    with pytest.raises(ConfigError, match=r"checks\.clock_source"):
+    with pytest.raises(AgentConfigError, match=r"checks\.clock_source"):
         config_from_dict({"checks": {"clock_source": "ntpdate"}})
-    with pytest.raises(ConfigError, match=r"checks\.microphone_silent"):
+    with pytest.raises(AgentConfigError, match=r"checks\.microphone_silent"):
         config_from_dict({"checks": {"microphone_silent": "ignore"}})

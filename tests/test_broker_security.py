@@ -235,7 +235,9 @@ def test_device_cannot_read_another_devices_topics(world: World) -> None:
     b = open_session(world.broker.port, world.b)
     recv = open_session(world.broker.port, world.receiver)
     try:
-        assert a.connected.is_set() and b.connected.is_set() and recv.connected.is_set()
+        assert a.connected.is_set()
+        assert b.connected.is_set()
+        assert recv.connected.is_set()
         retained = b.client.publish("bodycam/v1/cam-b/status", b"retained", qos=1, retain=True)
         assert not b.wait_puback(retained.mid).is_failure
         # Mosquitto 2.0's ACL file has no subscribe right: the SUBACK grants any filter and the
@@ -266,7 +268,8 @@ def test_oversized_message_is_refused_and_not_delivered(world: World) -> None:
     recv = open_session(world.broker.port, world.receiver)
     a = open_session(world.broker.port, world.a)
     try:
-        assert a.connected.is_set() and recv.connected.is_set()
+        assert a.connected.is_set()
+        assert recv.connected.is_set()
         assert not recv.wait_suback(recv.client.subscribe("bodycam/v1/cam-a/#", qos=1)[1])[
             0
         ].is_failure
@@ -380,7 +383,8 @@ def test_ca_rotation_trusts_both_cas_until_finished(tmp_path: Path) -> None:
         new.revoke("cam-lost", "stolen during the changeover")
         broker.restart()  # regenerates the combined CRL
         assert not can_connect(broker.port, lost)[0]
-        assert can_connect(broker.port, moved)[0] and can_connect(broker.port, veteran)[0]
+        assert can_connect(broker.port, moved)[0]
+        assert can_connect(broker.port, veteran)[0]
     finally:
         broker.stop()
     # Finished: the broker runs from the new dock alone.
@@ -400,7 +404,9 @@ def test_device_cannot_take_over_another_devices_session(world: World) -> None:
     recv = open_session(world.broker.port, world.receiver)
     a = open_session(world.broker.port, world.a, client_id="bodycam-cam-b")
     try:
-        assert b.connected.is_set() and a.connected.is_set() and recv.connected.is_set()
+        assert b.connected.is_set()
+        assert a.connected.is_set()
+        assert recv.connected.is_set()
         time.sleep(0.3)
         assert not b.ended.is_set(), f"device A's connection kicked device B off: {b.failure}"
         assert not recv.wait_suback(recv.client.subscribe("bodycam/v1/cam-b/#", qos=1)[1])[
@@ -456,7 +462,8 @@ def test_device_check_reports_connection_and_refusal(
     try:
         dock.revoke("cam-bad", "test")
         broker.restart()
-        assert ok_dev.cert is not None and bad_dev.cert is not None
+        assert ok_dev.cert is not None
+        assert bad_dev.cert is not None
         ok_dir, bad_dir = ok_dev.cert.parent, bad_dev.cert.parent
         for dev_dir in (ok_dir, bad_dir):
             # Point the installed config at the test broker's loopback port.
@@ -469,7 +476,8 @@ def test_device_check_reports_connection_and_refusal(
         assert "OK   broker: connected to 127.0.0.1" in out
         assert main(["device-check", "--dir", str(bad_dir), "--timeout-s", "5"]) == 1
         out = capsys.readouterr().out
-        assert "FAIL broker" in out and "refused this certificate" in out
+        assert "FAIL broker" in out
+        assert "refused this certificate" in out
     finally:
         broker.stop()
     assert main(["device-check", "--dir", str(ok_dir), "--timeout-s", "2"]) == 1

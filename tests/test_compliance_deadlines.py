@@ -100,13 +100,14 @@ def test_2027_with_the_administrators_file(tmp_path: Path) -> None:
     config = config_file(tmp_path, holidays=HOLIDAYS_2027)
     out = due("2027-02-04 10:00", config=config)
     # 02-05..11 off; Friday 02-12 (1); the administrator's make-up Sunday 02-14 (2)
-    assert "-> due 2027-02-14 24:00 CST" in out and "WARNING" not in out
+    assert "-> due 2027-02-14 24:00 CST" in out
+    assert "WARNING" not in out
     assert "-> due 2027-01-05 24:00 CST" in due("2026-12-31 10:00", config=config)
     code, out, _ = cli("compliance", "calendar", "2027", "--json", config=config)
     data = json.loads(out)
-    assert (
-        code == 0 and data["basis"] == "admin" and data["workdays"] == ["2027-02-14", "2027-02-20"]
-    )
+    assert code == 0
+    assert data["basis"] == "admin"
+    assert data["workdays"] == ["2027-02-14", "2027-02-20"]
 
 
 def test_2027_without_the_file_is_provisional_and_says_so(tmp_path: Path) -> None:
@@ -125,20 +126,24 @@ def test_2027_known_to_nobody_falls_back_to_weekends_with_a_warning(tmp_path: Pa
         config=config_file(tmp_path, rule_based=False),
     )  # fmt: skip
     data = json.loads(out)
-    assert data["basis"] == "weekends-only" and data["due_utc"] == "2027-02-08T16:00:00.000000Z"
+    assert data["basis"] == "weekends-only"
+    assert data["due_utc"] == "2027-02-08T16:00:00.000000Z"
     assert data["warnings"]
 
 
 def test_both_libraries_agree_on_2026() -> None:
     official = WorkCalendar(rule_based=False).year(2026)
-    assert official.basis is Basis.OFFICIAL and official.source.startswith("chinese_calendar")
+    assert official.basis is Basis.OFFICIAL
+    assert official.source.startswith("chinese_calendar")
     from receiver.compliance.calendar import _from_holidays
 
     other = _from_holidays(2026)
-    assert other is not None and other.basis is Basis.OFFICIAL
+    assert other is not None
+    assert other.basis is Basis.OFFICIAL
     days = [date(2026, 1, 1).fromordinal(date(2026, 1, 1).toordinal() + i) for i in range(365)]
     assert [d for d in days if official.is_working_day(d) != other.is_working_day(d)] == []
-    assert date(2026, 9, 20) in official.workdays and date(2026, 10, 10) in official.workdays
+    assert date(2026, 9, 20) in official.workdays
+    assert date(2026, 10, 10) in official.workdays
 
 
 def test_deadline_functions_keep_utc_and_reject_years_out_of_range() -> None:
@@ -188,7 +193,8 @@ def test_return_date_on_the_assignment_moves_the_storage_deadline() -> None:
     ok = evaluate(
         Facts(sessions=(_session(end, stored),), assignments=(remote,)), WorkCalendar(), opts
     )
-    assert ok.findings == [] and ok.storage[0].deadline.due_date == date(2026, 11, 16)
+    assert ok.findings == []
+    assert ok.storage[0].deadline.due_date == date(2026, 11, 16)
 
 
 def test_window_with_a_recording_or_still_open_is_not_flagged() -> None:
@@ -231,7 +237,8 @@ def test_malformed_holiday_file_names_file_and_line(
     path.write_text(text, encoding="utf-8")
     with pytest.raises(HolidayFileError) as info:
         load_holiday_file(path)
-    assert info.value.line == line and reason in str(info.value)
+    assert info.value.line == line
+    assert reason in str(info.value)
     assert str(info.value).startswith(f"holiday file {path}:{line}: ")
 
 
@@ -259,7 +266,8 @@ def test_malformed_holiday_file_on_the_command_line_writes_nothing(tmp_path: Pat
         "compliance", "report", "--format", "html", "--out", str(out_file),
         config=config, data=tmp_path / "rdata",
     )  # fmt: skip
-    assert code == 2 and out == ""
+    assert code == 2
+    assert out == ""
     assert err.strip().splitlines()[-1] == (
         f"bodycam-receiver: holiday file {tmp_path / 'holidays.toml'}:3: years.2027.workdays: "
         "'2027-13-01': month must be in 1..12"
@@ -272,7 +280,8 @@ def test_bad_dates_and_types_are_refused_and_change_nothing(tmp_path: Path) -> N
     code, _, err = cli(
         "case", "create", "--number", "C1", "--type", "raid", "--title", "t", data=data
     )
-    assert code == 2 and "invalid choice: 'raid'" in err
+    assert code == 2
+    assert "invalid choice: 'raid'" in err
     assert cli("case", "create", "--number", "C1", "--type", "sealing", "--title", "t",
                data=data)[0] == 0  # fmt: skip
     for bad, message in (
@@ -280,12 +289,15 @@ def test_bad_dates_and_types_are_refused_and_change_nothing(tmp_path: Path) -> N
         ("2026-02-30", "--date: '2026-02-30' is not a date (YYYY-MM-DD)"),
     ):
         code, _, err = cli("case", "conclude", "C1", "--date", bad, "--by", "clerk", data=data)
-        assert code == 2 and err.strip().endswith(message)
+        assert code == 2
+        assert err.strip().endswith(message)
     code, _, err = cli("compliance", "report", "--from", "2026-12-01", "--to", "2026-11-01",
                        data=data)  # fmt: skip
-    assert code == 2 and "--to is before --from" in err
+    assert code == 2
+    assert "--to is before --from" in err
     code, _, err = cli("compliance", "deadline", "--ended", "2150-01-01 10:00")
-    assert code == 2 and "--ended: 2150-01-01 10:00 is outside 2000..2100" in err
+    assert code == 2
+    assert "--ended: 2150-01-01 10:00 is outside 2000..2100" in err
     code, out, _ = cli("cases", "--json", data=data)
     assert json.loads(out)[0]["concluded"] is None
 
@@ -302,25 +314,31 @@ def test_mandatory_case_without_recording_needs_a_supervisor_override(
     for name, role in (("zhang.san", "supervisor"), ("li.si", "clerk")):
         assert cli("--user", "admin", "user", "add", name, "--role", role, data=data)[0] == 0
     code, _, err = cli("case", "conclude", "S1", "--date", "2026-11-30", "--by", "li.si", data=data)
-    assert code == 2 and "AV recording is mandatory (Art. 8) and none is filed" in err
+    assert code == 2
+    assert "AV recording is mandatory (Art. 8) and none is filed" in err
     reason = ("--override", "--reason", "记录仪故障，改用书面记录")
     code, _, err = cli("--user", "li.si", "case", "conclude", "S1", "--date", "2026-11-30",
                        "--by", "li.si", *reason, data=data)  # fmt: skip
-    assert code == 2 and "role clerk may not override" in err
+    assert code == 2
+    assert "role clerk may not override" in err
     code, out, _ = cli("--user", "zhang.san", "case", "conclude", "S1", "--date", "2026-11-30",
                        "--by", "li.si", *reason, data=data)  # fmt: skip
-    assert code == 0 and "override by zhang.san recorded" in out
+    assert code == 0
+    assert "override by zhang.san recorded" in out
     code, out, _ = cli("compliance", "report", "--case", "S1", "--format", "json", data=data)
     (finding,) = json.loads(out)["findings"]
-    assert finding["kind"] == "no-recording" and "override by zhang.san" in finding["detail"]
+    assert finding["kind"] == "no-recording"
+    assert "override by zhang.san" in finding["detail"]
     code, _, err = cli("case", "conclude", "S1", "--date", "2026-12-01", "--by", "x", data=data)
-    assert code == 2 and "already concluded on 2026-11-30" in err
+    assert code == 2
+    assert "already concluded on 2026-11-30" in err
     # both the refusal and the override are in the custody log
     from receiver.store import connect
 
     conn = connect(data / "receiver.db")
     kinds = [json.loads(r[0])["kind"] for r in conn.execute("SELECT entry FROM custody_log")]
-    assert "access-refused" in kinds and "case-concluded" in kinds
+    assert "access-refused" in kinds
+    assert "case-concluded" in kinds
 
 
 def test_assignment_with_a_bad_window_is_not_created(tmp_path: Path) -> None:
@@ -336,7 +354,8 @@ def test_assignment_with_a_bad_window_is_not_created(tmp_path: Path) -> None:
             "--reason", "R", "--target", "T", "--stage", "inspection"]  # fmt: skip
     code, _, err = cli(*args, "--window-start", "2026-12-03 10:00", "--window-end",
                        "2026-12-03 09:00", data=data)  # fmt: skip
-    assert code == 2 and "--window-end is not after --window-start" in err
+    assert code == 2
+    assert "--window-end is not after --window-start" in err
     code, out, _ = cli("cases", "--json", data=data)
     assert json.loads(out)[0]["av_level"] == "mandatory"  # a major inspection (Art. 18)
     from receiver.store import connect
@@ -353,13 +372,16 @@ def test_case_file_formed_on_or_after_its_deadline(tmp_path: Path, formed: str, 
                data=data)[0] == 0  # fmt: skip
     assert cli("case", "profile", "F1", "--unit", "科室一", data=data)[0] == 0
     code, out, _ = cli("case", "conclude", "F1", "--date", "2026-10-08", "--by", "clerk", data=data)
-    assert code == 0 and "case file due 2026-11-04 24:00 CST (Art. 21)" in out
+    assert code == 0
+    assert "case file due 2026-11-04 24:00 CST (Art. 21)" in out
     assert cli("case", "file-formed", "F1", "--date", formed, "--by", "clerk", data=data)[0] == 0
     code, out, _ = cli("compliance", "report", "--unit", "科室一", "--format", "json", data=data)
     findings = json.loads(out)["findings"]
     if late:
-        assert code == 1 and [f["kind"] for f in findings] == ["case-file-overdue"]
+        assert code == 1
+        assert [f["kind"] for f in findings] == ["case-file-overdue"]
         assert f"case file formed {formed}" in findings[0]["detail"]
         assert findings[0]["unit"] == "科室一"
     else:
-        assert code == 0 and findings == []
+        assert code == 0
+        assert findings == []

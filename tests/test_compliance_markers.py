@@ -40,9 +40,12 @@ def test_next_expected_marker_follows_the_stage() -> None:
 
 
 def test_gap_causes_that_explain_themselves() -> None:
-    assert cause_explains("camera-fault") and cause_explains("weather")
-    assert not cause_explains("manual-pause") and not cause_explains("other")
-    assert not cause_explains("") and not cause_explains("aliens")
+    assert cause_explains("camera-fault")
+    assert cause_explains("weather")
+    assert not cause_explains("manual-pause")
+    assert not cause_explains("other")
+    assert not cause_explains("")
+    assert not cause_explains("aliens")
     assert parse_gap_cause("obstruction") is GapCause.OBSTRUCTION
 
 

@@ -214,7 +214,8 @@ def _report(data: Path, *args: str) -> tuple[int, dict[str, Any]]:
 
 def test_each_failure_found_once_and_attributed(seeded: Seeded) -> None:
     code, report = _report(seeded.data)
-    assert code == 1 and not report["clean"]
+    assert code == 1
+    assert not report["clean"]
     got = [
         (f["kind"], f["case"], ", ".join(f["officers"]), f["device"], f["article"])
         for f in report["findings"]
@@ -239,10 +240,13 @@ def test_each_failure_found_once_and_attributed(seeded: Seeded) -> None:
 
 def test_clean_case_reports_clean(seeded: Seeded) -> None:
     code, report = _report(seeded.data, "--case", "CLEAN-1")
-    assert code == 0 and report["clean"] and report["findings"] == []
+    assert code == 0
+    assert report["clean"]
+    assert report["findings"] == []
     assert [r["device"] for r in report["storage"]] == ["DEV-CLEAN"]
     code, out, _ = run(seeded.data, "compliance", "report", "--case", "CLEAN-1")
-    assert code == 0 and "CLEAN: no findings" in out
+    assert code == 0
+    assert "CLEAN: no findings" in out
 
 
 def test_filters_by_case_officer_device_unit_and_period(seeded: Seeded) -> None:
@@ -264,17 +268,20 @@ def test_text_report_names_case_officer_device_time_and_article(seeded: Seeded) 
     assert code == 1
     line = next(x for x in out.splitlines() if x.startswith("[Art. 14] recording stored late"))
     assert "case LATE-1; officer O-late; device DEV-LATE" in line
-    assert "at 2026-09-30 10:00:0" in line and "CST" in line  # local time, not UTC
+    assert "at 2026-09-30 10:00:0" in line
+    assert "CST" in line
 
 
 def test_listings_show_deadlines_in_local_time(seeded: Seeded) -> None:
     out = ok(seeded.data, "sessions")
     late = next(x for x in out.splitlines() if "DEV-LATE" in x)
-    assert "2026-09-30 10:00:00 CST" in late and "2026-10-09 24:00 CST" in late
+    assert "2026-09-30 10:00:00 CST" in late
+    assert "2026-10-09 24:00 CST" in late
     assert late.rstrip().endswith("no")  # on_time
     _, out, _ = run(seeded.data, "sessions", "--json")
     row = next(r for r in json.loads(out) if r["device"] == "DEV-LATE")
-    assert row["deadline"]["due_utc"] == "2026-10-09T16:00:00.000000Z" and row["on_time"] is False
+    assert row["deadline"]["due_utc"] == "2026-10-09T16:00:00.000000Z"
+    assert row["on_time"] is False
     cases = ok(seeded.data, "cases")
     assert "2026-11-04 24:00 CST" in next(x for x in cases.splitlines() if x.startswith("FILE-1"))
     devices = json.loads(ok(seeded.data, "devices", "--json"))
@@ -289,10 +296,11 @@ def test_html_report_renders_in_chromium(seeded: Seeded, tmp_path: Path) -> None
     page_path = tmp_path / "report.html"
     code, out, err = run(seeded.data, "compliance", "report", "--format", "html",
                          "--out", str(page_path))  # fmt: skip
-    assert code == 1 and page_path.is_file(), out + err
+    assert code == 1, out + err
+    assert page_path.is_file(), out + err
     html = page_path.read_text(encoding="utf-8")
-    assert "<script" not in html and "http://" not in html.replace(
-        'xmlns="http://www.w3.org/2000/svg"', "")  # fmt: skip
+    assert "<script" not in html
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
     errors: list[str] = []
     requests: list[str] = []
     with sync_api.sync_playwright() as p:
@@ -336,7 +344,8 @@ def test_scheduled_window_travels_with_the_assignment(seeded: Seeded) -> None:
     start = datetime.strptime(window["start_utc"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert start == seeded.now - timedelta(hours=30)
     plain = book.active_assignment("DEV-CLEAN")
-    assert plain is not None and "window" not in plain.wire()
+    assert plain is not None
+    assert "window" not in plain.wire()
 
 
 def test_report_api_for_the_web_console(seeded: Seeded) -> None:
@@ -350,5 +359,6 @@ def test_report_api_for_the_web_console(seeded: Seeded) -> None:
         case="LATE-1",
     )  # fmt: skip
     assert [f.kind.value for f in report.findings] == ["stored-late"]
-    assert "DEV-LATE" in render.text(report) and "<svg" in render.html(report)
+    assert "DEV-LATE" in render.text(report)
+    assert "<svg" in render.html(report)
     assert report.to_dict()["scope"]["case"] == "LATE-1"

@@ -29,15 +29,20 @@ def test_clerk_without_approval_cannot_read_sensitive_media_through_any_command(
         str(out),
         user="clara",
     )
-    assert code == 2 and "no granted" in err and not out.exists()
+    assert code == 2
+    assert "no granted" in err
+    assert not out.exists()
     code, _, err = s.run("export", CASE, "--out", str(tmp_path / "x"), user="clara")
-    assert code == 2 and "refused" in err and not (tmp_path / "x").exists()
+    assert code == 2
+    assert "refused" in err
+    assert not (tmp_path / "x").exists()
     # a supervisor may not approve a state-secret case; nobody approves their own request
     req = s.json(
         "approval", "request", "--case", CASE, "--kind", "view", "--reason", "r", user="clara"
     )[0]
     code, _, err = s.run("approval", "grant", str(req["id"]), user="sven")
-    assert code == 2 and "only the unit head" in err
+    assert code == 2
+    assert "only the unit head" in err
     code, _, err = s.run("approval", "grant", str(req["id"]), user="clara")
     assert code == 2
     # wrong password, other roles
@@ -54,7 +59,8 @@ def test_clerk_without_approval_cannot_read_sensitive_media_through_any_command(
             str(out),
             user=user,
         )
-        assert code == 2 and not out.exists()
+        assert code == 2
+        assert not out.exists()
     refusals = [e for e in s.json("custody", "log", user="audrey") if e["kind"] == "access-refused"]
     assert len(refusals) >= 6
     assert {"play back media", "export case", "grant approvals"} <= {e["action"] for e in refusals}
@@ -105,7 +111,8 @@ def test_wrong_password_and_deletion_are_refused_and_logged(
         del os.environ["BODYCAM_PASSWORD"]
     for user in ("admin", "hanna", "clara"):
         code, _, err = s.run("delete", "--case", CASE, user=user)
-        assert code == 2 and "retention" in err, err
+        assert code == 2, err
+        assert "retention" in err, err
     entries = s.json("custody", "log", user="audrey")
     assert sum(e["kind"] == "deletion-refused" for e in entries) == 3
     assert any(e["kind"] == "access-refused" and e["action"] == "log in" for e in entries)
@@ -126,7 +133,8 @@ def test_party_request_is_its_own_type(tmp_path: Path, mpegts_clips: list[Path])
         "Li Si",
         user="clara",
     )
-    assert code == 2 and "not a party" in err
+    assert code == 2
+    assert "not a party" in err
     a = s.json(
         "approval",
         "request",
@@ -140,7 +148,8 @@ def test_party_request_is_its_own_type(tmp_path: Path, mpegts_clips: list[Path])
         "Zhang San",
         user="clara",
     )[0]
-    assert a["kind"] == "party-view" and a["party"] == "Zhang San"
+    assert a["kind"] == "party-view"
+    assert a["party"] == "Zhang San"
     s.ok("approval", "grant", str(a["id"]), user="sven")
     s.ok("case", "show", CASE, user="clara")
     code, _, _ = s.run("case", "show", CASE, user="tom")  # a technician reads no cases
@@ -149,7 +158,8 @@ def test_party_request_is_its_own_type(tmp_path: Path, mpegts_clips: list[Path])
     assert any(e["kind"] == "view" and e["actor"] == "clara" for e in entries)
     assert any(e["kind"] == "access-refused" and e["actor"] == "tom" for e in entries)
     grant = [e for e in entries if e["kind"] == "approval-grant"][-1]
-    assert grant["party"] == "Zhang San" and grant["request"] == "party-view"
+    assert grant["party"] == "Zhang San"
+    assert grant["request"] == "party-view"
 
 
 def test_user_changes_need_an_administrator_and_are_logged(
@@ -164,4 +174,5 @@ def test_user_changes_need_an_administrator_and_are_logged(
     users = {u["name"]: u["role"] for u in s.json("user", "list", user="admin")}
     assert users["clara"] == "supervisor"
     changes = [e for e in s.json("custody", "log", user="audrey") if e["kind"] == "user-change"]
-    assert changes[-1]["user"] == "clara" and changes[-1]["before"] == "clerk"
+    assert changes[-1]["user"] == "clara"
+    assert changes[-1]["before"] == "clerk"

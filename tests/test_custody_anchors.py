@@ -80,11 +80,13 @@ def test_periodic_tree_heads_only_when_the_log_grew_and_the_interval_passed(
     log = CustodyLog(conn, store.data_dir, load_receipt_key(tmp_path / "d" / "receipt.key"))
     record_event(conn, "audit", actor="t")
     first = issue_head_if_due(log)
-    assert first is not None and first.tree_size == 1
+    assert first is not None
+    assert first.tree_size == 1
     assert issue_head_if_due(log, timedelta(0)) is None  # nothing new
     record_event(conn, "audit", actor="t")
     assert issue_head_if_due(log) is None  # grew, but the last head is recent
     second = issue_head_if_due(log, timedelta(0))
-    assert second is not None and second.tree_size == 2
+    assert second is not None
+    assert second.tree_size == 2
     assert len(list((store.data_dir / "custody" / "heads").iterdir())) == 2
     assert second.verify(log.key.public_key())

@@ -143,8 +143,11 @@ TAMPERING: list[Callable[[Seeded, sqlite3.Connection], str]] = [
 def seeded_template(tmp_path_factory: pytest.TempPathFactory, mpegts_clips: list[Path]) -> Seeded:
     s = seed(tmp_path_factory.mktemp("audit"), mpegts_clips)
     code, result = _audit(s)  # a clean store audits clean, and signs a head
-    assert code == 0 and result["ok"] and not result["findings"], result
-    assert result["checked"]["record files"] > 0 and result["checked"]["objects"] > 0
+    assert code == 0, result
+    assert result["ok"], result
+    assert not result["findings"], result
+    assert result["checked"]["record files"] > 0
+    assert result["checked"]["objects"] > 0
     return s
 
 
@@ -159,7 +162,8 @@ def _copy(template: Seeded, tmp_path: Path) -> Seeded:
 def test_clean_store_audits_clean_twice(seeded_template: Seeded, tmp_path: Path) -> None:
     s = _copy(seeded_template, tmp_path)
     code, result = _audit(s)
-    assert code == 0 and result["ok"], result
+    assert code == 0, result
+    assert result["ok"], result
 
 
 @pytest.mark.parametrize("tamper", TAMPERING, ids=lambda f: f.__name__)
@@ -171,10 +175,13 @@ def test_each_insider_edit_is_detected_and_named(
     want = tamper(s, conn)
     conn.close()
     code, result = _audit(s)
-    assert code == 1 and not result["ok"]
+    assert code == 1
+    assert not result["ok"]
     assert want in _kinds(result), result["findings"]
     code, out, _ = s.run("audit", user="audrey")
-    assert code == 1 and want in out and "DIFFERENCES" in out
+    assert code == 1
+    assert want in out
+    assert "DIFFERENCES" in out
 
 
 def test_wiped_quarantine_is_named(tmp_path: Path, mpegts_clips: list[Path]) -> None:
@@ -200,7 +207,8 @@ def test_wiped_quarantine_is_named(tmp_path: Path, mpegts_clips: list[Path]) -> 
     conn.close()
     shutil.rmtree(s.data / "quarantine")
     code, result = _audit(s)
-    assert code == 1 and "quarantine-wiped" in _kinds(result)
+    assert code == 1
+    assert "quarantine-wiped" in _kinds(result)
 
 
 def test_consistency_proof_between_heads_verifies_and_a_forged_head_is_rejected(
@@ -213,7 +221,9 @@ def test_consistency_proof_between_heads_verifies_and_a_forged_head_is_rejected(
     s.ok("case", "show", CASE, user="clara")  # more entries
     s.approve("view")
     code, out, _ = s.run("custody", "consistency", str(old_file), user="audrey")
-    assert code == 0 and "OK:" in out and "is a prefix" in out
+    assert code == 0
+    assert "OK:" in out
+    assert "is a prefix" in out
     proof = s.json("custody", "consistency", str(old_file), user="audrey")
     from evidence.merkle import TreeHead, verify_consistency
 
@@ -230,18 +240,21 @@ def test_consistency_proof_between_heads_verifies_and_a_forged_head_is_rejected(
     forged = {**old, "root": "ab" * 32}
     old_file.write_text(json.dumps(forged))
     code, out, _ = s.run("custody", "consistency", str(old_file), user="audrey")
-    assert code == 1 and "FAILED" in out
+    assert code == 1
+    assert "FAILED" in out
     # ... or re-signed by another key
     from evidence.keys import generate_signing_key
 
     other = TreeHead.create(generate_signing_key(), old["tree_size"], bytes(32), old["utc"])
     old_file.write_text(json.dumps(other.to_dict()))
     code, out, _ = s.run("custody", "consistency", str(old_file), user="audrey")
-    assert code == 1 and "signature" in out
+    assert code == 1
+    assert "signature" in out
     # malformed input is one line, exit 2
     old_file.write_text("[" * 100_000)
     code, out, err = s.run("custody", "consistency", str(old_file), user="audrey")
-    assert code == 2 and "Traceback" not in err
+    assert code == 2
+    assert "Traceback" not in err
 
 
 def test_inclusion_proof_of_an_entry_verifies(seeded_template: Seeded, tmp_path: Path) -> None:
@@ -260,7 +273,8 @@ def test_inclusion_proof_of_an_entry_verifies(seeded_template: Seeded, tmp_path:
         bytes.fromhex(proof["tree_head"]["root"]),
     )
     code, _, err = s.run("custody", "prove", "100000", user="audrey")
-    assert code == 2 and "no custody entry" in err
+    assert code == 2
+    assert "no custody entry" in err
 
 
 def test_case_show_is_not_verified_after_an_object_is_replaced_or_a_marker_forged(
@@ -268,16 +282,19 @@ def test_case_show_is_not_verified_after_an_object_is_replaced_or_a_marker_forge
 ) -> None:
     s = _copy(seeded_template, tmp_path)
     code, out, _ = s.run("case", "show", CASE)
-    assert code == 0 and "verification: verified" in out
+    assert code == 0
+    assert "verification: verified" in out
     conn = _db(s)
     replace_object(s, conn)
     code, out, _ = s.run("case", "show", CASE)
-    assert code == 1 and "replaced" in out
+    assert code == 1
+    assert "replaced" in out
     s2 = _copy(seeded_template, tmp_path / "second")
     conn = _db(s2)
     change_marker_body(s2, conn)
     code, out, _ = s2.run("case", "show", CASE)
-    assert code == 1 and "differs from the signed record" in out
+    assert code == 1
+    assert "differs from the signed record" in out
 
 
 def test_quarantine_flag_clears_after_a_good_re_import(
@@ -299,10 +316,13 @@ def test_quarantine_flag_clears_after_a_good_re_import(
     media.write_bytes(media.read_bytes()[:-1000])
     assert fresh.run("import", str(bad))[0] == 1
     code, out, _ = fresh.run("case", "show", CASE)
-    assert code == 1 and "PROBLEM" in out and "quarantined" in out
+    assert code == 1
+    assert "PROBLEM" in out
+    assert "quarantined" in out
     assert fresh.run("import", str(s.spool.root))[0] == 0
     code, out, _ = fresh.run("case", "show", CASE)
-    assert code == 0 and "quarantined" not in out, out
+    assert code == 0, out
+    assert "quarantined" not in out, out
 
 
 def test_moves_made_through_the_receiver_audit_clean(
@@ -313,9 +333,11 @@ def test_moves_made_through_the_receiver_audit_clean(
     session = s.json("sessions")[0]["session"]
     s.ok("file", "--session", session, "--case", "JY-B", "--move")
     code, result = _audit(s)
-    assert code == 0 and result["ok"], result["findings"]
+    assert code == 0, result["findings"]
+    assert result["ok"], result["findings"]
     moves = [e for e in s.json("custody", "log", user="audrey") if e["kind"] == "move"]
-    assert moves[-1]["session"] == session and moves[-1]["from_case"] == CASE
+    assert moves[-1]["session"] == session
+    assert moves[-1]["from_case"] == CASE
 
 
 def test_encrypted_media_deleted_ciphertext_and_redirected_plaintext_are_named(
@@ -336,7 +358,8 @@ def test_encrypted_media_deleted_ciphertext_and_redirected_plaintext_are_named(
     conn.close()
     code, result = _audit(s)
     kinds = _kinds(result)
-    assert code == 1 and {"plaintext-redirected", "object-deleted"} <= kinds, result
+    assert code == 1, result
+    assert {"plaintext-redirected", "object-deleted"} <= kinds, result
     assert any("stored media" in f["where"] for f in result["findings"])
 
 

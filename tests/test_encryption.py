@@ -134,7 +134,8 @@ def test_ciphertext_shows_no_media(media: Path, key: X25519PrivateKey, tmp_path:
     assert not has_ts_sync(cipher)
     assert ffprobe_ok(media)
     assert not ffprobe_ok(enc)
-    assert is_encrypted_file(enc) and not is_encrypted_file(media)
+    assert is_encrypted_file(enc)
+    assert not is_encrypted_file(media)
 
 
 def test_header_is_readable_without_the_key(
@@ -183,7 +184,8 @@ def test_altered_byte_is_detected(sealed: bytes, key: X25519PrivateKey, tmp_path
     data = bytearray(sealed)
     data[chunk_at(100).start + 17] ^= 0x01
     err = _refused(bytes(data), key, tmp_path)
-    assert err.chunk == 100 and "authentication failed" in str(err)
+    assert err.chunk == 100
+    assert "authentication failed" in str(err)
 
 
 def test_altered_header_is_detected(sealed: bytes, key: X25519PrivateKey, tmp_path: Path) -> None:
@@ -198,7 +200,8 @@ def test_swapped_chunks_are_detected(sealed: bytes, key: X25519PrivateKey, tmp_p
     c3, c4 = bytes(data[chunk_at(3)]), bytes(data[chunk_at(4)])
     data[chunk_at(3)], data[chunk_at(4)] = c4, c3
     err = _refused(bytes(data), key, tmp_path)
-    assert err.chunk == 3 and "moved, swapped" in str(err)
+    assert err.chunk == 3
+    assert "moved, swapped" in str(err)
 
 
 def test_dropped_middle_chunk_is_detected(
@@ -212,7 +215,8 @@ def test_truncation_at_a_chunk_boundary_is_detected(
     sealed: bytes, key: X25519PrivateKey, tmp_path: Path
 ) -> None:
     err = _refused(sealed[: chunk_at(20).start], key, tmp_path)
-    assert "truncated" in str(err) and err.chunk == 19
+    assert "truncated" in str(err)
+    assert err.chunk == 19
 
 
 def test_truncation_inside_a_chunk_is_detected(
@@ -239,7 +243,8 @@ def test_appended_data_is_detected(sealed: bytes, key: X25519PrivateKey, tmp_pat
     encrypt_file(src, enc, key.public_key(), chunk_size_bytes=CHUNK)
     data = enc.read_bytes()
     err = _refused(data + data[chunk_at(1)], key, tmp_path)
-    assert "after the final chunk" in str(err) and err.chunk == 3
+    assert "after the final chunk" in str(err)
+    assert err.chunk == 3
 
 
 def test_chunk_from_another_file_is_detected(

@@ -34,7 +34,8 @@ def test_clean_tree_exits_0_with_summary(tree: tuple[Path, Path]) -> None:
     root, pub = tree
     result = run(root, "--key", pub)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "OK:" in result.stdout and "2 sessions, 4 segments" in result.stdout
+    assert "OK:" in result.stdout
+    assert "2 sessions, 4 segments" in result.stdout
 
 
 def test_violations_exit_1_and_json_lists_each(tree: tuple[Path, Path]) -> None:
@@ -50,7 +51,8 @@ def test_violations_exit_1_and_json_lists_each(tree: tuple[Path, Path]) -> None:
     assert ("missing-seq", 3) in kinds
     assert any(k == "missing-media" for k, _ in kinds)
     human = run(root, "--key", pub)
-    assert human.returncode == 1 and "VIOLATION missing-media" in human.stdout
+    assert human.returncode == 1
+    assert "VIOLATION missing-media" in human.stdout
     assert "FAILED: " in human.stdout
 
 
@@ -85,7 +87,8 @@ def test_unusable_paths_give_clear_messages(tmp_path: Path, case: str) -> None:
     result = run(target)
     assert "Traceback" not in result.stderr
     if case == "empty":
-        assert result.returncode == 1 and "nothing here to verify" in result.stdout
+        assert result.returncode == 1
+        assert "nothing here to verify" in result.stdout
     else:
         assert result.returncode == 2
         assert ("no such file" in result.stderr) or ("not a directory" in result.stderr)
@@ -112,7 +115,8 @@ def test_unreadable_directory_exits_2(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
         )
-        assert result.returncode == 2 and "not readable" in result.stderr, result.stderr
+        assert result.returncode == 2, result.stderr
+        assert "not readable" in result.stderr, result.stderr
     finally:
         target.chmod(0o755)
 
@@ -121,4 +125,5 @@ def test_bad_key_file_is_a_usage_error(tree: tuple[Path, Path], tmp_path: Path) 
     root, _ = tree
     (tmp_path / "junk.pub").write_text("junk")
     result = run(root, "--key", tmp_path / "junk.pub")
-    assert result.returncode == 2 and "not a PEM" in result.stderr
+    assert result.returncode == 2
+    assert "not a PEM" in result.stderr

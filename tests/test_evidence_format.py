@@ -131,7 +131,8 @@ def test_signature_verifies_with_openssl(tmp_path: Path) -> None:
         str(tmp_path / "sig"),
     ]
     ok = subprocess.run(cmd, capture_output=True, text=True)
-    assert ok.returncode == 0 and "Signature Verified Successfully" in ok.stdout
+    assert ok.returncode == 0
+    assert "Signature Verified Successfully" in ok.stdout
     # and the record hash is the SHA-256 of the canonical file content, as sha256sum sees it
     out = subprocess.run(
         ["sha256sum", str(tmp_path / "devices/BWC-0001/records/0000000000.json")],
@@ -152,7 +153,9 @@ def test_chain_continues_across_instances(tmp_path: Path) -> None:
     a = first.append(RecordType.SESSION_OPEN, "s1", {}, clock.tick(1))
     second = DeviceChain(tmp_path, "BWC-0001", KEY)  # e.g. after a restart
     b = second.append(RecordType.SESSION_CLOSE, "s1", {}, clock.tick(1))
-    assert (a.seq, b.seq) == (0, 1) and a.prev == GENESIS_PREV and b.prev == a.hash()
+    assert (a.seq, b.seq) == (0, 1)
+    assert a.prev == GENESIS_PREV
+    assert b.prev == a.hash()
 
 
 def test_chain_refuses_to_fork_over_an_unreadable_head(tmp_path: Path) -> None:
@@ -170,7 +173,8 @@ def test_key_files_round_trip_and_private_key_is_private(tmp_path: Path) -> None
     assert key_id(loaded.public_key()) == key_id(KEY.public_key())
     assert key_id(load_public_key(tmp_path / "k.pem")) == key_id(KEY.public_key())
     ring = KeyRing([KEY.public_key()])
-    assert key_id(KEY.public_key()) in ring and key_id(KEY.public_key()).startswith("ed25519:")
+    assert key_id(KEY.public_key()) in ring
+    assert key_id(KEY.public_key()).startswith("ed25519:")
     (tmp_path / "bad.pem").write_text("not a key")
     with pytest.raises(KeyFileError, match="not a PEM"):
         load_public_key(tmp_path / "bad.pem")
@@ -187,7 +191,8 @@ def test_streaming_digest_matches_one_shot(pieces: list[bytes], chunk: int) -> N
         d.update(piece)
     result = d.finish()
     whole = b"".join(pieces)
-    assert result.sha256 == hashlib.sha256(whole).hexdigest() and result.size == len(whole)
+    assert result.sha256 == hashlib.sha256(whole).hexdigest()
+    assert result.size == len(whole)
     assert list(result.chunks) == [
         hashlib.sha256(whole[i : i + chunk]).hexdigest() for i in range(0, len(whole), chunk)
     ]

@@ -53,7 +53,8 @@ def test_a_fifo_as_media_does_not_hang_and_is_unsafe(tree: Path) -> None:
     target.unlink()
     os.mkfifo(target)  # nobody ever writes to it: opening it for reading would block forever
     result = run(tree, "--json")
-    assert result.returncode == 1 and "unsafe-path" in kinds(result)
+    assert result.returncode == 1
+    assert "unsafe-path" in kinds(result)
 
 
 def test_a_media_symlink_out_of_the_tree_is_not_followed(tree: Path, tmp_path: Path) -> None:
@@ -63,7 +64,8 @@ def test_a_media_symlink_out_of_the_tree_is_not_followed(tree: Path, tmp_path: P
     target.unlink()
     target.symlink_to(outside)
     result = run(tree, "--json")
-    assert result.returncode == 1 and kinds(result) == {"unsafe-path"}
+    assert result.returncode == 1
+    assert kinds(result) == {"unsafe-path"}
     import hashlib
 
     assert hashlib.sha256(outside.read_bytes()).hexdigest() not in result.stdout
@@ -73,7 +75,8 @@ def test_a_device_directory_symlinked_to_etc_is_a_violation_not_ok(tree: Path) -
     (tree / layout.DEVICES / "BWC-ETC").symlink_to("/etc")
     result = run(tree)
     assert result.returncode == 1, result.stdout
-    assert "VIOLATION unsafe-path" in result.stdout and "OK:" not in result.stdout
+    assert "VIOLATION unsafe-path" in result.stdout
+    assert "OK:" not in result.stdout
 
 
 def test_symlinked_records_directory_and_record_file_are_violations(
@@ -86,12 +89,14 @@ def test_symlinked_records_directory_and_record_file_are_violations(
     first.unlink()
     first.symlink_to(copy)  # the same bytes, but through a link
     result = run(tree, "--json")
-    assert result.returncode == 1 and "unsafe-path" in kinds(result)
+    assert result.returncode == 1
+    assert "unsafe-path" in kinds(result)
     moved = tmp_path / "records-elsewhere"
     records.rename(moved)
     records.symlink_to(moved)
     result = run(tree, "--json")
-    assert result.returncode == 1 and "unsafe-path" in kinds(result)
+    assert result.returncode == 1
+    assert "unsafe-path" in kinds(result)
 
 
 def test_a_newline_in_a_file_name_cannot_forge_an_ok_line(tree: Path) -> None:
@@ -107,7 +112,8 @@ def test_escape_sequences_from_the_tree_never_reach_the_terminal(tree: Path) -> 
     (tree / layout.DEVICES / "\x1b[2J\x1b]0;pwned\x07").mkdir()
     result = run(tree)
     assert result.returncode == 1
-    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "\x1b" not in result.stdout
+    assert "\x07" not in result.stdout
     assert "\\x1b[2J" in result.stdout
     as_json = run(tree, "--json")
     assert "\x1b" not in as_json.stdout
@@ -138,7 +144,8 @@ def test_each_broken_record_is_its_own_violation_and_the_rest_is_checked(
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     found = kinds(result)
-    assert kind in found and "missing-seq" in found
+    assert kind in found
+    assert "missing-seq" in found
     assert "media-hash-mismatch" in found  # verification went on past the broken record
 
 
@@ -147,7 +154,8 @@ def test_a_huge_record_file_is_refused_without_reading_it_all(tree: Path) -> Non
     with path.open("r+b") as f:
         f.truncate(8 << 30)  # 8 GiB, sparse: reading it whole would exhaust memory
     result = run(tree, "--json")
-    assert result.returncode == 1 and "unreadable-record" in kinds(result)
+    assert result.returncode == 1
+    assert "unreadable-record" in kinds(result)
 
 
 def test_a_segment_naming_a_file_outside_the_tree_is_malformed(tree: Path) -> None:
@@ -157,7 +165,8 @@ def test_a_segment_naming_a_file_outside_the_tree_is_malformed(tree: Path) -> No
     data["body"]["file"] = "../../../etc/passwd"
     path.write_bytes(canonical_bytes(data))
     result = run(tree, "--json")
-    assert result.returncode == 1 and "malformed-body" in kinds(result)
+    assert result.returncode == 1
+    assert "malformed-body" in kinds(result)
     assert "root:" not in result.stdout
 
 
@@ -167,7 +176,8 @@ def test_errors_that_are_not_violations_exit_2_with_one_line(tmp_path: Path) -> 
     for args in ([not_a_dir], [tmp_path / "missing"], [tmp_path, "--key", not_a_dir]):
         result = run(*args)
         assert result.returncode == 2, result
-        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in result.stderr
 
 
 def test_path_based_helpers_the_receiver_import_uses_never_follow_or_block(
@@ -184,7 +194,8 @@ def test_path_based_helpers_the_receiver_import_uses_never_follow_or_block(
     link = records / "0000000098.json"
     link.symlink_to(sorted(records.iterdir())[0])
     listed = list(layout.iter_record_files(tree, DEVICE))
-    assert fifo not in listed and link not in listed
+    assert fifo not in listed
+    assert link not in listed
     for path, reason in ((fifo, "FIFO"), (link, "symbolic link")):
         with pytest.raises(RecordFormatError, match=reason):
             Record.load(path)

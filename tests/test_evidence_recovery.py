@@ -10,7 +10,7 @@ from pathlib import Path
 from agent.clock import SimulatedClock
 from agent.media.base import SegmentStats
 from agent.recovery import recover
-from agent.spool import SessionSink, SessionState, Spool
+from agent.spool import RecordingSpool, SessionSink, SessionState
 from evidence import layout
 from evidence.encryption import generate_encryption_key
 from evidence.keys import generate_signing_key
@@ -43,9 +43,9 @@ def test_recovered_encrypted_segment_has_its_parameters_and_the_gap_covers_the_l
 ) -> None:
     key, signing = generate_encryption_key(), generate_signing_key()
 
-    def spool(boot: str, at: datetime) -> Spool:
+    def spool(boot: str, at: datetime) -> RecordingSpool:
         clock = SimulatedClock(at, boot_id=boot)
-        return Spool(tmp_path, DEVICE, signing, clock, recipient=key.public_key())
+        return RecordingSpool(tmp_path, DEVICE, signing, clock, recipient=key.public_key())
 
     first = spool("boot-A", T0)
     state = SessionState(session="S1", boot_id="boot-A", opened_utc=format_utc(T0))
@@ -68,16 +68,21 @@ def test_recovered_encrypted_segment_has_its_parameters_and_the_gap_covers_the_l
 
     [recovered] = result.recovered_segments
     body = recovered.body
-    assert body["media"] is None and body["recovered"] and body["encryption"] is not None
+    assert body["media"] is None
+    assert body["recovered"]
+    assert body["encryption"] is not None
     assert body["video"] == {"codec": "h264", "width": 640, "height": 360, "fps": 15}
     assert body["audio"] == {"codec": "aac", "sample_rate": 48000, "channels": 1}
     [gap] = result.gaps
     assert gap.seq > recovered.seq
     start, end = parse_utc(gap.body["start_utc"]), parse_utc(gap.body["end_utc"])
-    assert start == parse_utc(body["utc_end"]) and end == restart and end > start
+    assert start == parse_utc(body["utc_end"])
+    assert end == restart
+    assert end > start
     records = [Record.load(p) for p in layout.iter_record_files(tmp_path, DEVICE)]
     close = records[-1]
-    assert close.type == RecordType.SESSION_CLOSE and close.body["segments"] == 2
+    assert close.type == RecordType.SESSION_CLOSE
+    assert close.body["segments"] == 2
     assert close.body["gaps"] == 1
     report = verify_tree(tmp_path)
     assert report.ok, [str(v) for v in report.violations]

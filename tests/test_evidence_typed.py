@@ -91,7 +91,8 @@ def test_gap_must_not_end_before_it_starts() -> None:
 
 def test_names_are_matched_in_full_even_by_match() -> None:
     for pattern in (DEVICE_ID_RE, SAFE_NAME_RE):
-        assert pattern.match("BWC-1") and not pattern.match("BWC-1\n")
+        assert pattern.match("BWC-1")
+        assert not pattern.match("BWC-1\n")
         assert not pattern.match("BWC-1/../x")
     with pytest.raises(wire.WireError):
         wire.parse_topic("bodycam/v1/BWC-1\n/up/init")

@@ -132,7 +132,9 @@ def test_flipped_media_byte_is_a_chunk_and_media_hash_mismatch(
     report = verify_tree(tree, keyring)
     assert kinds_at(report) == {"chunk-hash-mismatch", "media-hash-mismatch"}
     chunk = next(v for v in report.violations if v.kind == "chunk-hash-mismatch")
-    assert chunk.seq == seq and chunk.file.endswith(path.name) and ": 1" in chunk.detail
+    assert chunk.seq == seq
+    assert chunk.file.endswith(path.name)
+    assert ": 1" in chunk.detail
 
 
 def test_truncated_media_is_a_size_mismatch(tree: Path, keyring: KeyRing) -> None:
@@ -148,7 +150,8 @@ def test_deleted_media_is_missing_media(tree: Path, keyring: KeyRing) -> None:
     seq = segment_seqs(tree)[2]
     media_of(tree, seq).unlink()
     report = verify_tree(tree, keyring)
-    assert kinds_at(report) == {"missing-media"} and report.violations[0].seq == seq
+    assert kinds_at(report) == {"missing-media"}
+    assert report.violations[0].seq == seq
 
 
 def test_extra_media_file_is_reported(tree: Path, keyring: KeyRing) -> None:
@@ -173,7 +176,8 @@ def test_deleted_middle_record_is_missing_seq(tree: Path, keyring: KeyRing) -> N
     layout.record_path(tree, DEVICE, 8).unlink()
     report = verify_tree(tree, keyring)
     missing = [v for v in report.violations if v.kind == "missing-seq"]
-    assert len(missing) == 1 and missing[0].seq == 8
+    assert len(missing) == 1
+    assert missing[0].seq == 8
     # the media of the deleted segment record is now unaccounted for
     assert kinds_at(report) <= {
         "missing-seq",
@@ -187,7 +191,8 @@ def test_deleted_whole_middle_session_is_a_missing_range(tree: Path, keyring: Ke
     middle = [
         r for r in map(Record.load, layout.iter_record_files(tree, DEVICE)) if 6 <= r.seq < 12
     ]
-    assert middle[0].type == RecordType.SESSION_OPEN and middle[-1].type == RecordType.SESSION_CLOSE
+    assert middle[0].type == RecordType.SESSION_OPEN
+    assert middle[-1].type == RecordType.SESSION_CLOSE
     for record in middle:
         layout.record_path(tree, DEVICE, record.seq).unlink()
         if record.type == RecordType.SEGMENT:
@@ -380,7 +385,8 @@ def test_media_freed_against_a_receipt_is_accepted_only_with_a_valid_one(
     )
     (receipts / f"{record.hash()}.json").write_bytes(receipt.canonical())
     report = verify_tree(tree, keyring, receiver_keys=receivers)
-    assert report.violations == [] and report.devices[DEVICE].released == 1
+    assert report.violations == []
+    assert report.devices[DEVICE].released == 1
     # A receipt signed by anyone else does not excuse the missing media.
     forged = Receipt.create(
         device=DEVICE,
@@ -394,7 +400,8 @@ def test_media_freed_against_a_receipt_is_accepted_only_with_a_valid_one(
     )
     (receipts / f"{record.hash()}.json").write_bytes(forged.canonical())
     report = verify_tree(tree, keyring, receiver_keys=receivers)
-    assert kinds_at(report) == {"missing-media"} and "untrusted key" in report.violations[0].detail
+    assert kinds_at(report) == {"missing-media"}
+    assert "untrusted key" in report.violations[0].detail
 
 
 def test_one_trusted_key_cannot_vouch_for_another_devices_chain(

@@ -25,5 +25,6 @@ def test_three_random_kills_during_uploads_lose_nothing(tmp_path: Path, target: 
     assert result["kills"] == 3
     assert result["receipted_lost"] == 0
     assert result["stored_twice"] == 0
-    assert result["not_receipted"] == 0 and result["final_pending"] == 0
+    assert result["not_receipted"] == 0
+    assert result["final_pending"] == 0
     assert result["reverify"]["ok"], result["reverify"]

@@ -36,4 +36,5 @@ def test_package_installs_and_the_agent_runs_under_systemd(tmp_path: Path) -> No
         pytest.fail(f"installation test cannot run here: {done.stderr.strip()}")
     summary = (results / "summary.txt").read_text() if (results / "summary.txt").exists() else ""
     assert done.returncode == 0, done.stderr[-3000:] + summary
-    assert "ALL PASSED" in summary and "FAIL" not in summary
+    assert "ALL PASSED" in summary
+    assert "FAIL" not in summary

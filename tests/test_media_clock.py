@@ -73,7 +73,8 @@ def test_fast_clock_is_consistent_across_threads() -> None:
 def test_system_clock_is_aware_utc_and_monotonic() -> None:
     clock = SystemClock()
     now = clock.utc_now()
-    assert now.tzinfo is not None and now.utcoffset() == timedelta(0)
+    assert now.tzinfo is not None
+    assert now.utcoffset() == timedelta(0)
     assert abs((now - datetime.now(UTC)).total_seconds()) < 1
     a = clock.monotonic_ns()
     clock.sleep(0.01)
@@ -84,7 +85,8 @@ def test_system_clock_is_aware_utc_and_monotonic() -> None:
 def test_boot_id_falls_back_when_unreadable(tmp_path: Path) -> None:
     first = read_boot_id(tmp_path / "missing")
     second = read_boot_id(tmp_path / "missing")
-    assert first != second and len(first) == 36
+    assert first != second
+    assert len(first) == 36
     real = tmp_path / "boot_id"
     real.write_text("1234-abcd\n")
     assert read_boot_id(real) == "1234-abcd"

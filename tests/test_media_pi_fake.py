@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -93,9 +92,9 @@ def _record(
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Recording:
     tmp = tmp_path_factory.mktemp("pi-fake")
-    yield _record(_capture(tmp), tmp / "out", segments=3, drop=5)
+    return _record(_capture(tmp), tmp / "out", segments=3, drop=5)
 
 
 def _decoded_pts(path: Path) -> list[int]:
@@ -126,7 +125,8 @@ def test_segments_are_real_h264_aac_with_true_channel_metadata(recording: Record
             audio = stream.codec_context
             packets = sum(1 for p in container.demux(stream) if p.size)
         if stats.audio is None:  # a last segment cut before its first audio packet
-            assert packets == 0 and stats.frames <= 2
+            assert packets == 0
+            assert stats.frames <= 2
             continue
         assert packets > 0
         assert stats.audio["channels"] == audio.channels == 1
@@ -196,13 +196,16 @@ def test_overlay_time_and_device_id_are_readable_in_decoded_frames(recording: Re
 def test_pi5_encodes_with_libx264_at_its_frame_rate_stereo(tmp_path: Path) -> None:
     cap = _capture(tmp_path, model="Raspberry Pi 5 Model B Rev 1.0", fps=30, audio_channels=2)
     rec = _record(cap, tmp_path / "out", segments=1)
-    assert cap.plan.software_h264 and cap.fps == 25
+    assert cap.plan.software_h264
+    assert cap.fps == 25
     assert type(rec.camera.encoders_started[0]).__name__ == "LibavH264Encoder"
     stats = rec.stats[0]
     with av.open(str(rec.paths[0])) as container:
         assert container.streams.audio[0].codec_context.channels == 2
-    assert stats.audio is not None and stats.audio["channels"] == 2
-    assert stats.video is not None and stats.video["fps"] == 25
+    assert stats.audio is not None
+    assert stats.audio["channels"] == 2
+    assert stats.video is not None
+    assert stats.video["fps"] == 25
     pts = _decoded_pts(rec.paths[0])
     median_step = sorted(b - a for a, b in itertools.pairwise(pts))[len(pts) // 2]
     assert median_step == pytest.approx(1e6 / 25, rel=0.1)
@@ -211,7 +214,8 @@ def test_pi5_encodes_with_libx264_at_its_frame_rate_stereo(tmp_path: Path) -> No
 def test_zero_2_w_keeps_the_hardware_encoder_shape(tmp_path: Path) -> None:
     cap = _capture(tmp_path, model="Raspberry Pi Zero 2 W Rev 1.0", fps=30)
     rec = _record(cap, tmp_path / "out", segments=1)
-    assert not cap.plan.software_h264 and cap.fps == 25
+    assert not cap.plan.software_h264
+    assert cap.fps == 25
     assert type(rec.camera.encoders_started[0]).__name__ == "H264Encoder"
     assert read_segment(rec.paths[0]).video_codec == "h264"
 
@@ -267,7 +271,8 @@ def test_no_microphone_configured_is_said_so(tmp_path: Path) -> None:
         health = cap.probe(timeout_s=3.0)
     finally:
         cap.stop()
-    assert not health.microphone_ok and "audio_card" in health.microphone_detail
+    assert not health.microphone_ok
+    assert "audio_card" in health.microphone_detail
 
 
 def test_a_stalled_camera_is_a_fault_then_resumes(tmp_path: Path) -> None:
@@ -293,10 +298,12 @@ def test_a_stalled_camera_is_a_fault_then_resumes(tmp_path: Path) -> None:
         cap.stop_recording()
     finally:
         cap.stop()
-    assert faults[0][0] == FaultKind.CAMERA and "no video frames" in faults[0][1]
+    assert faults[0][0] == FaultKind.CAMERA
+    assert "no video frames" in faults[0][1]
     assert resumed[0] == FaultKind.CAMERA
     before, after = sink.stats[0], sink.stats[-1]
-    assert before.frames > 0 and after.frames > 0
+    assert before.frames > 0
+    assert after.frames > 0
     assert after.utc_start >= before.utc_end  # the gap lies between them
     for path in sink.paths:
         assert read_segment(path).starts_with_keyframe

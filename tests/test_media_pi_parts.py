@@ -83,7 +83,8 @@ def test_shim_refuses_picamera2_without_splittable_output() -> None:
         picamera2_shim.check_version(picamera2_shim.parse_version("0.3.25"))
     picamera2_shim.check_version(picamera2_shim.parse_version("0.3.36"))
     modules = picamera2_shim.load(fake=True)
-    assert modules.fake and modules.version == (0, 3, 36)
+    assert modules.fake
+    assert modules.version == (0, 3, 36)
     assert modules.picamera2.Picamera2 is fake_picamera2.Picamera2
 
 
@@ -107,13 +108,18 @@ def test_encoder_plan_per_board(tmp_path: Path) -> None:
     model = tmp_path / "model"
     model.write_bytes(b"Raspberry Pi 5 Model B Rev 1.0\x00")
     pi5 = plan_for(read_model(model))
-    assert pi5.software_h264 and pi5.max_fps == 25 and effective_fps(30, pi5) == 25
+    assert pi5.software_h264
+    assert pi5.max_fps == 25
+    assert effective_fps(30, pi5) == 25
     zero = plan_for("Raspberry Pi Zero 2 W Rev 1.0")
-    assert not zero.software_h264 and effective_fps(30, zero) == 25
+    assert not zero.software_h264
+    assert effective_fps(30, zero) == 25
     pi4 = plan_for("Raspberry Pi 4 Model B Rev 1.5")
-    assert not pi4.software_h264 and effective_fps(25, pi4) == 25
+    assert not pi4.software_h264
+    assert effective_fps(25, pi4) == 25
     other = plan_for(read_model(tmp_path / "absent"))
-    assert other.max_fps is None and effective_fps(60, other) == 60
+    assert other.max_fps is None
+    assert effective_fps(60, other) == 60
 
 
 def test_dropped_between() -> None:
@@ -123,5 +129,5 @@ def test_dropped_between() -> None:
     assert dropped_between(0, 80_000, period) == 1
     assert dropped_between(0, 240_000, period) == 5
     assert dropped_between(80_000, 40_000, period) == 0  # backwards: not a drop
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="frame_us must be > 0"):
         dropped_between(0, 1, 0)

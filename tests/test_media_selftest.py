@@ -42,7 +42,8 @@ def test_selftest_passes_on_working_hardware(tmp_path: Path) -> None:
         "continuity",
         "speaker->microphone",
     ]
-    assert len(report.segments) == 3 and all(p.exists() for p in report.segments)
+    assert len(report.segments) == 3
+    assert all(p.exists() for p in report.segments)
 
 
 def test_selftest_fails_when_the_speaker_is_not_heard(tmp_path: Path) -> None:
@@ -57,7 +58,8 @@ def test_selftest_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     rc = main(["--backend", "simulated", "--fast", "--seconds", "5", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert out.count("PASS") == 8 and "FAIL" not in out
+    assert out.count("PASS") == 8
+    assert "FAIL" not in out
     if importlib.util.find_spec("picamera2") is None:
         # Without a Pi the Pi backend is a clear failure, not a traceback.
         rc = main(["--backend", "pi", str(tmp_path / "pi")])

@@ -183,7 +183,8 @@ def test_no_frame_lost_or_duplicated_at_splits(long_recording: dict) -> None:
     all_pts: list[float] = []
     for c in contents:
         assert c.starts_with_keyframe, c.path
-        assert c.video_codec == "h264" and c.audio_codec == "aac"
+        assert c.video_codec == "h264"
+        assert c.audio_codec == "aac"
         all_pts.extend(c.video_pts_s)
     steps = [b - a for a, b in itertools.pairwise(all_pts)]
     assert min(steps) == pytest.approx(1 / FPS, abs=1e-4)
@@ -250,7 +251,8 @@ def test_pre_event_audio_off_keeps_no_sound_from_before_the_press(
     contents = read_segment(sink.paths[0], decode_audio=True)
     assert contents.video_pts_s[0] == pytest.approx(0.0, abs=0.001)  # pre-event video is there
     # The file's timeline starts at the oldest pre-event frame; the press is pre_event_us later.
-    assert stats.media_start_us == 0 and press_s == pytest.approx(5.0, abs=0.2)
+    assert stats.media_start_us == 0
+    assert press_s == pytest.approx(5.0, abs=0.2)
     file_press_s = stats.pre_event_us / 1e6
     first_audio_s = contents.audio_levels[0][0]
     aac_frame_s = 1024 / 16000
@@ -295,7 +297,8 @@ def test_camera_fault_closes_segment_reports_and_resumes(
     for path in log.sink.paths:
         contents = read_segment(path)
         assert contents.starts_with_keyframe
-        assert contents.video_codec == "h264" and contents.audio_codec == "aac"
+        assert contents.video_codec == "h264"
+        assert contents.audio_codec == "aac"
 
 
 def test_microphone_fault_keeps_video_in_a_video_only_segment(
@@ -352,7 +355,8 @@ def test_played_audio_is_in_the_recording_at_the_right_time(
     assert max(loud) + aac_frame_s == pytest.approx(play_to_s, abs=2 * aac_frame_s)
     assert max(loud) + aac_frame_s - min(loud) == pytest.approx(1.5, abs=0.15)
     quiet = [db for t, db in levels if t < min(loud) - 0.2 or t > max(loud) + 0.2]
-    assert quiet and max(quiet) < -30.0  # the room itself is at about -40 dBFS
+    assert quiet
+    assert max(quiet) < -30.0
 
 
 def _wait_recorded(capture: SimulatedCapture, seconds: float, timeout_s: float = 60.0) -> None:
@@ -487,7 +491,8 @@ def test_probe_reports_working_and_broken_devices(
     capture = fast_capture()
     health = capture.probe(timeout_s=5.0)  # not started: probe starts and stops it
     assert not capture.running
-    assert health.camera_ok and health.microphone_ok
+    assert health.camera_ok
+    assert health.microphone_ok
     assert health.frames_per_s == pytest.approx(FPS, rel=0.1)
     assert health.audio_rms_dbfs == pytest.approx(-40.0, abs=3.0)
     capture.start()

@@ -21,26 +21,33 @@ def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str
 def test_full_technician_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dock, dev, req = tmp_path / "dock", tmp_path / "sd", tmp_path / "req"
     code, out, _ = run(capsys, "init", "--dock", dock, "--host", "dock.lan", "--port", "8884")
-    assert code == 0 and "CA fingerprint: sha256:" in out
+    assert code == 0
+    assert "CA fingerprint: sha256:" in out
     code, out, _ = run(
         capsys, "device-request", "--device-id", "cam-01", "--dir", dev, "--out", req
     )
-    assert code == 0 and (req / "cam-01.request.json").exists()
+    assert code == 0
+    assert (req / "cam-01.request.json").exists()
     code, out, _ = run(capsys, "enrol", req, "--dock", dock)
-    assert code == 0 and "enrolled cam-01" in out
+    assert code == 0
+    assert "enrolled cam-01" in out
     code, out, _ = run(capsys, "device-install", dock / "bundles" / "cam-01.tar.gz", "--dir", dev)
-    assert code == 0 and "installed bundle for cam-01" in out
+    assert code == 0
+    assert "installed bundle for cam-01" in out
     code, out, _ = run(capsys, "list", "--dock", dock, "--json")
     listed = json.loads(out)
     assert [(d["device_id"], d["status"]) for d in listed] == [("cam-01", "active")]
     code, out, _ = run(
         capsys, "revoke", "--dock", dock, "--device-id", "cam-01", "--reason", "stolen"
     )
-    assert code == 0 and "restart the broker" in out
+    assert code == 0
+    assert "restart the broker" in out
     code, out, _ = run(capsys, "list", "--dock", dock)
-    assert "revoked" in out and "stolen" in out
+    assert "revoked" in out
+    assert "stolen" in out
     code, out, _ = run(capsys, "crl", "--dock", dock)
-    assert code == 0 and "1 revoked serial(s)" in out
+    assert code == 0
+    assert "1 revoked serial(s)" in out
     code, out, _ = run(capsys, "broker-config", "--dock", dock, "--out", tmp_path / "broker")
     assert code == 0
     conf = (tmp_path / "broker" / "mosquitto.conf").read_text()
@@ -52,13 +59,16 @@ def test_full_technician_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
     # The receiver's own loader (which refuses unknown keys) accepts the generated snippet.
     receiver = load_config(tmp_path / "broker" / "receiver.toml")
-    assert receiver.broker.cert_file is not None and receiver.broker.cert_file.name == "client.pem"
+    assert receiver.broker.cert_file is not None
+    assert receiver.broker.cert_file.name == "client.pem"
     assert receiver.broker.port == 8884
-    assert receiver.receipt_key is not None and receiver.receipt_key.name == "receipt.key"
+    assert receiver.receipt_key is not None
+    assert receiver.receipt_key.name == "receipt.key"
     # ...and it is complete: mutual TLS, the dock's registry and the media key
     receiver.broker.check_tls()
     assert receiver.dock_registry == (dock / "devices" / "registry.json").resolve()
-    assert receiver.encryption_key is not None and receiver.encryption_key.name == "encryption.key"
+    assert receiver.encryption_key is not None
+    assert receiver.encryption_key.name == "encryption.key"
 
 
 @pytest.mark.parametrize("bad", ["cam+1", "cam#1", "cam/1", "cam 1"])
@@ -85,7 +95,8 @@ def test_commands_on_missing_dock_explain_what_to_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, err = run(capsys, "list", "--dock", tmp_path / "nodock")
-    assert code == 2 and "bodycam-provision init" in err
+    assert code == 2
+    assert "bodycam-provision init" in err
 
 
 def test_corrupt_bundle_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -100,7 +111,8 @@ def test_corrupt_bundle_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[st
     data[len(data) // 2] ^= 0xFF
     bundle.write_bytes(bytes(data))
     code, _, err = run(capsys, "device-install", bundle, "--dir", dev)
-    assert code == 2 and "refused" in err
+    assert code == 2
+    assert "refused" in err
     assert not (dev / "device.pem").exists()
 
 

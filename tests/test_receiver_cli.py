@@ -19,7 +19,7 @@ from evidence.receipt import Receipt
 from evidence.testing import segment_body
 from receiver.cli import main
 from receiver.config import load_config
-from receiver.errors import ConfigError
+from receiver.errors import ReceiverConfigError
 from receiver.identity import load_receipt_key
 from receiver.ingest import Ingest
 from receiver.store import EvidenceStore, connect
@@ -90,7 +90,8 @@ def test_sessions_wait_in_inbox_until_case_exists_or_clerk_files_them(
     assert all(r.status == "stored" for r in feed(ingest, spool) + feed(ingest, other))
 
     inbox = run_json(data, "sessions", "--inbox")
-    assert len(inbox) == 2 and {s["case"] for s in inbox} == {"UNFILED"}
+    assert len(inbox) == 2
+    assert {s["case"] for s in inbox} == {"UNFILED"}
     # the case named by the device's assignment appears later: its session is filed to it
     assert (
         run(data, "case", "create", "--number", "JY-LATER", "--type", "seizure", "--title", "扣押")[
@@ -99,7 +100,8 @@ def test_sessions_wait_in_inbox_until_case_exists_or_clerk_files_them(
         == 0
     )
     case = run_json(data, "case", "show", "JY-LATER")
-    assert case["av_level"] == "mandatory" and len(case["sessions"]) == 1
+    assert case["av_level"] == "mandatory"
+    assert len(case["sessions"]) == 1
     assert case["sessions"][0]["filed_by"] == "assignment"
     # the clerk files the other one by command
     (left,) = run_json(data, "sessions", "--inbox")
@@ -122,13 +124,16 @@ def test_sessions_wait_in_inbox_until_case_exists_or_clerk_files_them(
     assert run(data, "file", "--session", left["session"], "--case", "JY-2")[0] == 0
     assert run_json(data, "sessions", "--inbox") == []
     shown = run_json(data, "case", "show", "JY-2")
-    assert (
-        shown["sessions"][0]["filed_by"] == "clerk" and shown["sensitivity"] == "personal-privacy"
-    )
+    assert shown["sessions"][0]["filed_by"] == "clerk"
+    assert shown["sensitivity"] == "personal-privacy"
     cases = {c["number"]: c for c in run_json(data, "cases")}
-    assert cases["JY-2"]["av_level"] == "none" and cases["JY-LATER"]["sessions"] == 1
+    assert cases["JY-2"]["av_level"] == "none"
+    assert cases["JY-LATER"]["sessions"] == 1
     code, table = run(data, "sessions")
-    assert code == 0 and "JY-LATER" in table and "JY-2" in table and "SESSION" in table
+    assert code == 0
+    assert "JY-LATER" in table
+    assert "JY-2" in table
+    assert "SESSION" in table
 
     # sending everything again stores nothing twice and answers with the same receipts
     again = feed(ingest, spool)
@@ -170,7 +175,8 @@ def test_user_errors_are_one_line_and_change_nothing(
         "--stage",
         "start",
     )
-    assert code == 2 and "no device 'BC-404'" in capsys.readouterr().err
+    assert code == 2
+    assert "no device 'BC-404'" in capsys.readouterr().err
     assert run(data, "file", "--session", "nope", "--case", "C1")[0] == 2
     assert run(data, "case", "show", "C404")[0] == 2
     with pytest.raises(SystemExit):
@@ -182,13 +188,14 @@ def test_config_file_is_strict(tmp_path: Path) -> None:
     cfg = tmp_path / "receiver.toml"
     cfg.write_text('data_dir = "d"\n[broker]\nport = 8883\nca_file = "ca.pem"\n')
     loaded = load_config(cfg)
-    assert loaded.data_dir == tmp_path / "d" and loaded.broker.port == 8883
+    assert loaded.data_dir == tmp_path / "d"
+    assert loaded.broker.port == 8883
     assert loaded.broker.ca_file == tmp_path / "ca.pem"
     cfg.write_text("[broker]\nprot = 1\n")
-    with pytest.raises(ConfigError, match=r"unknown setting broker\.prot"):
+    with pytest.raises(ReceiverConfigError, match=r"unknown setting broker\.prot"):
         load_config(cfg)
     cfg.write_text('[broker]\nport = "x"\n')
-    with pytest.raises(ConfigError, match="must be an integer"):
+    with pytest.raises(ReceiverConfigError, match="must be an integer"):
         load_config(cfg)
 
 
@@ -266,7 +273,9 @@ def test_filed_session_moves_to_another_case_only_with_move_and_the_move_is_reco
     code, _ = run(data, "file", "--session", session, "--case", "JY-B")
 
     err = capsys.readouterr().err
-    assert code == 2 and "already filed to case JY-A" in err and "--move" in err
+    assert code == 2
+    assert "already filed to case JY-A" in err
+    assert "--move" in err
     assert len(err.strip().splitlines()) == 1
     assert [s["session"] for s in run_json(data, "case", "show", "JY-A")["sessions"]] == [session]
     assert run_json(data, "case", "show", "JY-B")["sessions"] == []
@@ -275,7 +284,8 @@ def test_filed_session_moves_to_another_case_only_with_move_and_the_move_is_reco
 
     code, text = run(data, "file", "--session", session, "--case", "JY-B", "--move")
 
-    assert code == 0 and "moved from case JY-A to case JY-B" in text
+    assert code == 0
+    assert "moved from case JY-A to case JY-B" in text
     assert run_json(data, "case", "show", "JY-A")["sessions"] == []
     assert [s["session"] for s in run_json(data, "case", "show", "JY-B")["sessions"]] == [session]
     conn = connect(data / "receiver.db")
@@ -305,13 +315,15 @@ def test_bad_data_dir_is_one_line_exit_2_and_listings_create_nothing(
     a_file.write_text("not a directory\n")
     assert run(a_file, *listing)[0] == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "is not a directory" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "is not a directory" in err
     assert "Traceback" not in err
 
     typo = tmp_path / "reciever-data"
     assert run(typo, *listing)[0] == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "not a receiver data directory" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "not a receiver data directory" in err
     assert not typo.exists(), "a read-only listing must not create a data directory"
 
 
@@ -322,4 +334,5 @@ def test_service_refuses_a_file_as_data_dir_with_one_line(
     a_file.write_text("")
     assert main(["--data-dir", str(a_file), "run", "--broker", "127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
-    assert "is not a directory" in err and "Traceback" not in err
+    assert "is not a directory" in err
+    assert "Traceback" not in err

@@ -111,7 +111,8 @@ def test_query_flood_of_one_device_does_not_stall_another(
     result = dock.upload(spool_b, timeout_s=UPLOAD_BOUND_S)
     flood.join(120)
 
-    assert result.pending == 0 and result.receipted == len(spool_b.records), result.errors
+    assert result.pending == 0, result.errors
+    assert result.receipted == len(spool_b.records), result.errors
     rss, disk, log = gauge.growth()
     assert rss < 200 * 1024**2, f"receiver memory grew by {rss} bytes"
     assert disk < 4 * media + 16 * 1024**2, f"receiver data grew by {disk} bytes"
@@ -141,7 +142,8 @@ def test_quarantine_flood_is_bounded_and_another_device_uploads(
     result = dock.upload(spool_b, timeout_s=UPLOAD_BOUND_S)
     flood.join(120)
 
-    assert result.pending == 0 and result.receipted == len(spool_b.records), result.errors
+    assert result.pending == 0, result.errors
+    assert result.receipted == len(spool_b.records), result.errors
     _rss, disk, log = gauge.growth()
     # A keeps at most its quota (200 items of ~200 KiB = ~40 MiB), B its media (+ objects)
     assert disk < 4 * media + 48 * 1024**2, f"receiver data grew by {disk} bytes"
@@ -168,7 +170,8 @@ def test_retained_messages_on_upload_topics_are_never_processed(
         result = dock.upload(spool_b)
         assert result.pending == 0
         stored = {(r["device"], r["seq"]) for r in _records(dock)}
-        assert ("BC-A", 0) not in stored and ("BC-B", 0) in stored
+        assert ("BC-A", 0) not in stored
+        assert ("BC-B", 0) in stored
 
 
 def _records(dock: Dock) -> list[dict[str, object]]:

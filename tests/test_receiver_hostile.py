@@ -158,7 +158,8 @@ def test_quarantine_flood_is_bounded_per_device_and_the_device_is_told(
     assert kept.fetchone()[0] <= QUARANTINE_COUNT
     assert _du(ingest.store.quarantine_dir) < 2 * 1024**2  # ≤ 200 × ~5 KiB, generous
     refusals = [n for n in needs(answers) if n["what"] == wire.NEED_LATER]
-    assert refusals and "quarantine of device BC-A is full" in str(refusals[-1]["reason"])
+    assert refusals
+    assert "quarantine of device BC-A is full" in str(refusals[-1]["reason"])
     summary = ingest.conn.execute("SELECT refused FROM quarantine_overflow WHERE device = 'BC-A'")
     assert summary.fetchone()[0] == flood - QUARANTINE_COUNT
     # B is not affected: its own quarantine and uploads work
@@ -187,7 +188,8 @@ def test_one_device_cannot_evict_another_devices_transfer(ingest: Ingest, tmp_pa
     out = b.chunks(seg_b, data_b) + b.fin(seg_b)
     assert [r.status for r in receipts(out)] == ["stored"]
     assert len(opened) <= DEVICE_TRANSFERS
-    assert refused and "transfers open" in str(refused[0]["reason"])
+    assert refused
+    assert "transfers open" in str(refused[0]["reason"])
 
 
 # -- finding 3: impossible dates, huge integers, deep nesting: refused without traceback -----
@@ -200,7 +202,8 @@ def test_signed_record_with_impossible_date_is_quarantined_not_stored(
         RecordType.MARKER, "s1", {"kind": "arrival", "utc": "2026-13-45T10:00:00.000000Z"}
     )
     (r,) = receipts(a.init(bad))
-    assert r.status == "quarantined" and "not a valid time" in (r.reason or "")
+    assert r.status == "quarantined"
+    assert "not a valid time" in (r.reason or "")
     assert ingest.table.stored(bad.hash(), "BC-A") is None
     # the store stays readable by every view
     assert reports.case_view(ingest.store, ingest.conn, CASE)["sessions"]
@@ -275,11 +278,13 @@ def test_waiting_records_are_bounded_and_stored_when_the_gap_fills(
     ingest.limits.device_waiting_records = 2
     far = [_forged(a, seq=100 + i, prev="cd" * 32, session="s1") for i in range(3)]
     answers = [a.upload(r) for r in far]
-    assert answers[:2] == [[], []] and needs(answers[2])[0]["what"] == wire.NEED_LATER
+    assert answers[:2] == [[], []]
+    assert needs(answers[2])[0]["what"] == wire.NEED_LATER
     # waiting records expire like idle transfers
     assert ingest.expire() == 0
     ingest.limits.transfer_timeout_s = -1.0
-    assert ingest.expire() == 2 and not ingest.parked
+    assert ingest.expire() == 2
+    assert not ingest.parked
 
 
 # -- finding 7: names matched in full, negative counts refused, escaped terminal output ------
@@ -302,7 +307,8 @@ def test_trailing_newline_name_negative_counts_and_escape_sequences(
         body=body,
     ).sign(a.key)
     (r,) = receipts(a.init(renamed))
-    assert r.status == "quarantined" and "not a safe name" in (r.reason or "")
+    assert r.status == "quarantined"
+    assert "not a safe name" in (r.reason or "")
     hello = {
         "v": 1,
         "device_utc": a.clock.tick(0).utc,
@@ -322,7 +328,8 @@ def test_trailing_newline_name_negative_counts_and_escape_sequences(
     capsys.readouterr()
     assert receiver_cli(["--data-dir", data_dir, "case", "show", CASE]) in (0, 1)
     text = capsys.readouterr().out
-    assert "\x1b" not in text and "\x9b" not in text
+    assert "\x1b" not in text
+    assert "\x9b" not in text
     assert "\nOK all verified" not in text
     assert receiver_cli(["--data-dir", data_dir, "case", "show", CASE, "--json"]) in (0, 1)
     shown = json.loads(capsys.readouterr().out)
@@ -392,5 +399,6 @@ def test_windows_granted_to_docked_devices_fit_the_broker_queue(
         reply = json.loads(clock.payload)
         granted[dev.name] = (reply["window_bytes"], reply["window_messages"])
     last = granted["BC-9"]
-    assert last[0] * len(devices) <= 64 * 1024**2 and last[1] * len(devices) <= 1000
+    assert last[0] * len(devices) <= 64 * 1024**2
+    assert last[1] * len(devices) <= 1000
     assert granted["BC-0"][0] >= last[0]  # the first alone got more

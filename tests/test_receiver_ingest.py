@@ -104,10 +104,12 @@ def test_unsafe_name_name_clash_and_fork_are_quarantined(tmp_path: Path) -> None
     assert _receipt(rig.upload(first, b"x" * 2000)).status == "stored"
     clash = rig.segment("b.ts", b"y" * 2000, file="a.ts")  # other bytes under the same name
     r = _receipt(rig.upload(clash, b"y" * 2000))
-    assert r.status == "quarantined" and "already holds other media" in (r.reason or "")
+    assert r.status == "quarantined"
+    assert "already holds other media" in (r.reason or "")
     unsafe = rig.segment("c.ts", b"z" * 10, file="../../etc/passwd")
     r = _receipt(rig.init(unsafe))
-    assert r.status == "quarantined" and "not a safe name" in (r.reason or "")
+    assert r.status == "quarantined"
+    assert "not a safe name" in (r.reason or "")
     # a second, differently signed record for an already stored seq (a fork of the chain)
     fork = Record.create(
         type=RecordType.MARKER,
@@ -120,7 +122,8 @@ def test_unsafe_name_name_clash_and_fork_are_quarantined(tmp_path: Path) -> None
         body=marker_body("x"),
     ).sign(rig.key)
     r = _receipt(rig.init(fork))
-    assert r.status == "quarantined" and "already stored" in (r.reason or "")
+    assert r.status == "quarantined"
+    assert "already stored" in (r.reason or "")
     # the same bad evidence again: answered, but kept once
     rig.init(fork)
     rows = rig.ingest.conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
@@ -173,7 +176,8 @@ def test_full_disk_while_storing_asks_the_device_to_resend_later_not_quarantine(
 
     assert not [o for o in out if o.topic.endswith("/receipt")], "no verdict on the evidence"
     need = _need(out)
-    assert need["what"] == "later" and "cannot store it now" in str(need["reason"])
+    assert need["what"] == "later"
+    assert "cannot store it now" in str(need["reason"])
     conn = rig.ingest.conn
     assert conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0] == 0
     assert conn.execute("SELECT COUNT(*) FROM waiting").fetchone()[0] == 1
@@ -220,13 +224,15 @@ def test_decrypt_path_io_failure_and_missing_key_are_retried_not_quarantined(
 
     # no decryption key configured yet: waiting, not quarantined
     out = upload()
-    assert _need(out)["what"] == "later" and "no encryption_key" in str(_need(out)["reason"])
+    assert _need(out)["what"] == "later"
+    assert "no encryption_key" in str(_need(out)["reason"])
     # key configured, but the plaintext cannot be written (local I/O failure)
     rig.ingest.encryption_key = media_key
     rig.ingest.recipient = enc.encryption["recipient"]
     rig.ingest.store.plain_temp_path(rec.hash()).mkdir()
     out = upload()
-    assert _need(out)["what"] == "later" and "cannot store it now" in str(_need(out)["reason"])
+    assert _need(out)["what"] == "later"
+    assert "cannot store it now" in str(_need(out)["reason"])
     assert rig.ingest.conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0] == 0
 
     rig.ingest.store.plain_temp_path(rec.hash()).rmdir()

@@ -62,9 +62,11 @@ def test_garbage_is_ignored_and_next_upload_is_served(
 
     result = dock.upload(spool)
 
-    assert result.pending == 0 and result.quarantined == 0
+    assert result.pending == 0
+    assert result.quarantined == 0
     assert dock.cli_json("case", "show", CASE)["verification"] == "verified"
-    assert dock.rx.proc is not None and dock.rx.proc.poll() is None, "service must keep running"
+    assert dock.rx.proc is not None, "service must keep running"
+    assert dock.rx.proc.poll() is None, "service must keep running"
     log = dock.rx.log_text()
     assert log.count("ignored message") == len(bad)
     assert "published by 'BC-0002'" in log

@@ -29,7 +29,8 @@ def test_tampered_chunk_is_quarantined_and_device_keeps_its_copy(
 
     result = dock.upload(spool)
 
-    assert result.quarantined == 1 and result.pending == 0
+    assert result.quarantined == 1
+    assert result.pending == 0
     assert media.exists(), "a quarantined segment must not be freed on the device"
     assert (spool.root / "state" / "rejected" / f"{victim.hash()}.json").exists()
     assert any("tampered" in r for r in _reasons(dock))
@@ -39,7 +40,8 @@ def test_tampered_chunk_is_quarantined_and_device_keeps_its_copy(
     assert session["segments"] == 2
     assert any(f"quarantined seq {victim.seq}" in p for p in session["problems"])
     code, text = dock.cli_text("case", "show", CASE)
-    assert code == 1 and "PROBLEM" in text
+    assert code == 1
+    assert "PROBLEM" in text
     assert dock.cli_json("sessions")[0]["quarantined"] == 1
 
 
@@ -82,8 +84,10 @@ def test_device_docked_before_registration_keeps_everything_and_completes_once_r
     result = dock.upload(spool, timeout_s=20)
 
     # not a verdict on the evidence: nothing quarantined, nothing freed, everything still pending
-    assert result.quarantined == 0 and result.receipted == 0
-    assert result.deferred >= len(spool.records) and result.pending == len(spool.records)
+    assert result.quarantined == 0
+    assert result.receipted == 0
+    assert result.deferred >= len(spool.records)
+    assert result.pending == len(spool.records)
     assert any("not registered" in e for e in result.errors)
     assert all(spool.media_path(s).exists() for s in spool.segments())
     assert not list((spool.root / "state" / "rejected").glob("*.json"))
@@ -92,7 +96,8 @@ def test_device_docked_before_registration_keeps_everything_and_completes_once_r
     assert {(q["device"], q["status"]) for q in listed} == {("BC-7777", "waiting")}
     assert all("not registered" in q["reason"] for q in listed)
     code, text = dock.cli_text("quarantine")
-    assert code == 0 and "waiting: device BC-7777 is not registered" in text
+    assert code == 0
+    assert "waiting: device BC-7777 is not registered" in text
     assert not list((dock.data_dir / "quarantine").rglob("REASON"))
 
     # the same (dock-mode) uplink run keeps retrying; the clerk enrols the device meanwhile
@@ -114,7 +119,9 @@ def test_device_docked_before_registration_keeps_everything_and_completes_once_r
     finally:
         stop.set()
         thread.join(15)
-    assert not thread.is_alive() and results[0].pending == 0 and results[0].quarantined == 0
+    assert not thread.is_alive()
+    assert results[0].pending == 0
+    assert results[0].quarantined == 0
     assert not any(spool.media_path(s).exists() for s in spool.segments())
     assert dock.cli_json("quarantine") == []
     assert dock.cli_json("case", "show", CASE)["verification"] == "verified"
@@ -135,7 +142,8 @@ def test_chain_with_missing_segment_stops_at_the_hole(
     result = dock.upload(spool, timeout_s=8)
 
     after = [r for r in spool.records if r.seq > gone.seq]
-    assert result.receipted == gone.seq and result.pending == len(after)
+    assert result.receipted == gone.seq
+    assert result.pending == len(after)
     assert dock.stored_records() == gone.seq
     case = dock.cli_json("case", "show", CASE)
     assert case["verification"] == "PROBLEMS"

@@ -29,7 +29,8 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     unit.write_text(text)
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr + done.stdout
-    assert "Type=notify" in text and "WatchdogSec=" in text
+    assert "Type=notify" in text
+    assert "WatchdogSec=" in text
 
 
 def test_service_notifies_ready_and_pets_watchdog(tmp_path: Path) -> None:

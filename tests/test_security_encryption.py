@@ -75,11 +75,14 @@ def test_spool_copy_shows_no_media_yet_receiver_files_and_verifies_it(
 
     result = dock.upload(spool)
 
-    assert result.pending == 0 and result.quarantined == 0 and not result.errors
+    assert result.pending == 0
+    assert result.quarantined == 0
+    assert not result.errors
     assert result.receipted == len(spool.records)
     assert dock.cli_json("case", "show", CASE)["verification"] == "verified"
     report = dock.cli_json("reverify")  # with the configured key: the plaintext is checked too
-    assert report["ok"] is True and report["violations"] == []
+    assert report["ok"] is True
+    assert report["violations"] == []
     # every segment: ciphertext as signed in the evidence tree, checked plaintext as an object
     conn = sqlite3.connect(dock.data_dir / "receiver.db")
     try:
@@ -197,12 +200,14 @@ def test_undecryptable_or_mismatching_media_are_quarantined_with_the_reason(
 
     assert code == 1
     outcome = {r["seq"]: (r["outcome"], r["reason"] or "") for r in results}
-    assert outcome[0][0] == "quarantined" and "not to this receiver's key" in outcome[0][1]
+    assert outcome[0][0] == "quarantined"
+    assert "not to this receiver's key" in outcome[0][1]
     assert outcome[1] == (
         "quarantined",
         "decrypted media does not match its signed plaintext digest",
     )
-    assert outcome[2][0] == "quarantined" and outcome[2][1].startswith("cannot decrypt")
+    assert outcome[2][0] == "quarantined"
+    assert outcome[2][1].startswith("cannot decrypt")
     assert "authentication failed" in outcome[2][1]
     assert outcome[3] == ("stored", "")
     reasons = {q["seq"]: q["reason"] for q in _quarantine(config)}
@@ -263,10 +268,12 @@ def test_encrypted_media_without_a_receiver_key_are_refused_not_stored_blind(
     no_key.write_text("\n".join(x for x in text.splitlines() if not x.startswith("encryption_key")))
 
     code, results = _import(no_key, w.root)
-    assert code == 1 and "no encryption_key configured" in results[0]["reason"]
+    assert code == 1
+    assert "no encryption_key configured" in results[0]["reason"]
     # once the key is configured, re-importing the same spool copy files it
     code, results = _import(config, w.root)
-    assert code == 0 and results[0]["outcome"] == "stored"
+    assert code == 0
+    assert results[0]["outcome"] == "stored"
 
 
 @pytest.mark.slow
@@ -292,9 +299,8 @@ def test_provisioned_agent_spool_is_unreadable_on_the_card_and_verified_at_the_r
     )  # fmt: skip
     assert sim.returncode == 0, sim.stderr.decode()[-2000:]
     media = sorted((spool / "devices" / "cam-sim" / "media").iterdir())
-    assert media and not any(
-        ffprobe_ok(m) or has_mpegts_sync(m.read_bytes()[:65536]) for m in media
-    )
+    assert media
+    assert not any(ffprobe_ok(m) or has_mpegts_sync(m.read_bytes()[:65536]) for m in media)
 
     up = subprocess.run(
         [sys.executable, "-m", "agent.uplink", "--config", str(config), "--until-done",
@@ -303,8 +309,10 @@ def test_provisioned_agent_spool_is_unreadable_on_the_card_and_verified_at_the_r
     )  # fmt: skip
     assert up.returncode == 0, up.stderr.decode()[-2000:]
     result = json.loads(up.stdout)
-    assert result["pending"] == 0 and result["quarantined"] == 0
+    assert result["pending"] == 0
+    assert result["quarantined"] == 0
     assert not list((spool / "devices" / "cam-sim" / "media").iterdir())  # freed on receipts
     assert [s["quarantined"] for s in dock.cli_json("sessions")] == [0]
     report = dock.cli_json("reverify")
-    assert report["ok"] is True and report["records"] == result["receipted"]
+    assert report["ok"] is True
+    assert report["records"] == result["receipted"]

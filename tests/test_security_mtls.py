@@ -19,7 +19,7 @@ from provisioning import broker as broker_config
 from provisioning.dock import Dock as ProvisioningDock
 from receiver.cli import main as receiver_main
 from receiver.config import load_config
-from receiver.errors import ConfigError
+from receiver.errors import ReceiverConfigError
 from tests.support.dock import Dock
 
 
@@ -38,13 +38,14 @@ def test_receiver_refuses_to_run_without_client_certificate(
 ) -> None:
     assert receiver_main(["--data-dir", str(tmp_path / "d"), "run"]) == 2
     err = capsys.readouterr().err
-    assert "mutual TLS" in err and "broker.ca_file" in err
+    assert "mutual TLS" in err
+    assert "broker.ca_file" in err
     cfg = tmp_path / "dev.toml"
     cfg.write_text("[broker]\nallow_insecure = true\n")
     assert load_config(cfg).broker.allow_insecure is True
     load_config(cfg).broker.check_tls()
     cfg.write_text('[broker]\nallow_insecure = "yes"\n')
-    with pytest.raises(ConfigError, match="true or false"):
+    with pytest.raises(ReceiverConfigError, match="true or false"):
         load_config(cfg)
 
 
@@ -56,7 +57,8 @@ def test_generated_configs_are_mutual_tls_and_the_acl_follows_the_wire_table(
         dock, tmp_path / "out", broker_config.BrokerSettings(), receiver_data_dir=tmp_path / "rx"
     )
     conf = files.config.read_text().splitlines()
-    assert "allow_anonymous false" in conf and "require_certificate true" in conf
+    assert "allow_anonymous false" in conf
+    assert "require_certificate true" in conf
     assert [line for line in conf if line.startswith("listener ")] == ["listener 8883 0.0.0.0"]
     acl = files.acl.read_text().splitlines()
     assert "pattern write bodycam/v1/%u/up/#" in acl
@@ -65,7 +67,8 @@ def test_generated_configs_are_mutual_tls_and_the_acl_follows_the_wire_table(
     assert not any(line.startswith("pattern readwrite bodycam/v1/%u/#") for line in acl)
     rx = load_config(files.receiver_config)
     rx.broker.check_tls()
-    assert rx.broker.host == "127.0.0.1" and rx.broker.port == 8883
+    assert rx.broker.host == "127.0.0.1"
+    assert rx.broker.port == 8883
     assert rx.data_dir == (tmp_path / "rx").resolve()
     assert rx.dock_registry == dock.paths.registry.resolve()
     assert rx.encryption_key == dock.paths.encryption_key.resolve()
@@ -111,4 +114,5 @@ def test_device_reads_receiver_status_but_cannot_fake_it_or_its_receipts(dock: D
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert dock.rx.cli("devices", "--json") == 0
-    assert '"cam-x"' in out.getvalue() and '"source": "dock"' in out.getvalue()
+    assert '"cam-x"' in out.getvalue()
+    assert '"source": "dock"' in out.getvalue()

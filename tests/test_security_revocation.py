@@ -41,9 +41,11 @@ def test_enrol_and_revoke_at_the_dock_reach_the_receiver(
     spool = build_spool(tmp_path / "spool", mpegts_clips[:2])
     dock.register(spool)  # device-request + `bodycam-provision enrol` + device-install only
     first = dock.upload(spool)
-    assert first.pending == 0 and first.receipted == len(spool.records)
+    assert first.pending == 0
+    assert first.receipted == len(spool.records)
     (dev,) = dock.cli_json("devices")
-    assert dev["source"] == "dock" and dev["revoked"] is False
+    assert dev["source"] == "dock"
+    assert dev["revoked"] is False
 
     # Stolen. The technician revokes at the dock; the broker is NOT restarted yet, so the
     # device's certificate still gets in (Mosquitto reads the CRL only on reload/restart).
@@ -51,7 +53,8 @@ def test_enrol_and_revoke_at_the_dock_reach_the_receiver(
         "revoke", "--dock", str(dock.pki.paths.root), "--device-id", spool.device,
         "--reason", "stolen 2026-11-29",
     )  # fmt: skip
-    assert code == 0 and "restart the broker" in text
+    assert code == 0
+    assert "restart the broker" in text
     clock = SteppingClock(start=spool.records[-1].time.datetime)
     chain = DeviceChain(spool.root, spool.device, spool.key)
     later = add_session(chain, mpegts_clips[:2], clock, case=None)
@@ -59,15 +62,18 @@ def test_enrol_and_revoke_at_the_dock_reach_the_receiver(
     second = dock.upload(spool)
 
     # ...but the receiver follows the dock registry: everything new is refused
-    assert second.receipted == 0 and second.quarantined == len(later)
+    assert second.receipted == 0
+    assert second.quarantined == len(later)
     assert all(spool.media_path(r).exists() for r in later if r.type == "segment")
     listed = dock.cli_json("quarantine")
     assert len(listed) == len(later)
     assert all(q["reason"].startswith("device revoked") for q in listed)
     assert all("stolen 2026-11-29" in q["reason"] for q in listed)
-    assert "quarantined" in dock.rx.log_text() and "device revoked" in dock.rx.log_text()
+    assert "quarantined" in dock.rx.log_text()
+    assert "device revoked" in dock.rx.log_text()
     (dev,) = dock.cli_json("devices")
-    assert dev["revoked"] is True and dev["revoke_reason"] == "stolen 2026-11-29"
+    assert dev["revoked"] is True
+    assert dev["revoke_reason"] == "stolen 2026-11-29"
     # what was stored before the revocation stays stored and verified
     assert dock.stored_records() == len(spool.records)
     assert dock.cli_json("reverify")["ok"] is True
@@ -75,7 +81,8 @@ def test_enrol_and_revoke_at_the_dock_reach_the_receiver(
     # The broker restart of the procedure shuts the certificate out entirely.
     dock.broker.restart()
     third = dock.upload(spool, timeout_s=3)
-    assert third.records_sent == 0 and third.receipted == 0
+    assert third.records_sent == 0
+    assert third.receipted == 0
     assert any("refused this device's certificate" in e for e in third.errors), third.errors
 
 
@@ -108,7 +115,8 @@ def test_revoked_device_spool_imported_from_a_card_is_quarantined(
     assert dock.stored_records() == len(ok.records)
     # importing again changes nothing and says so
     code, text = dock.cli_text("import", str(card))
-    assert code == 1 and f"{len(ok.records)} already-stored" in text
+    assert code == 1
+    assert f"{len(ok.records)} already-stored" in text
     assert dock.stored_records() == len(ok.records)
     assert len(dock.cli_json("quarantine")) == len(lost.records)
 
@@ -124,25 +132,31 @@ def test_dock_registry_follower_never_loses_a_revocation(
         registry = DeviceRegistry(conn)
         follower = DockRegistryFollower(registry, pdock.paths.registry)
         first = follower.refresh()
-        assert first is not None and first.added == ["cam-1"]
+        assert first is not None
+        assert first.added == ["cam-1"]
         assert follower.refresh() is None  # unchanged file: nothing re-read
         pdock.revoke("cam-1", "stolen")
         revoked = follower.refresh()
-        assert revoked is not None and revoked.revoked == ["cam-1"]
+        assert revoked is not None
+        assert revoked.revoked == ["cam-1"]
         dev = registry.get("cam-1")
-        assert dev is not None and dev.revoked and dev.revoke_reason == "stolen"
+        assert dev is not None
+        assert dev.revoked
+        assert dev.revoke_reason == "stolen"
         # a broken registry file (e.g. a bad restore) is logged and changes nothing
         pdock.paths.registry.write_text("{ not json")
         assert follower.refresh() is None
         assert "dock registry not applied" in caplog.text
         dev = registry.get("cam-1")
-        assert dev is not None and dev.revoked
+        assert dev is not None
+        assert dev.revoked
         # neither a manual re-registration nor the registry can lift a revocation
         registry.add_key("cam-1", generate_signing_key().public_key(), replace_key=True)
         pdock.paths.registry.unlink()
         follower.refresh()
         dev = registry.get("cam-1")
-        assert dev is not None and dev.revoked
+        assert dev is not None
+        assert dev.revoked
     finally:
         conn.close()
 
@@ -185,7 +199,8 @@ def test_revocation_while_a_segment_is_in_flight_refuses_it_at_fin(
         (out,) = ingest.handle(wire.up_topic("cam-1", wire.UP_FIN), wire.encode_json(fin))
         receipt = Receipt.parse(out.payload)
         assert receipt.status == "quarantined"
-        assert receipt.reason is not None and receipt.reason.startswith("device revoked: cam-1")
+        assert receipt.reason is not None
+        assert receipt.reason.startswith("device revoked: cam-1")
         assert "stolen mid-upload" in receipt.reason
         stored = conn.execute("SELECT seq FROM records").fetchall()
         assert [r["seq"] for r in stored] == [opening.seq]

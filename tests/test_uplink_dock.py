@@ -25,7 +25,9 @@ def test_session_arrives_verified_filed_and_space_freed_only_after_receipts(
 
     result = dock.upload(spool)
 
-    assert result.pending == 0 and result.quarantined == 0 and not result.errors
+    assert result.pending == 0
+    assert result.quarantined == 0
+    assert not result.errors
     assert result.receipted == len(spool.records)
     # every record has a receipt signed by the receiver; every segment's media is gone
     receiver_key = load_public_key(dock.receiver_pub)
@@ -52,9 +54,11 @@ def test_session_arrives_verified_filed_and_space_freed_only_after_receipts(
     from agent.checks import read_clock_sync_state
 
     state = read_clock_sync_state(spool.root / "state", kernel_probe=lambda: None)
-    assert state.dock_synced_utc is not None and state.dock_offset_s == clock["offset_s"]
+    assert state.dock_synced_utc is not None
+    assert state.dock_offset_s == clock["offset_s"]
     devices = dock.cli_json("devices")
-    assert devices[0]["pending_segments"] == 0 and devices[0]["records"] == len(spool.records)
+    assert devices[0]["pending_segments"] == 0
+    assert devices[0]["records"] == len(spool.records)
     # the device announced its signed chain head: the receiver anchors the chain's tail there
     conn = sqlite3.connect(dock.data_dir / "receiver.db")
     try:
@@ -75,14 +79,16 @@ def test_keep_retention_and_unreceipted_media_are_never_freed(
 
     result = dock.upload(spool, retention="delete-after-receipt")
 
-    assert result.receipted == 0 and result.quarantined == len(spool.records)
+    assert result.receipted == 0
+    assert result.quarantined == len(spool.records)
     assert all(spool.media_path(s).exists() for s in spool.segments())
     assert not list((spool.root / "state" / "receipts").glob("*.json"))
 
     spool2 = build_spool(tmp_path / "spool2", mpegts_clips, device="BC-0002")
     dock.register(spool2)
     result2 = dock.upload(spool2, retention="keep")
-    assert result2.receipted == len(spool2.records) and result2.bytes_freed == 0
+    assert result2.receipted == len(spool2.records)
+    assert result2.bytes_freed == 0
     assert all(spool2.media_path(s).exists() for s in spool2.segments())
 
 
@@ -147,7 +153,8 @@ def test_standalone_upload_command_reads_the_agent_config(
     code = upload_main(["--config", str(config), "--until-done", "--timeout-s", "30", "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["pending"] == 0 and result["receipted"] == len(spool.records)
+    assert result["pending"] == 0
+    assert result["receipted"] == len(spool.records)
     assert result["bytes_freed"] == 0  # retention = "keep" from the config file
     assert upload_main(["--config", str(config), "--broker", "nohost"]) == 2
     assert upload_main(["--until-done"]) == 2
@@ -192,7 +199,8 @@ def test_dock_mode_uploads_new_records_until_stopped(
     finally:
         stop.set()
         thread.join(15)
-    assert not thread.is_alive() and results[0].pending == 0
+    assert not thread.is_alive()
+    assert results[0].pending == 0
     assert len(dock.cli_json("sessions")) == 2
 
 
@@ -206,7 +214,8 @@ def test_unreadable_media_is_reported_and_the_rest_still_uploads(
     # the receiver stores a record only when it continues the stored chain: what follows the
     # lost segment waits at the receiver (the device keeps it all and keeps asking)
     result = dock.upload(spool, timeout_s=8)
-    assert result.receipted == lost.seq and result.pending == len(spool.records) - lost.seq
+    assert result.receipted == lost.seq
+    assert result.pending == len(spool.records) - lost.seq
     assert any("unreadable" in e for e in result.errors)
     assert not (spool.root / "state" / "receipts" / f"{lost.hash()}.json").exists()
 
@@ -231,7 +240,8 @@ def test_unassign_clears_the_assignment_on_the_device_and_is_recorded(
 
     code, text = dock.cli_text("unassign", "--device", spool.device)
 
-    assert code == 0 and f"unassigned from case {CASE}" in text
+    assert code == 0
+    assert f"unassigned from case {CASE}" in text
     deadline = time.monotonic() + 15
     while path.exists():
         assert time.monotonic() < deadline, "the cleared assignment stayed on the device"
@@ -251,6 +261,8 @@ def test_unassign_clears_the_assignment_on_the_device_and_is_recorded(
         active = conn.execute("SELECT COUNT(*) FROM assignments WHERE active = 1").fetchone()[0]
     finally:
         conn.close()
-    assert len(rows) == 1 and rows[0][0] == spool.device and rows[0][1] is not None
+    assert len(rows) == 1
+    assert rows[0][0] == spool.device
+    assert rows[0][1] is not None
     assert active == 0
     assert dock.cli_text("unassign", "--device", "BC-404")[0] == 2

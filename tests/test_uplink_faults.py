@@ -106,7 +106,9 @@ def test_receiver_sigkill_mid_transfer(dock: Dock, big_spool: BuiltSpool) -> Non
     dock.rx.start()  # clears its partial temp files, then resumes from what is missing
     thread.join(60)
     stop.set()
-    assert results and results[0].pending == 0 and results[0].quarantined == 0
+    assert results
+    assert results[0].pending == 0
+    assert results[0].quarantined == 0
     _assert_complete_once(dock, big_spool)
     assert results[0].queries >= 1  # the device asked the restarted receiver what it lacked
 
@@ -120,7 +122,8 @@ def test_broker_restart_mid_transfer(dock: Dock, big_spool: BuiltSpool, hard: bo
     dock.broker.restart(hard=hard)
     thread.join(60)
     stop.set()
-    assert results and results[0].pending == 0, results
+    assert results, results
+    assert results[0].pending == 0, results
     _assert_complete_once(dock, big_spool)
 
 
@@ -187,7 +190,9 @@ def test_receiver_more_than_1000_chunks_behind_loses_nothing(
         dock.rx.resume()
     thread.join(60)
     stop.set()
-    assert results and results[0].pending == 0 and results[0].resends >= 1
+    assert results
+    assert results[0].pending == 0
+    assert results[0].resends >= 1
     _assert_complete_once(dock, spool)
 
 
@@ -243,5 +248,6 @@ def _window_check(dock: Dock, big_spool: BuiltSpool) -> None:
     stop.set()
     monitor.loop_stop()
     monitor.disconnect()
-    assert results and results[0].pending == 0
+    assert results
+    assert results[0].pending == 0
     _assert_complete_once(dock, big_spool)

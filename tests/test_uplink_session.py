@@ -17,7 +17,7 @@ from agent.uplink.session import (
     PublishFailed,
     UplinkSession,
 )
-from agent.uplink.spool import Item, Spool
+from agent.uplink.spool import Item, UploadSpool
 from evidence import transfer as wire
 from evidence.keys import generate_signing_key
 from evidence.receipt import STATUS_QUARANTINED, STATUS_STORED, Receipt
@@ -42,7 +42,9 @@ def make_session(
     settings = {"allow_insecure": True, "probe_timeout_s": 1.0, **cfg}
     config = UplinkConfig(**settings)  # type: ignore[arg-type]
     clock = ManualClock()
-    session = UplinkSession(Spool(built.root, DEVICE), config, receiver_key.public_key(), clock)
+    session = UplinkSession(
+        UploadSpool(built.root, DEVICE), config, receiver_key.public_key(), clock
+    )
     session.start()
     return session, clock
 
@@ -150,7 +152,8 @@ def test_receipts_that_do_not_verify_free_nothing(
     other_device = receipt_for(item, receiver_key, device="BC-9999")
     for message in (forged, other_device, Message(forged.topic, b"{not json")):
         session.handle(message)
-    assert record in session.inflight and session.result.receipted == 0
+    assert record in session.inflight
+    assert session.result.receipted == 0
     assert not (session.spool.receipts / f"{record}.json").exists()
 
 
@@ -160,7 +163,8 @@ def test_need_resends_exactly_what_is_missing(
     session, clock = make_session(built, receiver_key)
     connect(session, clock)
     seg = next(e.item for e in session.inflight.values() if e.item.digest is not None)
-    assert seg.digest is not None and len(seg.digest.chunks) >= 3
+    assert seg.digest is not None
+    assert len(seg.digest.chunks) >= 3
     again = session.handle(need(seg.hash, wire.NEED_CHUNKS, [2, 0, 10**6, True, "x"]))
     assert kinds(again) == ["chunk", "chunk", "fin"]
     assert [wire.unpack_chunk(a.payload).index for a in again[:2]] == [2, 0]
@@ -179,7 +183,8 @@ def test_refused_publish_is_an_error_and_the_record_is_retried_after_the_backoff
     session.handle(PublishFailed(record, "Not authorized"))
     assert session.result.refused_publishes == 1
     assert any("refused a publish" in e for e in session.result.errors)
-    assert record not in session.inflight and session.inflight_bytes == 0
+    assert record not in session.inflight
+    assert session.inflight_bytes == 0
     clock.advance(session.config.rescan_interval_s)
     # not before the back-off (the next record takes the window meanwhile)
     assert record not in sent_records(session.tick())
@@ -194,7 +199,8 @@ def test_refused_publish_is_an_error_and_the_record_is_retried_after_the_backoff
         raise AssertionError("the refused record was never sent again")
     # not queued by the client (no connection): retried too, but not counted as refused
     session.handle(PublishFailed(record, "rc 4", refused=False))
-    assert session.result.refused_publishes == 1 and record not in session.inflight
+    assert session.result.refused_publishes == 1
+    assert record not in session.inflight
 
 
 def test_later_holds_sending_with_a_doubling_backoff(
@@ -211,9 +217,11 @@ def test_later_holds_sending_with_a_doubling_backoff(
         assert session.tick() == []  # nothing new goes while the receiver says "later"
         clock.advance(pauses[-1] + 0.01)
         resent = sent_records(session.tick())
-        assert resent and resent[0] == record
+        assert resent
+        assert resent[0] == record
     assert pauses == pytest.approx([5.0, 10.0, 15.0])
-    assert session.result.deferred == 3 and session.finish().pending > 0
+    assert session.result.deferred == 3
+    assert session.finish().pending > 0
 
 
 def test_receipt_timeout_follows_the_backlog(
@@ -262,7 +270,8 @@ def test_quarantined_receipt_stops_resending_but_keeps_the_media(
     connect(session, clock)
     seg = next(e.item for e in session.inflight.values() if e.item.digest is not None)
     session.handle(receipt_for(seg, receiver_key, STATUS_QUARANTINED))
-    assert seg.media_path is not None and seg.media_path.exists()
+    assert seg.media_path is not None
+    assert seg.media_path.exists()
     assert session.result.quarantined == 1
     assert seg.hash not in [i.hash for i in session.spool.pending()]
 
@@ -319,4 +328,5 @@ def test_a_restarted_receiver_is_asked_and_an_offline_one_is_not(
     asked = [
         h for a in again if a.topic.endswith("/query") for h in json.loads(a.payload)["records"]
     ]
-    assert sorted(asked) == sorted(session.inflight) and session.result.queries > queries_before
+    assert sorted(asked) == sorted(session.inflight)
+    assert session.result.queries > queries_before

@@ -9,7 +9,7 @@ import pytest
 
 from agent.uplink.config import UplinkConfig
 from agent.uplink.errors import UplinkConfigError
-from agent.uplink.spool import Spool
+from agent.uplink.spool import UploadSpool
 from evidence.chain import DeviceChain
 from evidence.keys import generate_signing_key
 from evidence.receipt import STATUS_STORED, Receipt
@@ -24,7 +24,7 @@ def test_records_go_in_seq_order_marked_or_not(tmp_path: Path, mpegts_clips: lis
     marked = add_session(chain, mpegts_clips[:2], clock, case=None, marker=True)
     plain_new = add_session(chain, mpegts_clips[:1], clock, case=None, marker=False)
 
-    order = [i.record.seq for i in Spool(tmp_path, "BC-1").pending()]
+    order = [i.record.seq for i in UploadSpool(tmp_path, "BC-1").pending()]
 
     # the receiver stores only what continues the chain: a marked session cannot go first
     assert order == [r.seq for r in plain_old + marked + plain_new]
@@ -35,9 +35,10 @@ def test_media_freed_only_for_matching_stored_receipt_and_old_enough(
 ) -> None:
     chain = DeviceChain(tmp_path, "BC-1", generate_signing_key())
     records = add_session(chain, mpegts_clips[:1], SteppingClock(), case=None, marker=False)
-    spool = Spool(tmp_path, "BC-1")
+    spool = UploadSpool(tmp_path, "BC-1")
     (item,) = [i for i in spool.pending() if i.is_segment]
-    assert item.digest is not None and item.media_path is not None
+    assert item.digest is not None
+    assert item.media_path is not None
     rkey = generate_signing_key()
 
     digest = item.digest

@@ -63,5 +63,6 @@ def test_upload_over_mutual_tls(tmp_path: Path, mpegts_clips: list[Path]) -> Non
             )
         finally:
             rx.stop()
-    assert result.pending == 0 and result.receipted == len(spool.records), result
+    assert result.pending == 0, result
+    assert result.receipted == len(spool.records), result
     assert result.refused_publishes == 0

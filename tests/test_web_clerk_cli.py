@@ -56,7 +56,8 @@ def test_a_freshly_provisioned_dock_lists_nothing_instead_of_failing(provisioned
         assert "not a receiver data directory" not in err
     # a mistyped --data-dir is still reported, not turned into an empty store
     code, _, err = run("--data-dir", str(provisioned.parent / "typo"), "cases")
-    assert code == 2 and "not a receiver data directory" in err
+    assert code == 2
+    assert "not a receiver data directory" in err
     assert not (provisioned.parent / "typo").exists()
 
 
@@ -106,7 +107,8 @@ def test_empty_values_are_refused(tmp_path: Path, field: str, args: list[str]) -
         args = ["assign", *[x for kv in base.items() for x in kv]]
     code, out, err = run("--data-dir", str(data), *args)
     assert code == 2, (out, err)
-    assert err.startswith(f"bodycam-receiver: {field}") and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"bodycam-receiver: {field}")
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_device_add_refuses_a_private_key(tmp_path: Path) -> None:
@@ -121,7 +123,9 @@ def test_device_add_refuses_a_private_key(tmp_path: Path) -> None:
     code, _, err = run(
         "--data-dir", str(tmp_path / "rx"), "device", "add", "--id", "BC-1", "--key", str(private)
     )
-    assert code == 2 and "PRIVATE key" in err and "never leave the device" in err
+    assert code == 2
+    assert "PRIVATE key" in err
+    assert "never leave the device" in err
     assert "BEGIN" not in err  # the key itself is not echoed
     assert "(none)" in run("--data-dir", str(tmp_path / "rx"), "devices")[1]
 
@@ -133,7 +137,8 @@ def test_importing_a_card_copy_of_an_unregistered_device(
     code, out, err = run("--data-dir", str(tmp_path / "rx"), "import", str(spool.root))
     assert code == 1
     # one line for the whole device, with what to do, and nothing about the device resending
-    assert out.count("NOT IMPORTED") == 1 and "12 not imported" in out, out
+    assert out.count("NOT IMPORTED") == 1, out
+    assert "12 not imported" in out, out
     assert f"device add --id {spool.device}" in out
     assert "resend" not in out + err
     assert " seq " not in err  # no per-record log lines mixed in
@@ -256,7 +261,8 @@ def test_agent_status_of_a_missing_spool_fails(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    assert done.returncode != 0 and "no such spool directory" in done.stderr
+    assert done.returncode != 0
+    assert "no such spool directory" in done.stderr
     assert not (tmp_path / "nonexistent").exists()
 
 
@@ -292,11 +298,14 @@ def test_web_cert_is_issued_by_the_dock_ca_for_loopback_and_named_hosts(tmp_path
 
 def test_web_refuses_to_start_without_a_certificate(tmp_path: Path) -> None:
     code, _, err = run("--data-dir", str(tmp_path / "rx"), "web")
-    assert code == 2 and "bodycam-provision web-cert" in err and len(err.splitlines()) == 1
+    assert code == 2
+    assert "bodycam-provision web-cert" in err
+    assert len(err.splitlines()) == 1
     code, _, err = run(
         "--data-dir", str(tmp_path), "web", "--listen", "nonsense", "--cert", "x", "--key", "y"
     )
-    assert code == 2 and "--listen" in err
+    assert code == 2
+    assert "--listen" in err
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
@@ -309,4 +318,5 @@ def test_web_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     unit.write_text(text)
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr + done.stdout
-    assert " web" in text and "--listen" not in text.split("ExecStart=")[1].splitlines()[0]
+    assert " web" in text
+    assert "--listen" not in text.split("ExecStart=")[1].splitlines()[0]

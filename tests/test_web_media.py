@@ -54,7 +54,8 @@ def test_segments_become_one_playable_mp4_with_their_start_times(
     # the second request is served from the cache (same file, not rebuilt)
     mtime = out.path.stat().st_mtime_ns
     again = session_mp4(mpegts_clips, hashes, tmp_path / "cache")
-    assert again.path == out.path and again.path.stat().st_mtime_ns == mtime
+    assert again.path == out.path
+    assert again.path.stat().st_mtime_ns == mtime
     assert again.starts_s == out.starts_s
 
 

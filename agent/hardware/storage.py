@@ -53,7 +53,7 @@ class SimulatedStorage(StorageGauge):
         for dirpath, _dirnames, filenames in os.walk(self.path):
             for name in filenames:
                 try:
-                    total += os.lstat(os.path.join(dirpath, name)).st_size
+                    total += (Path(dirpath) / name).lstat().st_size
                 except OSError:
                     continue  # a file renamed or removed while walking
         return total

@@ -23,12 +23,13 @@ from enum import StrEnum
 from typing import Any, BinaryIO, Protocol
 
 from agent.clock import Clock
+from agent.errors import AgentError
 from agent.media.liveness import CaptureLiveness
 
 log = logging.getLogger(__name__)
 
 
-class MediaError(Exception):
+class MediaError(AgentError):
     """Base of every error raised by ``agent.media``."""
 
 

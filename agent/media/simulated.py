@@ -675,7 +675,8 @@ class SimulatedCapture(CapturePipeline):
             self._next_split_us = keyframe.pts_us + round(self.segment_duration_s * 1e6)
 
     def _open_writer(self, events: list[Event], resume: list[FaultKind], when: datetime) -> bool:
-        assert self._sink is not None and self._origin_us is not None
+        assert self._sink is not None
+        assert self._origin_us is not None
         index = self._next_index
         try:
             fileobj = self._sink.open_segment(index)

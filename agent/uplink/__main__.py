@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         config, spool = _settings(args)
-    except (UplinkError, AgentError) as exc:
+    except AgentError as exc:  # UplinkError is a branch of this tree
         print(f"upload: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()

@@ -6,9 +6,11 @@ uploading are logged and counted in :class:`agent.uplink.uploader.UploadResult`,
 
 from __future__ import annotations
 
+from agent.errors import AgentError
 
-class UplinkError(Exception):
-    """Base of every error the uplink raises on purpose."""
+
+class UplinkError(AgentError):
+    """Base of every error the uplink raises on purpose (a branch of the agent's tree)."""
 
 
 class UplinkConfigError(UplinkError):

@@ -5,7 +5,7 @@ queries, back-off, receipts) and nothing of the network: the paho adapter
 (:mod:`agent.uplink.uploader`) feeds it :data:`Event` values and executes the :class:`Publish`
 actions it returns; tests drive it the same way without a broker, stepping a :class:`ManualClock`.
 It reads sealed records and media and writes its state files through the uplink's
-:class:`~agent.uplink.spool.Spool` (local files only).
+:class:`~agent.uplink.spool.UploadSpool` (local files only).
 
 Flow control: bytes sent but not receipted stay under the window: the configured
 ``window_bytes``, or less if the receiver grants a smaller one (optional integer field
@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.uplink.config import RETENTION_DELETE, UplinkConfig
-from agent.uplink.spool import Item, Spool
+from agent.uplink.spool import Item, UploadSpool
 from evidence import transfer as wire
 from evidence.errors import EvidenceError
 from evidence.receipt import STATUS_STORED, Receipt
@@ -176,7 +176,7 @@ class UplinkSession:
 
     def __init__(
         self,
-        spool: Spool,
+        spool: UploadSpool,
         config: UplinkConfig,
         receiver_key: Ed25519PublicKey,
         clock: Clock | None = None,
@@ -630,7 +630,8 @@ class UplinkSession:
 
 
 def _read_chunks(item: Item, indices: Any) -> Iterator[tuple[int, bytes]]:
-    assert item.digest is not None and item.media_path is not None
+    assert item.digest is not None
+    assert item.media_path is not None
     d = item.digest
     with open(item.media_path, "rb") as f:
         for index in indices:

@@ -73,7 +73,7 @@ def find_device(root: Path) -> str:
     return devices[0]
 
 
-class Spool:
+class UploadSpool:
     def __init__(self, root: Path, device: str) -> None:
         self.root = Path(root)
         self.device = device

@@ -45,7 +45,7 @@ from agent.uplink.session import (
     UplinkSession,
     UploadResult,
 )
-from agent.uplink.spool import Spool
+from agent.uplink.spool import UploadSpool
 from evidence import transfer as wire
 from evidence.errors import EvidenceError
 from evidence.keys import load_public_key
@@ -91,7 +91,7 @@ class Uploader:
         self.config = config
         self.device = device
         self.session = UplinkSession(
-            Spool(spool_root, device), config, load_receiver_key(spool_root, config), clock
+            UploadSpool(spool_root, device), config, load_receiver_key(spool_root, config), clock
         )
         self.clock = self.session.clock
         self.progress = progress

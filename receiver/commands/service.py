@@ -1,6 +1,7 @@
 """Service commands: ``run`` (the dock service) and ``identity`` (the receipt key).
 
-Failure posture: a bad broker address or TLS setting raises ConfigError before anything starts.
+Failure posture: a bad broker address or TLS setting raises ReceiverConfigError before
+anything starts.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from evidence.keys import key_id, save_public_key
 from receiver.commands import Context, bind, bind_raw
 from receiver.config import ReceiverConfig
-from receiver.errors import ConfigError
+from receiver.errors import ReceiverConfigError
 from receiver.identity import load_receipt_key, public_key_path
 
 
@@ -32,7 +33,7 @@ def _run(args: argparse.Namespace, config: ReceiverConfig) -> int:
     if args.broker:
         host, _, port = args.broker.rpartition(":")
         if not port.isdigit():
-            raise ConfigError(None, f"--broker {args.broker!r}: expected HOST:PORT")
+            raise ReceiverConfigError(None, f"--broker {args.broker!r}: expected HOST:PORT")
         config.broker.host, config.broker.port = host or "127.0.0.1", int(port)
     config.broker.check_tls()
     stop = threading.Event()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from receiver.commands import bind_raw
 from receiver.config import ReceiverConfig
-from receiver.errors import ConfigError
+from receiver.errors import ReceiverConfigError
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,13 +38,15 @@ def _web(args: argparse.Namespace, config: ReceiverConfig) -> int:
     cert = args.cert or (defaults[0] if defaults else None)
     key = args.key or (defaults[1] if defaults else None)
     if cert is None or key is None:
-        raise ConfigError(
+        raise ReceiverConfigError(
             None,
             "no console certificate: give --cert and --key, or set dock_registry in the "
             "configuration and run bodycam-provision web-cert --dock DIR",
         )
     if args.data_dir is not None and not (config.data_dir / "receiver.db").is_file():
         # a mistyped --data-dir is reported; a configured, provisioned one may still be empty
-        raise ConfigError(config.data_dir, "holds no receiver.db: not a receiver data directory")
+        raise ReceiverConfigError(
+            config.data_dir, "holds no receiver.db: not a receiver data directory"
+        )
     serve(config, WebSettings(host, port, cert, key))
     return 0

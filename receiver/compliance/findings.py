@@ -488,7 +488,8 @@ def _assignment_findings(facts: Facts, scope: _Scope, ev: Evaluation) -> None:
             continue
         c = cases.get(a.case)
         article = c.av_article if c else "Art. 12"
-        assert a.window_start_utc is not None and a.window_end_utc is not None
+        assert a.window_start_utc is not None
+        assert a.window_end_utc is not None
         ev.findings.append(
             Finding(
                 Kind.MISSED_WINDOW,

@@ -169,7 +169,8 @@ def parse_init(payload: bytes, topic: str = "") -> Init:
 def parse_fin(payload: bytes, topic: str = "") -> Fin:
     msg = _loads(payload, topic)
     size, chunks = _int(msg, "size", topic), _int(msg, "chunks", topic)
-    assert size is not None and chunks is not None
+    assert size is not None
+    assert chunks is not None
     return Fin(_hex(msg, "record", topic), size, _hex(msg, "sha256", topic), chunks)
 
 

@@ -81,7 +81,9 @@ class FairQueue:
             q = self._queue(device)
             now = self.clock()
             cause = None
-            assert q.rate is not None and q.volume is not None and q.hashes is not None
+            assert q.rate is not None
+            assert q.volume is not None
+            assert q.hashes is not None
             if not q.rate.take(1, now):
                 cause = "message rate"
             elif not q.volume.take(len(payload), now):

@@ -127,7 +127,7 @@ class EvidenceStore:
         """Why the media name cannot take this object (another file holds it), or None."""
         path = layout.media_path(self.evidence_root, device, name)
         obj = self.object_path(sha256)
-        if path.exists() and not (obj.exists() and os.path.samefile(obj, path)):
+        if path.exists() and not (obj.exists() and obj.samefile(path)):
             return f"{path.name} already holds other media for device {device}"
         return None
 
@@ -139,7 +139,7 @@ class EvidenceStore:
         try:
             os.link(obj, path)
         except FileExistsError:
-            if os.path.samefile(obj, path):
+            if obj.samefile(path):
                 return path
             raise ConflictError(f"{path} already exists with other content") from None
         except OSError as exc:

@@ -25,12 +25,14 @@ from pathlib import Path
 import av
 from av.bitstream import BitStreamFilterContext
 
+from receiver.errors import ReceiverError
+
 log = logging.getLogger(__name__)
 
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 
 
-class PlaybackError(Exception):
+class PlaybackError(ReceiverError):
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"{path.name}: {reason}")
         self.path = path
@@ -120,7 +122,9 @@ def _copy_segment(
 
 def _place(packet: av.Packet, shift_s: Fraction) -> float:
     """Shift the packet by ``shift_s`` seconds; where it ends on the timeline, in seconds."""
-    assert packet.time_base is not None and packet.pts is not None and packet.dts is not None
+    assert packet.time_base is not None
+    assert packet.pts is not None
+    assert packet.dts is not None
     shift = round(shift_s / packet.time_base)
     packet.pts += shift
     packet.dts += shift

@@ -1,6 +1,6 @@
 """Serving the console: uvicorn over TLS with the certificate provisioning issues.
 
-Failure posture: a missing or unreadable certificate or key is a :class:`ConfigError` naming
+Failure posture: a missing or unreadable certificate or key is a :class:`ReceiverConfigError` naming
 the file before anything listens; a non-loopback address is served only when asked for
 explicitly (``--listen``), and is logged as such. Plain HTTP is never offered (the session
 cookie is ``Secure``).
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from receiver.config import ReceiverConfig
-from receiver.errors import ConfigError
+from receiver.errors import ReceiverConfigError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def default_tls_paths(config: ReceiverConfig) -> tuple[Path, Path] | None:
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(None, f"--listen {text!r}: expected HOST:PORT")
+        raise ReceiverConfigError(None, f"--listen {text!r}: expected HOST:PORT")
     return host.strip("[]") or DEFAULT_HOST, int(port)
 
 
@@ -60,13 +60,13 @@ def check_tls(cert: Path, key: Path) -> None:
     """Load the pair once now, so a bad file is one clear line instead of a server crash."""
     for path, what in ((cert, "certificate"), (key, "key")):
         if not path.is_file():
-            raise ConfigError(
+            raise ReceiverConfigError(
                 path, f"console TLS {what} not found (bodycam-provision web-cert --dock DIR)"
             )
     try:
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
     except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(cert, f"cannot use this certificate and key: {exc}") from exc
+        raise ReceiverConfigError(cert, f"cannot use this certificate and key: {exc}") from exc
 
 
 def serve(config: ReceiverConfig, settings: WebSettings) -> None:

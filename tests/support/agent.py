@@ -82,11 +82,13 @@ def kill_mid_segment(spool: Path, config: Path, logs: Path, *, into_s: float = 2
             line = proc.stdout.readline()
         rate = None
         while rate is None:
-            assert time.monotonic() < deadline and proc.poll() is None, "no segment sealed"
+            assert time.monotonic() < deadline, "no segment sealed"
+            assert proc.poll() is None, "no segment sealed"
             time.sleep(0.01)
             rate = _bytes_per_media_s(spool)
         while largest_unsealed_part(spool) < into_s * rate:
-            assert time.monotonic() < deadline and proc.poll() is None, "the part never grew"
+            assert time.monotonic() < deadline, "the part never grew"
+            assert proc.poll() is None, "the part never grew"
             time.sleep(0.01)
         killed_at = datetime.now(UTC)
         os.kill(proc.pid, signal.SIGKILL)
