@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tests.support.seeded import CASE, seed
 
@@ -11,13 +12,9 @@ def _kinds(s, user: str = "audrey") -> list[str]:  # type: ignore[no-untyped-def
     return [e["kind"] for e in s.json("custody", "log", user=user)]
 
 
-def test_clerk_without_approval_cannot_read_sensitive_media_through_any_command(
-    tmp_path: Path, mpegts_clips: list[Path]
-) -> None:
-    s = seed(tmp_path, mpegts_clips, sensitivity="state-secret")
-    seg = s.json("media", "list", CASE, user="clara")[0]
-    out = tmp_path / "copy.ts"
-    code, _, err = s.run(
+def _play_args(seg: dict[str, Any], out: Path) -> tuple[str, ...]:
+    """``media play`` of one listed segment into ``out``."""
+    return (
         "media",
         "play",
         CASE,
@@ -27,8 +24,16 @@ def test_clerk_without_approval_cannot_read_sensitive_media_through_any_command(
         str(seg["seq"]),
         "--out",
         str(out),
-        user="clara",
     )
+
+
+def test_clerk_without_approval_cannot_read_sensitive_media_through_any_command(
+    tmp_path: Path, mpegts_clips: list[Path]
+) -> None:
+    s = seed(tmp_path, mpegts_clips, sensitivity="state-secret")
+    seg = s.json("media", "list", CASE, user="clara")[0]
+    out = tmp_path / "copy.ts"
+    code, _, err = s.run(*_play_args(seg, out), user="clara")
     assert code == 2
     assert "no granted" in err
     assert not out.exists()
@@ -47,18 +52,7 @@ def test_clerk_without_approval_cannot_read_sensitive_media_through_any_command(
     assert code == 2
     # wrong password, other roles
     for user in ("audrey", "tom", "admin"):
-        code, _, _ = s.run(
-            "media",
-            "play",
-            CASE,
-            "--session",
-            seg["session"],
-            "--seq",
-            str(seg["seq"]),
-            "--out",
-            str(out),
-            user=user,
-        )
+        code, _, _ = s.run(*_play_args(seg, out), user=user)
         assert code == 2
         assert not out.exists()
     refusals = [e for e in s.json("custody", "log", user="audrey") if e["kind"] == "access-refused"]
@@ -66,33 +60,11 @@ def test_clerk_without_approval_cannot_read_sensitive_media_through_any_command(
     assert {"play back media", "export case", "grant approvals"} <= {e["action"] for e in refusals}
 
     s.ok("approval", "grant", str(req["id"]), "--note", "hearing", user="hanna")
-    s.ok(
-        "media",
-        "play",
-        CASE,
-        "--session",
-        seg["session"],
-        "--seq",
-        str(seg["seq"]),
-        "--out",
-        str(out),
-        user="clara",
-    )
+    s.ok(*_play_args(seg, out), user="clara")
     assert out.stat().st_size == seg["size"]
     assert "playback" in _kinds(s)
     # the grant is clara's: carl still cannot
-    code, _, _ = s.run(
-        "media",
-        "play",
-        CASE,
-        "--session",
-        seg["session"],
-        "--seq",
-        str(seg["seq"]),
-        "--out",
-        str(tmp_path / "c2.ts"),
-        user="carl",
-    )
+    code, _, _ = s.run(*_play_args(seg, tmp_path / "c2.ts"), user="carl")
     assert code == 2
 
 
