@@ -191,8 +191,11 @@ def test_receiver_more_than_1000_chunks_behind_loses_nothing(
     thread.join(60)
     stop.set()
     assert results
+    # which messages the broker dropped depends on timing (chunks come back as a resend after
+    # the receiver's "need", a lost fin through the receipt time-out's query), so the recovery
+    # path is not asserted: the broker really dropped messages for the receiver (waited for
+    # above), and every record is stored exactly once
     assert results[0].pending == 0
-    assert results[0].resends >= 1
     _assert_complete_once(dock, spool)
 
 
