@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import socket
 import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from provisioning.dock import Dock
 from provisioning.webcert import issue_web_certificate
 from receiver.cli import main as receiver_main
 from tests.support.broker import free_port
+from tests.support.seeded import _env
 
 PASSWORD = "correct horse battery"
 CASE = "JY-2026-0001"
@@ -34,20 +33,6 @@ USERS = {
     "tom": "technician",
 }
 DEVICE_DIR = "devices"
-
-
-@contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def rx(data: Path, *args: str, user: str | None = None) -> str:
