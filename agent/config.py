@@ -2,7 +2,8 @@
 
 Other parts add their own sections by adding a field to :class:`AgentConfig` whose type is a
 dataclass with defaults (e.g. ``uplink: UplinkConfig = field(default_factory=UplinkConfig)``);
-:func:`load_config` maps TOML tables onto nested dataclasses generically.
+:func:`load_config` maps TOML tables onto them with the project's one loader,
+:mod:`evidence.tomlconfig`.
 
 Failure posture: a missing file, a TOML syntax error, an unknown key or a value of the wrong
 type raises :class:`~agent.errors.AgentConfigError` naming the file and the dotted key. Nothing is
@@ -11,11 +12,7 @@ guessed: a typo must not silently fall back to a default on an evidence device.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import tomllib
-import types
-import typing
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +21,7 @@ from typing import Any
 from agent.errors import AgentConfigError
 from agent.timesync import SOURCES
 from agent.uplink.config import UplinkConfig
+from evidence import tomlconfig
 
 log = logging.getLogger(__name__)
 
@@ -226,66 +224,20 @@ def simulated_config(spool_dir: Path) -> AgentConfig:
 def load_config(path: Path) -> AgentConfig:
     """Read ``path`` (TOML) into an :class:`AgentConfig`; missing keys keep their defaults."""
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise AgentConfigError(str(path), "-", "file not found") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise AgentConfigError(str(path), "-", str(exc)) from exc
-    return config_from_dict(data, source=str(path))
-
-
-def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> AgentConfig:
-    cfg = _build(AgentConfig, data, source, "")
-    assert isinstance(cfg, AgentConfig)
-    _validate(cfg, source)
+        cfg = tomlconfig.load(AgentConfig, path)
+    except tomlconfig.ConfigFileError as exc:
+        raise AgentConfigError(exc.source, exc.key or "-", exc.detail) from None
+    _validate(cfg, str(path))
     return cfg
 
 
-def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise AgentConfigError(
-            source, prefix or "-", f"expected a table, got {type(data).__name__}"
-        )
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise AgentConfigError(source, prefix + unknown[0], f"unknown key (known: {sorted(names)})")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        key = prefix + name
-        kwargs[name] = _convert(hints[name], value, source, key)
-    return cls(**kwargs)
-
-
-def _convert(hint: Any, value: Any, source: str, key: str) -> Any:
-    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return _build(hint, value, source, key + ".")
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(option, value, source, key)
-            except AgentConfigError:
-                continue
-        raise AgentConfigError(source, key, f"bad value {value!r} (expected {hint})")
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise AgentConfigError(source, key, f"expected a list, got {value!r}")
-        return [_convert(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, str, bool):
-        # bool is an int subclass: refuse true/false where a number is expected and vice versa
-        if isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):
-            return value
-        raise AgentConfigError(source, key, f"expected {hint.__name__}, got {value!r}")
-    raise AgentConfigError(source, key, f"unsupported type {hint}")
+def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> AgentConfig:
+    try:
+        cfg = tomlconfig.from_table(AgentConfig, data, source=source)
+    except tomlconfig.ConfigFileError as exc:
+        raise AgentConfigError(source, exc.key, exc.detail) from None
+    _validate(cfg, source)
+    return cfg
 
 
 def _validate(cfg: AgentConfig, source: str) -> None:

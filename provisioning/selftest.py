@@ -7,8 +7,8 @@ certificate CN the client id, so this connection replaces the agent's own while 
 uplink reconnects by itself, but run the check with the agent stopped where possible.
 
 Failure posture: never raises for a failed check; every step becomes a :class:`Check` with a
-verdict and a sentence a technician can act on. Only an unreadable ``agent.toml`` raises
-:class:`MaterialError`.
+verdict and a sentence a technician can act on. Only an ``agent.toml`` that is missing, that
+the agent's loader refuses or that lacks the broker settings raises :class:`MaterialError`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ import paho.mqtt.client as mqtt
 from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from agent.config import load_config
+from agent.errors import AgentConfigError
 from provisioning import pki
 from provisioning.errors import MaterialError
 
@@ -49,25 +50,31 @@ class DeviceMaterial:
 
 
 def load_material(config_path: Path) -> DeviceMaterial:
+    """The identity and broker of the device, read with the agent's own loader: a config the
+    agent would refuse (a typo, a bad value) fails here too, naming the key."""
     try:
-        doc = tomllib.loads(Path(config_path).read_text("utf-8"))
-        uplink: dict[str, Any] = doc["uplink"]
-        return DeviceMaterial(
-            device_id=str(doc["device"]["id"]),
-            host=str(uplink["broker_host"]),
-            port=int(uplink["broker_port"]),
-            ca_file=Path(uplink["ca_file"]),
-            cert_file=Path(uplink["cert_file"]),
-            key_file=Path(uplink["key_file"]),
-        )
-    except FileNotFoundError:
-        raise MaterialError(
-            config_path, "agent.toml is missing; install the bundle first"
-        ) from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise MaterialError(config_path, f"agent.toml is unreadable: {exc}") from exc
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MaterialError(config_path, f"agent.toml lacks a broker setting ({exc})") from exc
+        cfg = load_config(Path(config_path))
+    except AgentConfigError as exc:
+        if not Path(config_path).exists():
+            raise MaterialError(
+                config_path, "agent.toml is missing; install the bundle first"
+            ) from None
+        key = "" if exc.key == "-" else f"{exc.key}: "
+        raise MaterialError(config_path, f"agent.toml is unusable: {key}{exc.detail}") from None
+    up = cfg.uplink
+    missing = [f"uplink.{n}" for n in ("ca_file", "cert_file", "key_file") if not getattr(up, n)]
+    if not cfg.device.id:
+        missing.insert(0, "device.id")
+    if missing or up.ca_file is None or up.cert_file is None or up.key_file is None:
+        raise MaterialError(config_path, f"agent.toml lacks a broker setting ({missing[0]})")
+    return DeviceMaterial(
+        device_id=cfg.device.id,
+        host=up.broker_host,
+        port=up.broker_port,
+        ca_file=Path(up.ca_file),
+        cert_file=Path(up.cert_file),
+        key_file=Path(up.key_file),
+    )
 
 
 def check_material(m: DeviceMaterial) -> list[Check]:

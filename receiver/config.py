@@ -35,18 +35,18 @@ Example (``bodycam-provision broker-config`` writes the dock-specific part)::
     inspection_tolerance_s = 300
 
 Failure posture: unknown keys and wrong types raise :class:`ReceiverConfigError` naming the
-key, so a typo is never silently ignored. There is no anonymous default:
+file and the dotted key (the project's one loader, :mod:`evidence.tomlconfig`), so a typo is never
+silently ignored. There is no anonymous default:
 :meth:`BrokerConfig.check_tls` refuses to connect without the mutual-TLS files unless
 ``allow_insecure`` is set explicitly.
 """
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from evidence import tomlconfig
 from receiver.errors import ReceiverConfigError
 from receiver.ingest.limits import Limits
 
@@ -112,54 +112,12 @@ class ReceiverConfig:
         return self.receipt_key or self.data_dir / "receipt.key"
 
 
-def _fill(obj: Any, table: dict[str, Any], where: str, base: Path) -> None:
-    known = {f.name: f for f in fields(obj)}
-    for name, value in table.items():
-        if name not in known:
-            raise ReceiverConfigError(None, f"unknown setting {where}{name}")
-        current = getattr(obj, name)
-        if isinstance(current, (BrokerConfig, Limits, ComplianceConfig)):
-            if not isinstance(value, dict):
-                raise ReceiverConfigError(None, f"{where}{name} must be a table")
-            _fill(current, value, f"{where}{name}.", base)
-            continue
-        ftype = str(known[name].type)
-        if "Path" in ftype:
-            if not isinstance(value, str):
-                raise ReceiverConfigError(None, f"{where}{name} must be a path string")
-            path = Path(value)
-            setattr(obj, name, path if path.is_absolute() else base / path)
-        elif ftype == "bool":
-            if not isinstance(value, bool):
-                raise ReceiverConfigError(None, f"{where}{name} must be true or false")
-            setattr(obj, name, value)
-        elif ftype == "int":
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ReceiverConfigError(None, f"{where}{name} must be an integer")
-            setattr(obj, name, value)
-        elif ftype == "float":
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ReceiverConfigError(None, f"{where}{name} must be a number")
-            setattr(obj, name, float(value))
-        else:
-            if not isinstance(value, str):
-                raise ReceiverConfigError(None, f"{where}{name} must be a string")
-            setattr(obj, name, value)
-
-
 def load_config(path: Path | None) -> ReceiverConfig:
     """Defaults, overridden by the TOML file when given (relative paths are file-relative)."""
-    config = ReceiverConfig()
     if path is None:
-        return config
+        return ReceiverConfig()
     try:
-        table = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ReceiverConfigError(Path(path), f"cannot read: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ReceiverConfigError(Path(path), f"not valid TOML: {exc}") from exc
-    try:
-        _fill(config, table, "", Path(path).resolve().parent)
-    except ReceiverConfigError as exc:
-        raise ReceiverConfigError(Path(path), exc.reason) from exc
-    return config
+        return tomlconfig.load(ReceiverConfig, Path(path), relative_to_file=True)
+    except tomlconfig.ConfigFileError as exc:
+        reason = f"{exc.key}: {exc.detail}" if exc.key else exc.detail
+        raise ReceiverConfigError(Path(path), reason) from None

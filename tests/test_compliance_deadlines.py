@@ -224,7 +224,11 @@ def test_window_with_a_recording_or_still_open_is_not_flagged() -> None:
         ('[years.2027]\nsource = "x"\n\nholidays = ["2027-02-30"]\n', 4, "day is out of range"),
         ('[years.2027]\nsource = "x"\nholidays = ["2026-10-01"]\n', 3, "is not in 2027"),
         (BOTH, 3, "both a holiday and a workday"),
-        ('[years.2027]\nsource = "x"\nholiday = ["2027-02-14"]\n', 3, "unknown key 'holiday'"),
+        (
+            '[years.2027]\nsource = "x"\nholiday = ["2027-02-14"]\n',
+            3,
+            "years.2027.holiday: unknown key",
+        ),
         ("[years.2027]\nholidays = []\n", 1, "source (where the schedule is from) is required"),
         ('[years.1850]\nsource = "x"\n', 1, "not a year in 2000..2100"),
         ('[years.2027]\nsource = "x"\nholidays = ["2027-03-05..2027-03-01"]\n', 3, "ends before"),

@@ -12,7 +12,8 @@ Sources, in order of precedence for a given year:
 4. weekends only, for a year known to nobody — **fallback**, and says so.
 
 Failure posture: :func:`load_holiday_file` raises :class:`HolidayFileError` naming the file and
-line for anything malformed (nothing is half-loaded); looking up a day never raises for a year in
+line for anything malformed (read and mapped by the project's one loader,
+:mod:`evidence.tomlconfig`; nothing is half-loaded); looking up a day never raises for a year in
 :data:`MIN_YEAR`..:data:`MAX_YEAR` and raises :class:`DateRangeError` outside it.
 """
 
@@ -20,14 +21,13 @@ from __future__ import annotations
 
 import logging
 import re
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
+from evidence import tomlconfig
 from receiver.compliance.errors import DateRangeError, HolidayFileError
 
 log = logging.getLogger(__name__)
@@ -96,16 +96,26 @@ def _line_of(text: str, needle: str) -> int | None:
     return None
 
 
-def _expand(value: Any, year: int, key: str, path: Path, text: str, section: str) -> list[date]:
-    def fail(reason: str, needle: str) -> HolidayFileError:
-        return HolidayFileError(path, _line_of(text, needle) or _line_of(text, section), reason)
+@dataclass
+class _YearTable:
+    """One ``[years.YYYY]`` table as written (checked further by :func:`_year_section`)."""
 
-    if not isinstance(value, list):
-        raise fail(f"years.{year}.{key} must be a list of dates", f"{key}")
+    source: str = ""
+    holidays: list[str] = field(default_factory=list)
+    workdays: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _HolidayFileTables:
+    years: dict[str, _YearTable] = field(default_factory=dict)
+
+
+def _expand(items: list[str], year: int, key: str, path: Path, text: str) -> list[date]:
+    def fail(reason: str, needle: str) -> HolidayFileError:
+        return HolidayFileError(path, _line_of(text, needle) or _line_of(text, key), reason)
+
     out: list[date] = []
-    for item in value:
-        if not isinstance(item, str):
-            raise fail(f"years.{year}.{key}: {item!r} is not a date string", key)
+    for item in items:
         m = _DATE_RE.match(item)
         if not m:
             raise fail(
@@ -133,53 +143,51 @@ def load_holiday_file(path: Path) -> dict[int, YearSchedule]:
     workdays = ["2027-02-14"]                # make-up working days, may be empty
     """
     try:
-        size = Path(path).stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise HolidayFileError(path, None, f"{size} bytes: larger than {MAX_FILE_BYTES}")
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise HolidayFileError(path, None, f"cannot read: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise HolidayFileError(path, None, f"not UTF-8 text: {exc.reason}") from exc
+        text = tomlconfig.read_text(Path(path), max_bytes=MAX_FILE_BYTES)
+    except tomlconfig.ConfigFileError as exc:
+        raise HolidayFileError(path, None, exc.detail) from None
     try:
-        table = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"line (\d+)", str(exc))
-        # "at end of document": the error is on the last line
-        line = int(m.group(1)) if m else max(1, len(text.splitlines()))
-        raise HolidayFileError(path, line, f"not valid TOML: {exc}") from exc
-    unknown = set(table) - {"years"}
-    if unknown:
-        key = sorted(unknown)[0]
-        raise HolidayFileError(path, _line_of(text, key), f"unknown top-level key {key!r}")
-    years = table.get("years", {})
-    if not isinstance(years, dict):
-        raise HolidayFileError(path, _line_of(text, "years"), "years must be a table")
+        tables = tomlconfig.from_table(
+            _HolidayFileTables, tomlconfig.parse(text, str(path)), source=str(path)
+        )
+    except tomlconfig.ConfigFileError as exc:
+        raise HolidayFileError(path, _error_line(exc, text), _reason(exc)) from None
     out: dict[int, YearSchedule] = {}
-    for name, section in years.items():
+    for name, section in tables.years.items():
         out.update([_year_section(name, section, path, text)])
     return out
 
 
-def _year_section(name: str, section: Any, path: Path, text: str) -> tuple[int, YearSchedule]:
+def _reason(exc: tomlconfig.ConfigFileError) -> str:
+    return f"{exc.key}: {exc.detail}" if exc.key else exc.detail
+
+
+def _error_line(exc: tomlconfig.ConfigFileError, text: str) -> int:
+    """The line a loader error points at: TOML's own, else the first naming the refused key."""
+    if not exc.key:
+        m = re.search(r"line (\d+)", exc.detail)
+        # "at end of document": the error is on the last line
+        return int(m.group(1)) if m else max(1, len(text.splitlines()))
+    parts = exc.key.split(".")
+    needle = re.sub(r"\[\d+\]$", "", parts[-1])
+    return _line_of(text, needle) or _line_of(text, ".".join(parts[:2])) or 1
+
+
+def _year_section(
+    name: str, section: _YearTable, path: Path, text: str
+) -> tuple[int, YearSchedule]:
     header = f"years.{name}"
     line = _line_of(text, header)
     if not re.fullmatch(r"\d{4}", name) or not MIN_YEAR <= int(name) <= MAX_YEAR:
         raise HolidayFileError(path, line, f"[{header}]: not a year in {MIN_YEAR}..{MAX_YEAR}")
     year = int(name)
-    if not isinstance(section, dict):
-        raise HolidayFileError(path, line, f"{header} must be a table")
-    unknown = set(section) - {"source", "holidays", "workdays"}
-    if unknown:
-        key = sorted(unknown)[0]
-        raise HolidayFileError(path, _line_of(text, key) or line, f"{header}: unknown key {key!r}")
-    source = section.get("source")
-    if not isinstance(source, str) or not source.strip():
+    source = section.source
+    if not source.strip():
         raise HolidayFileError(
             path, line, f"{header}: source (where the schedule is from) is required"
         )
-    hols = _expand(section.get("holidays", []), year, "holidays", path, text, header)
-    works = _expand(section.get("workdays", []), year, "workdays", path, text, header)
+    hols = _expand(section.holidays, year, "holidays", path, text)
+    works = _expand(section.workdays, year, "workdays", path, text)
     both = sorted(set(hols) & set(works))
     if both:
         raise HolidayFileError(
