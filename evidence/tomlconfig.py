@@ -25,6 +25,7 @@ recursion limit is refused like any other syntax error.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import stat
 import tomllib
@@ -61,10 +62,14 @@ def read_text(path: Path, *, max_bytes: int = MAX_CONFIG_BYTES) -> str:
         raise ConfigFileError(source, "", "cannot read: file not found") from None
     except OSError as exc:
         raise ConfigFileError(source, "", f"cannot read: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, device or directory
             raise ConfigFileError(source, "", "cannot read: not a regular file")
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
         try:
             data = fh.read(max_bytes + 1)
         except OSError as exc:
@@ -111,11 +116,10 @@ class _Mapper:
     def build(self, cls: Any, table: Any, key: str) -> Any:
         if not isinstance(table, dict):
             raise self.fail(key, f"expected a table, got {_shown(table)}")
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls) if f.init]
-        unknown = sorted(set(table) - set(names))
+        hints = _settable(cls)
+        unknown = sorted(set(table) - set(hints))
         if unknown:
-            known = ", ".join(sorted(names))
+            known = ", ".join(sorted(hints))
             raise self.fail(_join(key, unknown[0]), f"unknown key (known: {known})")
         kwargs = {n: self.convert(hints[n], v, _join(key, n)) for n, v in table.items()}
         return cls(**kwargs)
@@ -168,8 +172,15 @@ class _Mapper:
         return value
 
 
+@functools.cache
+def _settable(cls: type) -> dict[str, Any]:
+    """The type of each field of ``cls`` that its constructor takes (annotations resolved once)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
 def _join(prefix: str, name: str) -> str:
-    if len(name) > 60:  # a hostile key stays one short line too
+    if len(name) > 60 or not name.isprintable():  # a hostile key stays one short line too
         name = _shown(name)
     return f"{prefix}.{name}" if prefix else name
 

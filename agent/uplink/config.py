@@ -1,6 +1,7 @@
 """Uplink settings: one dataclass that plugs into the agent's TOML tree as ``[uplink]``.
 
-All fields are plain TOML types (paths are strings) so the agent's generic loader maps them.
+All fields are plain TOML types (paths are strings) so the project's one loader
+(:mod:`evidence.tomlconfig`, through the agent's config) maps them.
 Example::
 
     [uplink]
