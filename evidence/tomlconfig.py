@@ -86,7 +86,7 @@ def parse(text: str, source: str) -> dict[str, Any]:
     """Parse TOML ``text``; a syntax error (or nesting too deep to parse) names ``source``."""
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
         raise ConfigFileError(source, "", f"not valid TOML: {exc}") from None
     except RecursionError:
         raise ConfigFileError(source, "", "not valid TOML: nested too deeply") from None
@@ -117,7 +117,7 @@ class _Mapper:
         if not isinstance(table, dict):
             raise self.fail(key, f"expected a table, got {_shown(table)}")
         hints = _settable(cls)
-        unknown = sorted(set(table) - set(hints))
+        unknown = sorted((k for k in table if k not in hints), key=str)
         if unknown:
             known = ", ".join(sorted(hints))
             raise self.fail(_join(key, unknown[0]), f"unknown key (known: {known})")
@@ -169,6 +169,9 @@ class _Mapper:
             return float(value)
         if not isinstance(value, hint):
             raise self.fail(key, f"expected {_SCALARS[hint]}, got {_shown(value)}")
+        if hint is int and not -(2**63) <= value < 2**63:
+            # TOML's integers are 64-bit; a bigger one is refused, not carried into the program
+            raise self.fail(key, f"integer out of range: {_shown(value)}")
         return value
 
 
@@ -179,13 +182,18 @@ def _settable(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
 
 
-def _join(prefix: str, name: str) -> str:
-    if len(name) > 60 or not name.isprintable():  # a hostile key stays one short line too
-        name = _shown(name)
-    return f"{prefix}.{name}" if prefix else name
+def _join(prefix: str, name: object) -> str:
+    shown = name if isinstance(name, str) and name.isprintable() else _shown(name)
+    shown = _cut(shown)  # a hostile key stays one short line too
+    return f"{prefix}.{shown}" if prefix else shown
 
 
-def _shown(value: Any, limit: int = 60) -> str:
+def _shown(value: Any) -> str:
     """``repr`` of a refused value, cut short: a hostile megabyte string stays one short line."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({type(value).__name__})"
+    if isinstance(value, int) and value.bit_length() > 200:
+        return f"an integer of {value.bit_length()} bits"  # repr fails past 4300 digits
+    return _cut(repr(value), f"... ({type(value).__name__})")
+
+
+def _cut(text: str, tail: str = "...", limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + tail

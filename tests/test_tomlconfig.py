@@ -125,6 +125,20 @@ def test_huge_values_and_keys_give_a_short_line() -> None:
         assert len(str(refused(table))) < 300
 
 
+def test_huge_integers_are_refused_as_toml_does(tmp_path: Path) -> None:
+    assert from_table(Leaf, {"n": 2**63 - 1}).n == 2**63 - 1
+    assert refused({"top": -(2**63) - 1}).detail.startswith("integer out of range: -92233")
+    assert refused({"top": 1 << 20_000}).detail == "integer out of range: an integer of 20001 bits"
+    assert refused({1: 2, "a": 3}).key == "1"  # a Python caller's odd key is named, not a crash
+    path = tmp_path / "big.toml"
+    path.write_text("top = 0x" + "f" * 5000 + "\n")
+    with pytest.raises(ConfigFileError, match="top: integer out of range: an integer of 20000"):
+        tomlconfig.load(Root, path)
+    path.write_text("top = " + "9" * 5000 + "\n")  # past Python's int-from-string limit
+    with pytest.raises(ConfigFileError, match="not valid TOML: Exceeds the limit"):
+        tomlconfig.load(Root, path)
+
+
 def test_deeply_nested_input_is_refused_at_the_first_wrong_level(tmp_path: Path) -> None:
     deep: dict[str, object] = {}
     node = deep
