@@ -8,8 +8,9 @@ package every other one already depends on (and it is checked by strict mypy).
 The mapping is driven by the dataclasses' type hints: ``str``, ``int``, ``float``, ``bool``,
 :class:`~pathlib.Path`, ``list[X]``, ``dict[str, X]``, ``X | None`` and nested dataclasses.
 A key missing from the file keeps its field's default. ``bool`` is not an ``int`` (and the other
-way round); an ``int`` is accepted as a ``float``. A relative :class:`~pathlib.Path` is resolved
-against ``base`` when one is given (the config file's directory).
+way round); an ``int`` is accepted as a ``float``; an integer beyond 64 bits is refused, as
+TOML says. A relative :class:`~pathlib.Path` is resolved against ``base`` when one is given
+(the config file's directory). Range and cross-field rules stay with each config's owner.
 
 (msgspec ignores unknown keys on dataclasses, pydantic's strict mode refuses a table for a
 dataclass and its lax mode turns "5" into 5, cattrs turns a string into a list of characters: each
