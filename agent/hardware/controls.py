@@ -42,19 +42,7 @@ from typing import Any
 from agent.clock import Clock, SimulatedClock, SystemClock, Timer
 from agent.config import ControlsConfig
 from agent.errors import HardwareError
-from agent.hardware.patterns import PATTERNS, Blink, Pattern, PatternPlayer, Signal
-
-__all__ = [
-    "PATTERNS",
-    "Blink",
-    "ButtonEvent",
-    "ButtonLogic",
-    "Controls",
-    "GpioControls",
-    "Pattern",
-    "Signal",
-    "SimulatedControls",
-]
+from agent.hardware.patterns import PATTERNS, PatternPlayer, Signal
 
 log = logging.getLogger(__name__)
 
