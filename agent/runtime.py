@@ -75,7 +75,7 @@ def make_controls(cfg: AgentConfig, clock: Clock) -> Controls | None:
     try:
         if cfg.hardware.backend == "simulated":
             return SimulatedControls(cfg.hardware.controls, clock=clock)
-        return GpioControls(cfg.hardware.controls, monotonic_ns=clock.monotonic_ns)
+        return GpioControls(cfg.hardware.controls, clock=clock)
     except HardwareError as exc:
         log.error("running without buttons/LEDs: %s", exc)
         return None

@@ -11,25 +11,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from agent.clock import SimulatedClock
-from agent.config import AgentConfig, simulated_config
-from agent.hardware.controls import Signal, SimulatedControls
+from agent.config import AgentConfig
+from agent.hardware.controls import Signal
 from agent.recorder import State
 from agent.reminders import REMINDER_ZH
-from agent.runtime import build_runtime
 from agent.simulation import Simulation
-from agent.spool import ensure_dev_key
-from evidence import layout
-from evidence.records import Record, RecordType, format_utc
+from evidence.records import RecordType, format_utc
 from evidence.verify import verify_tree
-
-DEVICE = "SIM-MARK-1"
-START = datetime(2026, 11, 30, 8, 0, 0, tzinfo=UTC)
+from tests.support.simulation import START, Simulations, records_of
 
 
 def _assignment(spool: Path, stage: str, window: tuple[datetime, datetime] | None = None) -> None:
@@ -43,34 +37,20 @@ def _assignment(spool: Path, stage: str, window: tuple[datetime, datetime] | Non
     (state / "assignment.json").write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")
 
 
+def _base(cfg: AgentConfig) -> None:
+    cfg.capture.pre_event_s = 1.0
+    cfg.hardware.controls.mark_hold_time_s = 1.0
+    cfg.recording.reminder_interval_s = 10.0
+
+
 @pytest.fixture
 def make_sim(tmp_path: Path) -> Iterator[Callable[..., Simulation]]:
-    made: list[Simulation] = []
+    with Simulations(tmp_path / "spool", _base) as sims:
 
-    def make(stage: str, window: tuple[datetime, datetime] | None = None) -> Simulation:
-        spool = tmp_path / "spool"
-        cfg: AgentConfig = simulated_config(spool)
-        cfg.capture.pre_event_s = 1.0
-        cfg.hardware.controls.hold_time_s = 0.2
-        cfg.hardware.controls.mark_hold_time_s = 1.0
-        cfg.recording.reminder_interval_s = 10.0
-        _assignment(spool, stage, window)
-        key, _ = ensure_dev_key(cfg.key_path)
-        rt = build_runtime(cfg, clock=SimulatedClock(START), key=key, device_id=DEVICE)
-        sim = Simulation(rt)
-        made.append(sim)
-        sim.start()
-        return sim
+        def make(stage: str, window: tuple[datetime, datetime] | None = None) -> Simulation:
+            return sims.make(lambda cfg: _assignment(cfg.spool_path, stage, window))
 
-    yield make
-    for sim in made:
-        sim.shutdown()
-        if isinstance(sim.rt.controls, SimulatedControls):
-            sim.rt.controls.mock_factory.reset()
-
-
-def _records(sim: Simulation) -> list[Record]:
-    return [Record.load(p) for p in layout.iter_record_files(sim.rt.spool.root, DEVICE)]
+        yield make
 
 
 def _spoken(sim: Simulation) -> list[str]:
@@ -94,7 +74,7 @@ def test_mark_presses_follow_the_stage_and_a_hold_signs_obstruction(
     assert Signal.OBSTRUCTION in sim.controls.history
     sim.hold_record()
     assert sim.state == State.IDLE
-    markers = [r.body["kind"] for r in _records(sim) if r.type == RecordType.MARKER]
+    markers = [r.body["kind"] for r in records_of(sim) if r.type == RecordType.MARKER]
     assert markers == ["arrival", "departure", "important", "obstruction"]
     spoken = [t for t in _spoken(sim) if t.startswith("已标记")]
     assert spoken == [
@@ -113,7 +93,7 @@ def test_service_stage_offers_document_served_first(make_sim: Callable[..., Simu
     sim.press_record()
     sim.press_mark()
     sim.hold_record()
-    markers = [r.body["kind"] for r in _records(sim) if r.type == RecordType.MARKER]
+    markers = [r.body["kind"] for r in records_of(sim) if r.type == RecordType.MARKER]
     assert markers == ["document-served"]
 
 
@@ -160,7 +140,7 @@ def test_officer_pause_with_a_cause_is_a_signed_gap(make_sim: Callable[..., Simu
     sim.advance(3)
     assert sim.until_quiet()
     sim.hold_record()
-    records = _records(sim)
+    records = records_of(sim)
     [gap] = [r for r in records if r.type == RecordType.GAP]
     assert gap.body["cause"] == "obstruction"
     assert gap.body["spoken_reason"] is True
@@ -188,7 +168,7 @@ def test_a_single_press_while_recording_expires_without_pausing(
     sim.press_record()  # arms again, does not pause
     assert sim.state == State.RECORDING
     sim.hold_record()
-    assert not [r for r in _records(sim) if r.type == RecordType.GAP]
+    assert not [r for r in records_of(sim) if r.type == RecordType.GAP]
 
 
 def test_pause_without_a_chosen_cause_is_a_manual_pause(
@@ -203,7 +183,7 @@ def test_pause_without_a_chosen_cause_is_a_manual_pause(
     sim.advance(2)
     sim.hold_record()  # the session ends while paused: the gap is still signed
     assert sim.state == State.IDLE
-    [gap] = [r for r in _records(sim) if r.type == RecordType.GAP]
+    [gap] = [r for r in records_of(sim) if r.type == RecordType.GAP]
     assert gap.body["cause"] == "manual-pause"
     assert gap.body["spoken_reason"] is False
     report = verify_tree(sim.rt.spool.root)

@@ -10,58 +10,32 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.clock import SimulatedClock
-from agent.config import AgentConfig, simulated_config
+from agent.config import AgentConfig
 from agent.hardware.battery import write_simulated_battery
-from agent.hardware.controls import Signal, SimulatedControls
+from agent.hardware.controls import Signal
 from agent.hardware.storage import SimulatedStorage
 from agent.media.simulated import SimulatedCapture
 from agent.recorder import State
-from agent.runtime import build_runtime
 from agent.simulation import Simulation
-from agent.spool import ensure_dev_key
-from evidence import layout
-from evidence.keys import save_signing_key
-from evidence.records import Record, RecordType, parse_utc
+from evidence.records import RecordType, parse_utc
 from evidence.verify import verify_tree
-
-DEVICE = "SIM-TEST-1"
-START = datetime(2026, 11, 30, 8, 0, 0, tzinfo=UTC)
+from tests.support.simulation import START, Simulations, records_of
 
 
-def _config(spool: Path, tweak: Callable[[AgentConfig], None] | None) -> AgentConfig:
-    cfg = simulated_config(spool)
+def _base(cfg: AgentConfig) -> None:
     cfg.capture.pre_event_s = 2.0
-    cfg.hardware.controls.hold_time_s = 0.2
-    if tweak is not None:
-        tweak(cfg)
-    return cfg
 
 
 @pytest.fixture
 def make_sim(tmp_path: Path) -> Iterator[Callable[..., Simulation]]:
-    made: list[Simulation] = []
-
-    def make(tweak: Callable[[AgentConfig], None] | None = None) -> Simulation:
-        cfg = _config(tmp_path / "spool", tweak)
-        key, _ = ensure_dev_key(cfg.key_path)
-        rt = build_runtime(cfg, clock=SimulatedClock(START), key=key, device_id=DEVICE)
-        sim = Simulation(rt)
-        made.append(sim)
-        sim.start()
-        return sim
-
-    yield make
-    for sim in made:
-        sim.shutdown()
-        if isinstance(sim.rt.controls, SimulatedControls):
-            sim.rt.controls.mock_factory.reset()
+    with Simulations(tmp_path / "spool", _base) as sims:
+        yield sims.make
 
 
 def _media_s(sim: Simulation) -> float:
@@ -77,10 +51,6 @@ def _record_for(sim: Simulation, seconds: float) -> None:
     assert sim.until_quiet()
     sim.hold_record()
     assert sim.state == State.IDLE
-
-
-def _records(sim: Simulation) -> list[Record]:
-    return [Record.load(p) for p in layout.iter_record_files(sim.rt.spool.root, DEVICE)]
 
 
 def _assert_verifies(sim: Simulation) -> None:
@@ -109,7 +79,7 @@ def test_capture_fault_mid_recording_gap_resume_and_spoken_prompt(
     assert sim.until_quiet()
     sim.hold_record()
     assert sim.state == State.IDLE
-    records = _records(sim)
+    records = records_of(sim)
     types = [r.type for r in records]
     assert types[0] == RecordType.SESSION_OPEN
     assert types[-1] == RecordType.SESSION_CLOSE
@@ -134,6 +104,31 @@ def test_capture_fault_mid_recording_gap_resume_and_spoken_prompt(
     assert close["gaps"] == 1
     assert close["reason"] == "stopped"
     _assert_verifies(sim)
+
+
+def test_the_recording_led_blinks_on_media_time(make_sim: Callable[..., Simulation]) -> None:
+    def tweak(cfg: AgentConfig) -> None:
+        cfg.speech.enabled = False
+
+    sim = make_sim(tweak)
+    sim.advance_to(2_000_000)
+    sim.press_record()
+    assert sim.state == State.RECORDING
+    assert Signal.RECORDING in sim.controls.history  # (a WARNING after it leaves red alone)
+    signalled_ns = sim.rt.clock.monotonic_ns()  # settle() takes no time: signalled just now
+    red = sim.controls.mock_factory.pin(sim.controls.cfg.led_red_pin)
+
+    def red_at(after_s: float) -> bool:
+        """The red LED at the first frame end ``after_s`` after the signal."""
+        behind_us = (signalled_ns + round(after_s * 1e9) - sim.rt.clock.monotonic_ns()) // 1000
+        sim.advance_to(sim.media_us + behind_us)
+        return bool(red.state)
+
+    # 0.2 s on, 1.8 s off, again; each look is at a frame end (1/25 s) inside a phase
+    seen = [red_at(s) for s in (0.05, 0.3, 1.9, 2.1, 2.5, 4.1, 4.3)]
+    assert seen == [True, False, False, True, False, True, False]
+    sim.hold_record()
+    assert sim.state == State.IDLE
 
 
 def test_periodic_still_recording_cue(make_sim: Callable[..., Simulation]) -> None:
@@ -164,7 +159,7 @@ def test_low_battery_refuses_with_a_signed_check_record(
     assert sim.state == State.IDLE
     assert sim.rt.controls is not None
     assert sim.rt.controls.last_signal == Signal.REFUSED
-    [record] = _records(sim)
+    [record] = records_of(sim)
     assert record.type == RecordType.CHECK
     assert record.body["refused"] is True
     battery = next(c for c in record.body["checks"]["checks"] if c["name"] == "battery")
@@ -207,7 +202,7 @@ def test_storage_running_out_suspends_and_resumes_with_a_gap(
     assert Signal.WARNING in signals
     assert Signal.FAULT in signals
     assert signals.index(Signal.WARNING) < signals.index(Signal.FAULT)
-    records = _records(sim)
+    records = records_of(sim)
     [gap] = [r for r in records if r.type == RecordType.GAP]
     assert gap.body["cause"] == "storage"
     segments = [r for r in records if r.type == RecordType.SEGMENT]
@@ -237,7 +232,7 @@ def test_marker_lands_in_the_session_with_its_media_time(
     assert len(sim.recorder.markers) == 1
     sim.hold_record()
     assert sim.state == State.IDLE
-    records = _records(sim)
+    records = records_of(sim)
     [marker] = [r for r in records if r.type == RecordType.MARKER]
     assert marker.body["kind"] == "evidence"
     assert marker.body["note"] == "knife on the table"
@@ -277,21 +272,16 @@ def _scripted_session(spool: Path) -> dict[str, bytes]:
         cfg.hardware.storage.simulated_quota_bytes = 2_000_000_000  # not the real disk's mood
         cfg.recording.cue_interval_min = 0.2
 
-    cfg = _config(spool, tweak)
     key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-    save_signing_key(cfg.key_path, key)
     clock = SimulatedClock(START, boot_id="11111111-2222-4333-8444-555555555555")
     counter = itertools.count(1)
-    rt = build_runtime(
-        cfg,
-        clock=clock,
-        key=key,
-        device_id=DEVICE,
-        session_ids=lambda now: f"{now:%Y%m%dT%H%M%SZ}-{next(counter):06d}",
-    )
-    sim = Simulation(rt)
-    sim.start()
-    try:
+    with Simulations(spool, _base) as sims:
+        sim = sims.make(
+            tweak,
+            clock=clock,
+            key=key,
+            session_ids=lambda now: f"{now:%Y%m%dT%H%M%SZ}-{next(counter):06d}",
+        )
         cap = sim.capture
         assert isinstance(cap, SimulatedCapture)
         sim.advance(2.5)
@@ -305,9 +295,6 @@ def _scripted_session(spool: Path) -> dict[str, bytes]:
         sim.advance(3.0)
         sim.hold_record()
         assert sim.state == State.IDLE
-    finally:
-        sim.shutdown()
-        rt.controls.mock_factory.reset()  # type: ignore[union-attr]
     return {
         str(p.relative_to(spool)): p.read_bytes()
         for p in sorted(spool.rglob("*"))
@@ -348,6 +335,6 @@ def test_a_bouncy_release_after_the_stop_hold_does_not_start_a_new_session(
     assert sim.state == State.IDLE
     sim.advance(2.0)
     assert sim.state == State.IDLE
-    sessions = {r.session for r in _records(sim)}
+    sessions = {r.session for r in records_of(sim)}
     assert len(sessions) == 1
     _assert_verifies(sim)

@@ -115,3 +115,58 @@ def test_fast_clock_never_ahead_of_real_time_waits_for_it() -> None:
     clock.advance_ns(300_000_000)  # 0.3 s into the future: it waits until that is the past
     assert clock.utc_now() <= datetime.now(UTC)
     assert (datetime.now(UTC) - start).total_seconds() >= 0.3 - 0.001
+
+
+def test_an_advance_stops_at_each_timer_and_calls_it_at_its_deadline() -> None:
+    clock = SimulatedClock(START)
+    t0 = clock.monotonic_ns()
+    seen: list[tuple[str, int]] = []
+
+    def at(name: str, offset_ns: int) -> None:
+        clock.call_at(t0 + offset_ns, lambda: seen.append((name, clock.monotonic_ns() - t0)))
+
+    at("late", 700)
+    at("early", 200)
+    at("same time, registered later", 700)
+    clock.advance_ns(1_000)
+    assert seen == [("early", 200), ("late", 700), ("same time, registered later", 700)]
+    assert clock.monotonic_ns() - t0 == 1_000  # the whole advance, not just to the last timer
+
+
+def test_a_timer_set_from_a_timer_in_the_same_advance_is_called_too() -> None:
+    clock = SimulatedClock(START)
+    t0 = clock.monotonic_ns()
+    seen: list[int] = []
+
+    def tick() -> None:
+        seen.append(clock.monotonic_ns() - t0)
+        if len(seen) < 3:
+            clock.call_at(clock.monotonic_ns() + 100, tick)
+
+    clock.call_at(t0 + 100, tick)
+    clock.advance_ns(10_000)
+    assert seen == [100, 200, 300]
+
+
+def test_a_cancelled_or_failing_timer_does_not_stop_time(caplog: pytest.LogCaptureFixture) -> None:
+    clock = SimulatedClock(START)
+    t0 = clock.monotonic_ns()
+    seen: list[int] = []
+
+    def broken() -> None:
+        raise RuntimeError("listener bug")
+
+    clock.call_at(t0 + 100, lambda: seen.append(100)).cancel()
+    clock.call_at(t0 + 200, broken)
+    clock.call_at(t0 + 300, lambda: seen.append(300))
+    clock.sleep(1e-6)  # no driver: sleeping advances, through the timers
+    assert seen == [300]
+    assert clock.monotonic_ns() - t0 == 1_000
+    assert "clock timer callback failed" in caplog.text
+
+
+def test_realtime_clock_has_no_stepped_timers() -> None:
+    clock = SimulatedClock(START, realtime=True)
+    assert not clock.stepped
+    with pytest.raises(ValueError, match="stepped"):
+        clock.call_at(clock.monotonic_ns() + 1, lambda: None)

@@ -12,32 +12,37 @@ arrive: an edge closer than ``bounce_time_s`` to the previous edge is contact ch
 bouncy release after a hold is one hold (not hold + press, which would start a new session),
 one bouncy mark press is one marker, and a contact shorter than ``bounce_time_s`` is noise.
 
-Signals have distinct LED and tone patterns (see :data:`PATTERNS`) so an officer can tell them
-apart without looking: ready, recording, warning, refused, fault, cue, mark.
+Signals have distinct LED and tone patterns (see :data:`~agent.hardware.patterns.PATTERNS`) so
+an officer can tell them apart without looking: ready, recording, warning, refused, fault, cue,
+mark. The gpiozero devices are only switched on and off; when is decided by a
+:class:`~agent.hardware.patterns.PatternPlayer` on the injected clock. On a clock that moves by
+itself (the Pi) one small thread wakes at each phase change; on a stepped simulated clock the
+clock calls back at each change (:meth:`~agent.clock.SimulatedClock.call_at`), so the phases
+happen at their simulated times, in the thread that advances time, and tests step to them.
 
 The Pi backend is gpiozero's default pin factory; the simulated backend is the same code on
 gpiozero's ``MockFactory`` pins, which :class:`SimulatedControls` can also drive (press, hold).
 
 Failure posture: a pin that cannot be claimed raises :class:`~agent.errors.HardwareError` at
 construction (the daemon logs it and runs without that output); signalling never raises, because
-a broken LED must not stop a recording. Optional outputs are disabled by a negative pin number.
+a broken LED must not stop a recording: an output that cannot be switched is logged and the
+others still follow the pattern. Optional outputs are disabled by a negative pin number.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from agent.clock import Clock, SystemClock
+from agent.clock import Clock, SimulatedClock, SystemClock, Timer
 from agent.config import ControlsConfig
 from agent.errors import HardwareError
+from agent.hardware.patterns import PATTERNS, PatternPlayer, Signal
 
 log = logging.getLogger(__name__)
 
@@ -48,51 +53,6 @@ class ButtonEvent(StrEnum):
     MARK = "mark"
     MARK_HOLD = "mark-hold"
 
-
-class Signal(StrEnum):
-    READY = "ready"
-    RECORDING = "recording"
-    WARNING = "warning"
-    REFUSED = "refused"
-    FAULT = "fault"
-    CUE = "cue"
-    MARK = "mark"
-    OBSTRUCTION = "obstruction"
-    REMINDER = "reminder"
-    OFF = "off"
-
-
-@dataclass(frozen=True)
-class Blink:
-    on_s: float
-    off_s: float
-    times: int | None = None
-    """None: until changed."""
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """LED states (None: leave as is, True: steady on, False: off, Blink) and buzzer beeps."""
-
-    green: bool | Blink | None
-    red: bool | Blink | None
-    amber: bool | Blink | None
-    beeps: Blink | None
-    vibrate_s: float = 0.0
-
-
-PATTERNS: dict[Signal, Pattern] = {
-    Signal.READY: Pattern(True, False, False, Blink(0.05, 0.05, 1)),
-    Signal.RECORDING: Pattern(False, Blink(0.2, 1.8), False, Blink(0.05, 0.1, 2), 0.2),
-    Signal.WARNING: Pattern(None, None, Blink(0.5, 0.5), Blink(0.1, 0.1, 3), 0.3),
-    Signal.REFUSED: Pattern(True, Blink(0.1, 0.1, 10), None, Blink(1.0, 0.1, 1), 1.0),
-    Signal.FAULT: Pattern(False, Blink(0.1, 0.1), True, Blink(0.5, 0.5, 3), 0.5),
-    Signal.CUE: Pattern(None, None, None, Blink(0.05, 0.1, 1), 0.2),
-    Signal.MARK: Pattern(None, None, None, Blink(0.05, 0.05, 2), 0.1),
-    Signal.OBSTRUCTION: Pattern(None, None, Blink(0.1, 0.1, 10), Blink(0.6, 0.1, 2), 0.6),
-    Signal.REMINDER: Pattern(None, None, Blink(0.3, 0.3, 3), Blink(0.2, 0.2, 2), 0.8),
-    Signal.OFF: Pattern(False, False, False, None),
-}
 
 EventCallback = Callable[[ButtonEvent], None]
 
@@ -191,25 +151,73 @@ class Controls(ABC):
             log.exception("button event handler failed for %s", event)
 
 
+class _PhaseThread:
+    """Wakes at the next phase change on a clock that moves by itself, and calls ``show``.
+
+    One thread for all outputs; :meth:`wake_at` moves its next wake-up (None: sleep until told).
+    """
+
+    def __init__(self, clock: Clock, show: Callable[[], None]) -> None:
+        self._clock = clock
+        self._show = show
+        self._cond = threading.Condition()
+        self._due_ns: int | None = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="signals", daemon=True)
+        self._thread.start()
+
+    def wake_at(self, due_ns: int | None) -> None:
+        with self._cond:
+            self._due_ns = due_ns
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
+
+    def _wait_due(self) -> bool:
+        """Block until the due time has come (True) or the thread is stopped (False)."""
+        with self._cond:
+            while not self._stopped:
+                due_ns = self._due_ns
+                if due_ns is None:
+                    self._cond.wait()
+                    continue
+                wait_s = (due_ns - self._clock.monotonic_ns()) / 1e9
+                if wait_s <= 0:
+                    self._due_ns = None
+                    return True
+                self._cond.wait(wait_s)
+            return False
+
+    def _run(self) -> None:
+        while self._wait_due():
+            self._show()
+
+
 class GpioControls(Controls):
     """gpiozero devices on ``pin_factory`` (None: gpiozero's default, i.e. the real Pi).
 
-    ``monotonic_ns`` is the injected clock that times presses and bounce (default: the
-    machine's monotonic clock).
+    ``clock`` is the injected clock that times presses, bounce and the signal patterns'
+    phases (default: the machine's clocks).
     """
 
     def __init__(
         self,
         cfg: ControlsConfig,
         pin_factory: Any = None,
-        monotonic_ns: Callable[[], int] = time.monotonic_ns,
+        clock: Clock | None = None,
     ) -> None:
         super().__init__()
         from gpiozero import LED, Button, Buzzer, DigitalOutputDevice
 
         self.cfg = cfg
         self._factory = pin_factory
-        self._now_ns = monotonic_ns
+        self.clock: Clock = clock if clock is not None else SystemClock(boot_id="controls")
+        self._now_ns = self.clock.monotonic_ns
         bounce_ns = round(cfg.bounce_time_s * 1e9)
         self._record = ButtonLogic(bounce_ns, round(cfg.hold_time_s * 1e9))
         # mark: decided on release too — a press marks, a hold signs an obstruction
@@ -221,6 +229,7 @@ class GpioControls(Controls):
         )
         self._lock = threading.Lock()
         self._devices: list[Any] = []
+        self._init_signalling()
         bounce_s = cfg.bounce_time_s if cfg.bounce_time_s > 0 else None
         try:
             self.record_button = self._add(
@@ -241,6 +250,18 @@ class GpioControls(Controls):
         self.record_button.when_released = self._edge(self._record, pressed=False)
         self.mark_button.when_pressed = self._edge(self._mark, pressed=True)
         self.mark_button.when_released = self._edge(self._mark, pressed=False)
+
+    def _init_signalling(self) -> None:
+        self._signal_lock = threading.Lock()
+        """Serialises the player, the output writes and the scheduling of the next change."""
+        self._player = PatternPlayer()
+        self._shown: dict[str, bool] = {}
+        """Level last written to each output (an unchanged output is not written again)."""
+        self._broken: set[str] = set()
+        """Outputs whose last write failed (logged once)."""
+        self._timer: Timer | None = None
+        self._phase_thread: _PhaseThread | None = None
+        self._closed = False
 
     def _add(self, device: Any) -> Any:
         self._devices.append(device)
@@ -263,43 +284,88 @@ class GpioControls(Controls):
         return on_edge
 
     def signal(self, signal: Signal) -> None:
-        pattern = PATTERNS[signal]
         try:
-            for led, state in (
-                (self.green, pattern.green),
-                (self.red, pattern.red),
-                (self.amber, pattern.amber),
-            ):
-                _apply(led, state)
-            if self.buzzer is not None and pattern.beeps is not None:
-                b = pattern.beeps
-                self.buzzer.beep(on_time=b.on_s, off_time=b.off_s, n=b.times or 1)
-            if self.vibration is not None and pattern.vibrate_s > 0:
-                self.vibration.blink(on_time=pattern.vibrate_s, off_time=0.01, n=1)
+            with self._signal_lock:
+                if not self._closed:
+                    now_ns = self.clock.monotonic_ns()
+                    self._player.play(PATTERNS[signal], now_ns)
+                    self._show(now_ns)
         except Exception:
             log.exception("cannot show signal %s", signal)
         self.last_signal = signal
         self.history.append(signal)
         log.debug("signal %s", signal)
 
+    def _outputs(self) -> dict[str, Any]:
+        return {
+            "green": self.green,
+            "red": self.red,
+            "amber": self.amber,
+            "buzzer": self.buzzer,
+            "vibration": self.vibration,
+        }
+
+    def _show(self, now_ns: int) -> None:
+        """Signal lock held: write the levels due at ``now_ns``, then wait for the next change."""
+        outputs = self._outputs()
+        for name, level in self._player.levels(now_ns).items():
+            device = outputs.get(name)
+            if device is None or self._shown.get(name) is level:
+                continue
+            try:
+                if level:
+                    device.on()
+                else:
+                    device.off()
+            except Exception:
+                # One broken output must not keep the others from their pattern; a blink would
+                # repeat the same traceback at every phase, so it is logged once until it works.
+                if name not in self._broken:
+                    self._broken.add(name)
+                    log.exception("cannot switch %s %s", name, "on" if level else "off")
+                continue
+            self._broken.discard(name)
+            self._shown[name] = level
+        self._schedule(self._player.next_change_ns(now_ns))
+
+    def _schedule(self, due_ns: int | None) -> None:
+        """Signal lock held: be called back at ``due_ns`` on the clock (None: no change due)."""
+        clock = self.clock
+        if isinstance(clock, SimulatedClock) and clock.stepped:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None if due_ns is None else clock.call_at(due_ns, self._on_due)
+            return
+        if self._phase_thread is None:
+            if due_ns is None:
+                return
+            self._phase_thread = _PhaseThread(clock, self._on_due)
+        self._phase_thread.wake_at(due_ns)
+
+    def _on_due(self) -> None:
+        """A phase change is due (the phase thread, or the thread advancing a stepped clock)."""
+        try:
+            with self._signal_lock:
+                if not self._closed:
+                    self._show(self.clock.monotonic_ns())
+        except Exception:
+            log.exception("cannot show the next signal phase")
+
     def close(self) -> None:
+        with self._signal_lock:
+            self._closed = True
+            timer, self._timer = self._timer, None
+            phase_thread, self._phase_thread = self._phase_thread, None
+        if timer is not None:
+            timer.cancel()
+        if phase_thread is not None:
+            phase_thread.stop()
         devices, self._devices = self._devices, []
         for device in reversed(devices):
             try:
                 device.close()
             except Exception:
                 log.exception("closing %r failed", device)
-
-
-def _apply(led: Any, state: bool | Blink | None) -> None:
-    if led is None or state is None:
-        return
-    if isinstance(state, Blink):
-        led.blink(on_time=state.on_s, off_time=state.off_s, n=state.times)
-    elif state:
-        led.on()
-    else:
-        led.off()
 
 
 class SimulatedControls(GpioControls):
@@ -313,8 +379,7 @@ class SimulatedControls(GpioControls):
         from gpiozero.pins.mock import MockFactory
 
         self.mock_factory = MockFactory()
-        self.clock: Clock = clock if clock is not None else SystemClock(boot_id="controls")
-        super().__init__(cfg, pin_factory=self.mock_factory, monotonic_ns=self.clock.monotonic_ns)
+        super().__init__(cfg, pin_factory=self.mock_factory, clock=clock)
 
     def _drive(self, pin: int, duration_s: float) -> None:
         mock_pin = self.mock_factory.pin(pin)
