@@ -12,7 +12,7 @@ cache for all:
   (signatures, hash chain, sessions, canonical-file check, the media digests, files hashed in
   parallel threads);
 * **cli**: the ``bodycam-verify`` command on the same tree, a new Python process each time, so
-  it includes the interpreter's start and imports (a fixed cost, about 0.1-0.3 s of CPU here).
+  it includes the interpreter's start and imports (a fixed cost, about 0.2-0.4 s of CPU here).
 
 Reports the medians, the ratio baseline/verify of the medians and the median of the per-round
 ratios (each round's candidates ran back to back, so that ratio is the steadier one on a shared
