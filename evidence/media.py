@@ -63,7 +63,14 @@ def expected_chunks(size_bytes: int, chunk_size_bytes: int) -> int:
 
 
 class StreamingDigest:
-    """Feed bytes in any pieces; :meth:`finish` returns the :class:`FileDigest`."""
+    """Feed bytes in any pieces; :meth:`finish` returns the :class:`FileDigest`.
+
+    The whole-file hash and the chunk hashes are separate SHA-256 computations over the same
+    bytes (each chunk starts from a fresh state), except for the first chunk: the whole-file
+    hash has then absorbed exactly that chunk, so a copy of its state finishes to the first
+    chunk's hash. A file of at most one chunk is thus hashed once, a longer one once for the
+    first chunk and twice for the rest.
+    """
 
     def __init__(self, chunk_size_bytes: int = CHUNK_SIZE) -> None:
         if chunk_size_bytes <= 0:
@@ -77,8 +84,19 @@ class StreamingDigest:
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
+        if self.size < self.chunk_size:  # the first chunk: the whole-file hash alone
+            take = min(len(view), self.chunk_size - self.size)
+            self._whole.update(view[:take])
+            self.size += take
+            view = view[take:]
+            if self.size < self.chunk_size:
+                return
+            self._chunks.append(self._whole.copy().hexdigest())
         self._whole.update(view)
         self.size += len(view)
+        self._update_chunks(view)
+
+    def _update_chunks(self, view: memoryview) -> None:
         size = self.chunk_size
         if self._in_chunk:  # finish the chunk a previous piece started
             take = min(len(view), size - self._in_chunk)
@@ -98,17 +116,24 @@ class StreamingDigest:
             self._in_chunk = len(view) - whole
 
     def finish(self) -> FileDigest:
+        whole = self._whole.hexdigest()
         chunks = list(self._chunks)
-        if self._in_chunk:
+        if 0 < self.size < self.chunk_size:  # a single short chunk: the whole file
+            chunks.append(whole)
+        elif self._in_chunk:
             chunks.append(self._chunk.hexdigest())
-        return FileDigest(self.size, self._whole.hexdigest(), self.chunk_size, tuple(chunks))
+        return FileDigest(self.size, whole, self.chunk_size, tuple(chunks))
 
 
 def digest_file(path: Path, chunk_size_bytes: int = CHUNK_SIZE) -> FileDigest:
+    """Whole and per-chunk digests of a file, in one read pass into one reused buffer."""
     digest = StreamingDigest(chunk_size_bytes)
-    with open(path, "rb") as f:
-        while block := f.read(chunk_size_bytes):
-            digest.update(block)
+    block = max(1, (1 << 20) // chunk_size_bytes) * chunk_size_bytes
+    buf = bytearray(block)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(view):
+            digest.update(view[:n])
     return digest.finish()
 
 

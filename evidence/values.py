@@ -69,6 +69,8 @@ def is_safe_int(value: object, lo: int = -MAX_SAFE_INT, hi: int = MAX_SAFE_INT) 
 
 def has_control(text: str) -> bool:
     """True when ``text`` holds a control or format character other than newline and tab."""
+    if text.isprintable():  # no Cc or Cf character at all: one C-level scan, the usual case
+        return False
     return any(unicodedata.category(c) in ("Cc", "Cf") and c not in "\n\t" for c in text)
 
 

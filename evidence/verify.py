@@ -7,14 +7,18 @@ unusable root (missing or unreadable) raises :class:`TreeError`. The tree is rea
 devices, bounded reads), and anything that tries is an ``unsafe-path`` violation.
 
 Speed: every record is canonicalised once (its hash, signed bytes and the canonical-file check
-share it); media files are hashed in a thread pool, one read pass per file for the whole and
-the per-chunk digests (``hashlib`` releases the GIL, so the files are hashed on every core).
+share it); media files are hashed in a thread pool (``hashlib`` releases the GIL, so the files
+are hashed on every core) with at most :data:`FILES_IN_FLIGHT` per thread submitted at a time
+and one read block per thread in memory. A file is hashed once, whole: only a file that does
+not match its record is read again for its per-chunk digests, which say where it differs
+(:mod:`evidence.digests`). Findings are reported in seq order, never in completion order.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +28,7 @@ from typing import Any
 from evidence import layout
 from evidence.bodies import SegmentBody
 from evidence.canonical import parse_json
-from evidence.digests import digest_blocks, digest_stream
+from evidence.digests import digest_blocks, digest_stream, sha256_blocks, sha256_stream
 from evidence.errors import (
     EvidenceError,
     InvalidTimeError,
@@ -53,6 +57,8 @@ MAX_MANIFEST_BYTES = 4 << 20
 MAX_KEY_FILE_BYTES = 64 << 10
 MAX_RECEIPT_FILE_BYTES = 64 << 10
 MAX_RANGES_PER_DEVICE = 100_000
+#: Media files submitted to the hashing pool and not yet finished, per hashing thread.
+FILES_IN_FLIGHT = 4
 
 
 class TreeError(EvidenceError):
@@ -86,6 +92,9 @@ class Report:
     violations: list[Violation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     devices: dict[str, DeviceSummary] = field(default_factory=dict)
+    #: SHA-256 and size of every media file hashed, by path below the root (not reported;
+    #: the case-file check reuses them instead of hashing the media a second time)
+    media_digests: dict[str, tuple[str, int]] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -146,7 +155,8 @@ def verify_tree(
     except OSError as exc:
         raise TreeError(root, f"cannot open: {exc.strerror or exc}") from exc
     threads = workers or len(os.sched_getaffinity(0)) or 1
-    with tree, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="verify") as pool:
+    with tree, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="verify") as executor:
+        pool = _HashPool(executor, threads * FILES_IN_FLIGHT)
         pending: list[_DeviceVerifier] = []
         scopes = _read_manifest(tree, report)
         devices = _list_devices(tree, report)
@@ -298,6 +308,48 @@ class _MediaJob:
     body: SegmentBody
 
 
+@dataclass
+class _Outcome:
+    """What hashing one media file found; ``whole`` is the (sha256, size) read, if any."""
+
+    violations: list[Violation]
+    notes: list[str]
+    whole: tuple[str, int] | None
+
+
+class _Slot:
+    """One submitted media file: its future until it is settled, then only its outcome."""
+
+    def __init__(self, job: _MediaJob, future: Future[_Outcome]) -> None:
+        self.job = job
+        self.future: Future[_Outcome] | None = future
+        self.outcome: _Outcome | None = None
+
+    def settle(self) -> _Outcome:
+        if self.future is not None:
+            self.outcome = self.future.result()  # a job returns its failures; never raises
+            self.future = None
+        assert self.outcome is not None
+        return self.outcome
+
+
+class _HashPool:
+    """The hashing threads, with a bound on files submitted and not yet settled (oldest first),
+    so a tree of any number of segments keeps a bounded number of futures and open files."""
+
+    def __init__(self, executor: ThreadPoolExecutor, window: int) -> None:
+        self.executor = executor
+        self.window = max(1, window)
+        self.unsettled: deque[_Slot] = deque()
+
+    def submit(self, job: _MediaJob, fn: Callable[[_MediaJob], _Outcome]) -> _Slot:
+        slot = _Slot(job, self.executor.submit(fn, job))
+        self.unsettled.append(slot)
+        while len(self.unsettled) > self.window:
+            self.unsettled.popleft().settle()
+        return slot
+
+
 class _DeviceVerifier:
     def __init__(
         self,
@@ -306,7 +358,7 @@ class _DeviceVerifier:
         keyring: KeyRing,
         scope: Scope,
         report: Report,
-        pool: ThreadPoolExecutor,
+        pool: _HashPool,
     ) -> None:
         self.tree, self.device, self.scope = tree, device, scope
         self.report = report
@@ -316,7 +368,7 @@ class _DeviceVerifier:
         self.summary = report.devices.setdefault(device, DeviceSummary(device))
         self.tracker = ChainTracker(device, keyring)
         self.referenced: set[str] = set()
-        self.jobs: list[tuple[_MediaJob, Future[tuple[list[Violation], list[str]]]]] = []
+        self.jobs: list[_Slot] = []
         self.base = [layout.DEVICES, device]
 
     def violation(self, kind: K, seq: int | None, file: str | None, detail: str) -> None:
@@ -353,18 +405,14 @@ class _DeviceVerifier:
 
     def collect(self) -> None:
         """Wait for this device's media hashing and report what it found, in seq order."""
-        for job, future in self.jobs:
-            try:
-                violations, notes = future.result()
-            except UnsafePathError as exc:
-                violations, notes = [self._v(K.UNSAFE_PATH, job.seq, job.rel, exc.reason)], []
-            except OSError as exc:
-                detail = f"cannot read: {exc.strerror or exc}"
-                violations, notes = [self._v(K.MEDIA_UNREADABLE, job.seq, job.rel, detail)], []
-            self.report.violations.extend(violations)
-            self.report.notes.extend(notes)
-            if not any(v.kind == K.UNSAFE_PATH for v in violations):
-                self.summary.media_bytes += job.want.size
+        for slot in self.jobs:
+            outcome = slot.settle()
+            self.report.violations.extend(outcome.violations)
+            self.report.notes.extend(outcome.notes)
+            if outcome.whole is not None:
+                self.report.media_digests[slot.job.rel] = outcome.whole
+            if not any(v.kind == K.UNSAFE_PATH for v in outcome.violations):
+                self.summary.media_bytes += slot.job.want.size
 
     def _v(self, kind: K, seq: int | None, file: str | None, detail: str) -> Violation:
         return Violation(kind, self.device, seq, file, detail)
@@ -495,37 +543,69 @@ class _DeviceVerifier:
                 return
             self._released(record, body, rel)
             return
-        self.jobs.append((job, self.pool.submit(self._hash_job, job)))
+        self.jobs.append(self.pool.submit(job, self._hash_job))
 
-    def _hash_job(self, job: _MediaJob) -> tuple[list[Violation], list[str]]:
-        """Runs in the pool: hash (and decrypt, with a key) one media file."""
+    def _hash_job(self, job: _MediaJob) -> _Outcome:
+        """Runs in the pool: hash (and decrypt, with a key) one media file; failures to read
+        it are returned as violations, in the outcome, not raised."""
+        try:
+            return self._hash_media(job)
+        except UnsafePathError as exc:
+            return _Outcome([self._v(K.UNSAFE_PATH, job.seq, job.rel, exc.reason)], [], None)
+        except OSError as exc:
+            detail = f"cannot read: {exc.strerror or exc}"
+            return _Outcome([self._v(K.MEDIA_UNREADABLE, job.seq, job.rel, detail)], [], None)
+
+    def _hash_media(self, job: _MediaJob) -> _Outcome:
         with self.tree.open_file(job.parts) as f:
-            got = digest_stream(f, job.want.chunk_size)
-        out = self._compare(job.seq, job.rel, job.want, got)
+            whole = sha256_stream(f)
+        out: list[Violation] = []
+        if whole != (job.want.sha256, job.want.size):
+            # only a file that differs is read again, for the chunks that say where; the
+            # second reading is reported (and kept) whole, so the findings agree with each other
+            with self.tree.open_file(job.parts) as f:
+                got = digest_stream(f, job.want.chunk_size)
+            whole = (got.sha256, got.size)
+            out = self._compare(job.seq, job.rel, job.want, got)
         notes: list[str] = []
         body = job.body
         if body.stored is None or self.decryptor is None:
-            return out, notes
+            return _Outcome(out, notes, whole)
         info: dict[str, Any] = body.encryption.to_dict() if body.encryption else {}
         if body.recovered_prefix:
             info["recovered_prefix"] = True
         try:
-            with self.tree.open_file(job.parts) as f:
-                blocks: Iterable[bytes] = self.decryptor(f, info)
-                if body.recovered_prefix:
-                    plain = sum(len(block) for block in blocks)
-                    notes.append(
-                        f"device {self.device} seq {job.seq}: {job.rel} was cut by a crash and "
-                        f"sealed as recovered: its {plain} plaintext bytes decrypt and "
-                        "authenticate (no plaintext digest was recorded; the stream is "
-                        "truncated by the crash)"
-                    )
-                elif body.media is not None:
-                    decrypted = digest_blocks(blocks, body.media.chunk_size)
-                    out += self._compare(job.seq, job.rel + " (decrypted)", body.media, decrypted)
+            if body.recovered_prefix:
+                plain = self._decrypted_size(job, info)
+                notes.append(
+                    f"device {self.device} seq {job.seq}: {job.rel} was cut by a crash and "
+                    f"sealed as recovered: its {plain} plaintext bytes decrypt and "
+                    "authenticate (no plaintext digest was recorded; the stream is "
+                    "truncated by the crash)"
+                )
+            elif body.media is not None:
+                out += self._check_plaintext(job, info, body.media)
         except (EvidenceError, ValueError, OSError) as exc:
             out.append(self._v(K.MEDIA_UNREADABLE, job.seq, job.rel, f"cannot decrypt: {exc}"))
-        return out, notes
+        return _Outcome(out, notes, whole)
+
+    def _decrypted_size(self, job: _MediaJob, info: dict[str, Any]) -> int:
+        assert self.decryptor is not None
+        with self.tree.open_file(job.parts) as f:
+            blocks: Iterable[bytes] = self.decryptor(f, info)
+            return sum(len(block) for block in blocks)
+
+    def _check_plaintext(
+        self, job: _MediaJob, info: dict[str, Any], want: FileDigest
+    ) -> list[Violation]:
+        """Decrypt and hash the plaintext whole; decrypt again for its chunks only if it differs."""
+        assert self.decryptor is not None
+        with self.tree.open_file(job.parts) as f:
+            if sha256_blocks(self.decryptor(f, info)) == (want.sha256, want.size):
+                return []
+        with self.tree.open_file(job.parts) as f:
+            decrypted = digest_blocks(self.decryptor(f, info), want.chunk_size)
+        return self._compare(job.seq, job.rel + " (decrypted)", want, decrypted)
 
     def _released(self, record: Record, body: SegmentBody, rel: str) -> None:
         """Absent media is excused only by a receipt that verifies with a trusted receiver key."""
