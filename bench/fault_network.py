@@ -17,8 +17,9 @@ After the last fault each device's uplink runs until nothing is pending (through
 more faults). Reported: faults injected by kind, connections (reconnects), **receipted lost** (a
 receipt the device saved whose record the receiver does not hold), **stored twice** (rows beyond
 one per record), **not receipted** at the end, the receiver's ``reverify`` verdict, bytes sent
-beyond the media (resends) and wall time. Loopback only; bounded by ``--stuck-s`` per fault plus
-``--timeout-s`` per final upload.
+beyond the media (resends), the time from each fault to the next receipt (median and max per
+kind) and wall time. Loopback only; bounded by ``--timeout-s`` per fault and per final upload
+(less when nothing moves for ``--stuck-s``).
 
     python bench/fault_network.py --cuts 50 [--seed 1] [--json]
 """
@@ -26,9 +27,11 @@ beyond the media (resends) and wall time. Loopback only; bounded by ``--stuck-s`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sqlite3
+import statistics
 import sys
 import tempfile
 import threading
@@ -44,7 +47,7 @@ from bench_upload import build_spool  # noqa: E402
 
 from agent.uplink import UploadResult, run_dock_upload  # noqa: E402
 from tests.support.dock import Dock, running_dock  # noqa: E402
-from tests.support.netfault import FAULT_KINDS, FaultProxy  # noqa: E402
+from tests.support.netfault import FAULT_KINDS, FaultKind, FaultProxy  # noqa: E402
 
 
 class _Upload:
@@ -82,6 +85,9 @@ class _Run:
         self.spools: list[tuple[str, Path]] = []
         self.results: list[UploadResult] = []
         self.media = self.records = 0
+        self.measuring: tuple[str, float, int] | None = None
+        #: per fault kind: seconds from the injection to the next receipt the device saved
+        self.recovery: dict[str, list[float]] = {}
         self.upload = self._dock_next()
 
     def _dock_next(self) -> _Upload:
@@ -95,23 +101,39 @@ class _Run:
         self.spools.append((device, spool))
         return _Upload(self.dock, device, spool, self.proxy.port, a)
 
+    def injected(self, kind: str) -> None:
+        """A fault went in: time it until the devices hold one more receipt."""
+        self.measuring = (kind, time.monotonic(), len(self.receipted()))
+
+    def _measure(self, now: float) -> None:
+        if self.measuring is not None:
+            kind, since, count = self.measuring
+            if len(self.receipted()) > count:
+                self.recovery.setdefault(kind, []).append(now - since)
+                self.measuring = None
+
     def progress(self, nbytes: int) -> bool:
-        """Wait until ``nbytes`` more went to the broker (a new device docks if the upload
-        finished); False if nothing moved for ``--stuck-s``."""
+        """Wait until ``nbytes`` more went to the broker and the last fault's recovery is timed
+        (a new device docks if the upload finished); False if nothing moved for ``--stuck-s``
+        or the wait took ``--timeout-s``."""
         stats = self.proxy.stats
         target = stats.bytes_up + nbytes
-        last, moved_at = stats.bytes_up, time.monotonic()
-        while stats.bytes_up < target:
+        started = last_moved = time.monotonic()
+        last = stats.bytes_up
+        while True:
+            now = time.monotonic()
+            self._measure(now)
+            if stats.bytes_up >= target and self.measuring is None:
+                return True
             if not self.upload.thread.is_alive():
                 self.results.append(self.upload.finish())
                 self.upload = self._dock_next()
                 target = stats.bytes_up + nbytes
             if stats.bytes_up != last:
-                last, moved_at = stats.bytes_up, time.monotonic()
-            elif time.monotonic() - moved_at > self.args.stuck_s:
+                last, last_moved = stats.bytes_up, now
+            elif now - last_moved > self.args.stuck_s or now - started > self.args.timeout_s:
                 return False
             time.sleep(0.02)
-        return True
 
     def finish(self) -> int:
         """The running upload to its end, then each device's once more; returns pending."""
@@ -142,36 +164,43 @@ def _stored(dock: Dock) -> tuple[set[str], int]:
     return hashes, rows - distinct
 
 
-def _schedule(args: Any, rng: random.Random) -> list[str]:
+def _spread(values: list[float]) -> dict[str, float]:
+    v = sorted(values)
+    return {"median": round(statistics.median(v), 2), "max": round(v[-1], 2)}
+
+
+def _schedule(args: Any, rng: random.Random) -> list[FaultKind]:
     kinds = [FAULT_KINDS[i % len(FAULT_KINDS)] for i in range(args.cuts)]
     rng.shuffle(kinds)
     return kinds
 
 
+def _inject_all(r: _Run, args: Any, rng: random.Random) -> bool:
+    """Every scheduled fault, each after some progress; False if the upload got stuck."""
+    for kind in _schedule(args, rng):
+        if not r.progress(rng.randint(args.min_gap_kib, args.max_gap_kib) << 10):
+            return False
+        fault = r.proxy.random_fault(kind, keepalive_s=args.keepalive_s)
+        while not r.proxy.inject(fault):  # between connections: at the next one
+            if not r.progress(1):
+                return False
+        r.injected(kind)
+    return r.progress(0)  # the last fault's recovery
+
+
 def run(work: Path, args: Any) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    with running_dock(work / "dock") as dock:
-        with FaultProxy(dock.broker.host, dock.broker.port, seed=args.seed) as proxy:
-            r = _Run(dock, proxy, work, args)
-            stuck = False
-            for kind in _schedule(args, rng):
-                gap = rng.randint(args.min_gap_kib, args.max_gap_kib) << 10
-                if not r.progress(gap):
-                    stuck = True
-                    break
-                fault = proxy.random_fault(kind, keepalive_s=args.keepalive_s)  # type: ignore[arg-type]
-                while not proxy.inject(fault):  # between connections: at the next one
-                    if not r.progress(1):
-                        stuck = True
-                        break
-                if stuck:
-                    break
-            seen_receipted = r.receipted()
-            pending = r.finish()
-            receipted = r.receipted()
-            stored, twice = _stored(dock)
-            stats = proxy.stats.to_dict()
-            reverify = dock.cli_json("reverify")
+    with contextlib.ExitStack() as stack:
+        dock = stack.enter_context(running_dock(work / "dock"))
+        proxy = stack.enter_context(FaultProxy(dock.broker.host, dock.broker.port, seed=args.seed))
+        r = _Run(dock, proxy, work, args)
+        stuck = not _inject_all(r, args, rng)
+        seen_receipted = r.receipted()
+        pending = r.finish()
+        receipted = r.receipted()
+        stored, twice = _stored(dock)
+        stats = proxy.stats.to_dict()
+        reverify = dock.cli_json("reverify")
     sent = sum(x.bytes_sent for x in r.results)
     return {
         "faults": stats["faults"],
@@ -180,6 +209,7 @@ def run(work: Path, args: Any) -> dict[str, Any]:
         "connections": stats["connections"],
         "cuts_done": stats["cuts_done"],
         "half_dead_closed": stats["drops_closed"],
+        "recovery_s": {k: _spread(v) for k, v in sorted(r.recovery.items())},
         "devices": len(r.spools),
         "records": r.records,
         "media_bytes": r.media,
@@ -228,6 +258,8 @@ def main() -> int:
             f"not receipted at the end {result['not_receipted']} of {result['records']}, "
             f"stuck {result['stuck']}, reverify ok {result['reverify'].get('ok')}"
         )
+        for kind, spread in result["recovery_s"].items():
+            print(f"  {kind}: next receipt after median {spread['median']}, max {spread['max']} s")
     bad = result["receipted_lost"] or result["stored_twice"] or result["not_receipted"]
     return 1 if bad or result["stuck"] or not result["reverify"].get("ok") else 0
 

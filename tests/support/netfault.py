@@ -76,8 +76,18 @@ class ProxyStats:
     drops_closed: int = 0
     """Half-dead connections that an end closed before the proxy stopped (it never does)."""
 
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()  # connection threads count at once
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
     def to_dict(self) -> dict[str, object]:
-        return {**self.__dict__, "faults": dict(self.faults)}
+        with self._lock:
+            return {k: v for k, v in self.__dict__.items() if k != "_lock"} | {
+                "faults": dict(self.faults)
+            }
 
 
 class _Direction:
@@ -193,9 +203,8 @@ class _Connection:
             data = self.socks[side].recv(CHUNK_BYTES)
         except BlockingIOError:
             return True
-        stats = self.proxy.stats
         if d.dropping:  # a half-dead direction: the bytes, and the end of the stream, vanish
-            stats.bytes_dropped += len(data)
+            self.proxy.stats.add("bytes_dropped", len(data))
             d.eof = d.eof or not data
             return True
         if not data:
@@ -235,11 +244,7 @@ class _Connection:
     def _account(self, side: int, n: int, now: float) -> None:
         d = self.dirs[side]
         d.buffered -= n
-        stats = self.proxy.stats
-        if side == UP:
-            stats.bytes_up += n
-        else:
-            stats.bytes_down += n
+        self.proxy.stats.add("bytes_up" if side == UP else "bytes_down", n)
         with self.lock:
             self.moved += n
             if now < self.throttle_until and self.rate_bps > 0:
@@ -252,7 +257,7 @@ class _Connection:
             )
 
     def _cut(self) -> None:
-        self.proxy.stats.cuts_done += 1
+        self.proxy.stats.add("cuts_done")
         self._close(abort=True)
 
     def _close(self, *, abort: bool) -> None:
@@ -260,7 +265,7 @@ class _Connection:
             return
         self.closed.set()
         if self.dropping and not self.proxy.stopping.is_set():
-            self.proxy.stats.drops_closed += 1
+            self.proxy.stats.add("drops_closed")
         for s in self.socks:
             try:
                 if abort:  # linger 0: close() sends RST instead of FIN
@@ -321,7 +326,7 @@ class FaultProxy:
         """Apply ``fault`` to every open connection; False (counted as missed) if none is."""
         conns = [c for c in self.connections() if not c.closed.is_set()]
         if not conns:
-            self.stats.missed += 1
+            self.stats.add("missed")
             return False
         self.stats.faults[fault.kind] += 1
         for conn in conns:
@@ -366,7 +371,7 @@ class FaultProxy:
             conn = _Connection(self, client, upstream)
             with self._accepted:
                 self._conns.append(conn)
-                self.stats.connections += 1
+                self.stats.add("connections")
                 self._accepted.notify_all()
             conn.thread.start()
 
