@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from agent.uplink import UploadResult, run_dock_upload
+from tests.support.dock import Dock
 from tests.support.netfault import DOWN, UP, Fault, FaultProxy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+from bench_upload import build_spool
 from fault_network import run
 
 
@@ -122,3 +125,33 @@ def test_network_faults_of_each_kind_during_uploads_lose_nothing(tmp_path: Path)
     assert result["not_receipted"] == 0
     assert result["final_pending"] == 0
     assert result["reverify"]["ok"], result["reverify"]
+
+
+def test_a_handshake_through_a_half_dead_link_gives_up_at_connect_timeout(
+    dock: Dock, tmp_path: Path
+) -> None:
+    """The uplink's ``connect_timeout_s`` bounds the TLS handshake: a connection whose broker
+    side went silent is dropped at that time-out (paho's own default is 5 s), and the next
+    connection uploads."""
+    key, _ = build_spool(tmp_path / "spool", 1, 1 << 20, device="NET-HS")
+    dock.enrol("NET-HS", key)
+    with FaultProxy(dock.broker.host, dock.broker.port) as proxy:
+        proxy.arm(Fault("drop", direction=DOWN))  # no ServerHello ever reaches the device
+        cfg = dock.uplink_config("NET-HS", broker_port=proxy.port, connect_timeout_s=0.5)
+        stop = threading.Event()
+        results: list[UploadResult] = []
+        thread = threading.Thread(
+            target=lambda: results.append(
+                run_dock_upload(tmp_path / "spool", cfg, stop, until_done=True, timeout_s=60)
+            ),
+            daemon=True,
+        )
+        thread.start()
+        assert proxy.wait_connections(1, 10)
+        first = proxy.connections()[0]
+        # the device gives up on the silent handshake at its 0.5 s time-out (not at 5 s)
+        assert first.closed.wait(3.0), "the device waited on a half-dead handshake"
+        thread.join(60)
+        stop.set()
+    assert results
+    assert results[0].pending == 0

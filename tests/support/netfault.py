@@ -288,6 +288,7 @@ class FaultProxy:
         self.stats = ProxyStats()
         self.stopping = threading.Event()
         self._conns: list[_Connection] = []
+        self._armed: list[Fault] = []
         self._lock = threading.Lock()
         self._accepted = threading.Condition(self._lock)
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -334,6 +335,11 @@ class FaultProxy:
         log.info("injected %s on %d connection(s)", fault.kind, len(conns))
         return True
 
+    def arm(self, fault: Fault) -> None:
+        """Inject ``fault`` into the next connection as it opens (before the TLS handshake)."""
+        with self._lock:
+            self._armed.append(fault)
+
     def random_fault(self, kind: FaultKind, *, keepalive_s: float) -> Fault:
         """A fault of ``kind`` with seeded random parameters, sized by the device's keepalive:
         stalls both shorter and longer than it (the long ones the device must notice), delays
@@ -370,6 +376,10 @@ class FaultProxy:
                 continue
             conn = _Connection(self, client, upstream)
             with self._accepted:
+                for fault in self._armed:
+                    self.stats.faults[fault.kind] += 1
+                    conn.inject(fault, self.rng)
+                self._armed.clear()
                 self._conns.append(conn)
                 self.stats.add("connections")
                 self._accepted.notify_all()
