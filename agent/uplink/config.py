@@ -61,6 +61,7 @@ class UplinkConfig:
     doubles up to ``retry_backoff_max_s`` (so a large spool is not re-sent every few seconds)."""
     retry_backoff_max_s: float = 300.0
     connect_timeout_s: float = 10.0
+    """TCP connect plus TLS handshake, at most; then the connection is given up and retried."""
     allow_insecure: bool = False
     """Plain TCP without certificates: only for a development broker on a trusted host."""
 
@@ -82,6 +83,8 @@ class UplinkConfig:
             raise UplinkConfigError("retry_backoff_s", "must be > 0")
         if self.retry_backoff_max_s < self.retry_backoff_s:
             raise UplinkConfigError("retry_backoff_max_s", "must be >= retry_backoff_s")
+        if self.connect_timeout_s <= 0:
+            raise UplinkConfigError("connect_timeout_s", "must be > 0")
         if self.probe_timeout_s < 0:
             raise UplinkConfigError("probe_timeout_s", "must be >= 0")
         if (self.cert_file is None) != (self.key_file is None):

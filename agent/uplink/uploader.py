@@ -125,6 +125,9 @@ class Uploader:
         status = self.session.status("offline")
         client.will_set(wire.status_topic(self.device), status, qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=5)
+        # bounds the TCP connect and the TLS handshake (paho's own default is a fixed 5 s):
+        # a link that died during the handshake is given up at this time-out, then retried
+        client.connect_timeout = cfg.connect_timeout_s
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
