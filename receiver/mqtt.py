@@ -59,7 +59,15 @@ def make_client(cfg: BrokerConfig, *, manual_ack: bool = False) -> mqtt.Client:
     return client
 
 
+#: QoS 1 messages the broker may have in flight to the receiver. Without it Mosquitto uses its
+#: max_inflight_messages (20) and queues the rest, and a message arriving when a slot frees goes
+#: out ahead of those queued (measured: inits and fins overtaking their chunks across topics).
+#: The windows granted keep what is in flight far below this (receiver.ingest.grants).
+RECEIVE_MAXIMUM = 65535
+
+
 def connect_properties(session_expiry_s: int) -> Properties:
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = session_expiry_s
+    props.ReceiveMaximum = RECEIVE_MAXIMUM
     return props

@@ -154,6 +154,9 @@ class ReceiverService:
                 generation, mid, qos = cast(tuple[int, int, int], tag)
                 if generation == self.generation:
                     self.client.ack(mid, qos)
+            else:  # quiet: windows of idle devices still go to those waiting
+                for out in self.ingest.tick():
+                    self._publish(out)
             now = time.monotonic()
             if now - last_expire > EXPIRE_INTERVAL_S:
                 last_expire = now
