@@ -30,7 +30,9 @@ unreceipted in flight), in the ``clock`` reply to ``hello`` (optional fields ``w
 ``window_messages``) and, whenever it changes, in a ``window`` message (:class:`Grant`). A window
 of 0 bytes means "wait": send nothing new until a grant arrives (what is in flight stays in
 flight, its receipts still come). The receiver keeps the sum of the windows it has granted
-within the broker's queue limits. A device that does not know ``window`` ignores it (an unknown
+within the broker's queue limits. A device with nothing left to send says so (optional
+``"idle": true`` in a ``hello``): its window goes to a device waiting, and it asks again with a
+plain ``hello`` when it has more. A device that does not know ``window`` ignores it (an unknown
 topic) and a zero window in the clock reply, and keeps its configured window.
 
 Typed messages: :class:`Hello`, :class:`Init`, :class:`Fin`, :class:`Query`, :class:`Need`,
@@ -105,6 +107,8 @@ HELLO: dict[str, type | tuple[type, ...]] = {
     "oldest_pending_utc": (str, type(None)),
     "head_seq": (int, type(None)),
 }
+#: optional hello field: True when the device has nothing left to send (its window may go on)
+HELLO_IDLE = "idle"
 INIT: dict[str, type | tuple[type, ...]] = {"v": int, "record": dict}
 FIN: dict[str, type | tuple[type, ...]] = {
     "v": int,

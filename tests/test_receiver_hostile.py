@@ -409,13 +409,14 @@ def test_windows_granted_to_docked_devices_fit_the_broker_queue_at_all_times(
         assert sum(b for b, _ in held.values()) <= limits.broker_queue_bytes
         assert sum(n for _, n in held.values()) <= limits.broker_queue_messages
 
-    def hello(dev: Device) -> None:
+    def hello(dev: Device, **extra: object) -> None:
         body = {
             "v": 1,
             "device_utc": dev.clock.tick(0).utc,
             "pending_segments": 1,
             "oldest_pending_utc": None,
             "head_seq": None,
+            **extra,
         }
         apply(dev.send("hello", wire.encode_json(body)))
 
@@ -441,3 +442,11 @@ def test_windows_granted_to_docked_devices_fit_the_broker_queue_at_all_times(
         offline(dev)
     hello(devices[2])  # the idle one asks again: a free window at once
     assert held["BC-2"][0] > 0
+    hello(devices[3])
+    hello(devices[4])
+    hello(devices[5])
+    hello(devices[6])
+    assert held["BC-6"][0] == 0  # the four slots are taken by 2, 3, 4, 5: 6 waits
+    hello(devices[2], idle=True)  # all sent: its window goes on at once
+    assert held["BC-2"][0] == 0
+    assert held["BC-6"][0] > 0

@@ -313,7 +313,11 @@ def test_a_device_told_to_wait_sends_nothing_until_granted_and_a_shrink_strands_
     assert sent_records(session.tick()) == []  # still waiting
     assert session.result.resends == 0
     session.handle(_window(wire.Grant(1 << 30, 1 << 20)))
-    assert sent_records(session.tick())  # its turn again
+    actions = session.tick()
+    assert sent_records(actions)  # its turn again: all the rest goes out ...
+    hellos = [json.loads(a.payload) for a in actions if a.topic.endswith("/hello")]
+    assert hellos[-1]["idle"] is True  # ... and the window goes back for another device
+    assert session.waiting
 
 
 def test_quarantined_receipt_stops_resending_but_keeps_the_media(

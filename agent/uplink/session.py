@@ -13,7 +13,9 @@ Flow control: bytes (and messages) sent but not receipted stay under the window:
 whenever it changes; absent: the configured window). A granted window of 0 means "wait for your
 turn": nothing new is sent (what is in flight stays in flight, its receipts still count) and,
 while records wait, the device repeats its hello every ``WAIT_HELLO_S`` in case a grant was
-lost. A record larger than the whole window is still sent when nothing else is in flight.
+lost. Once everything queued is sent, the device hands its window back (``idle`` in a hello)
+and asks again when more records are queued. A record larger than the whole window is still
+sent when nothing else is in flight.
 
 A record without a receipt is queried after ``receipt_timeout_s`` *plus the time the backlog
 ahead of it needs* at the receipt rate observed so far, so a slow, shared receiver does not
@@ -284,6 +286,9 @@ class UplinkSession:
             self.last_scan, self.dirty = now, False
         if self.connected and not self._probing(now):
             self._send_window(now, out)
+            if not self.queue and self.grant is not None and not self.grant.wait:
+                self._hello(out, idle=True)  # all sent: our window can serve another device
+                self.grant = wire.Grant(0, 0)
             self._check_timeouts(now, out)
             interval = WAIT_HELLO_S if self.waiting and self.queue else HELLO_INTERVAL_S
             if now - self.last_hello >= interval:
@@ -305,7 +310,8 @@ class UplinkSession:
         """What to publish before a clean disconnect."""
         out: list[Publish] = []
         if self.connected:
-            self._hello(out)  # leave the receiver with up-to-date pending figures
+            # leave the receiver with up-to-date pending figures (and our window, if any)
+            self._hello(out, idle=not self.queue)
             out.append(Publish(wire.status_topic(self.device), self.status("offline"), True))
         return out
 
@@ -380,13 +386,15 @@ class UplinkSession:
         return self.config.retention_min_age_s
 
     # -- sending ---------------------------------------------------------------------------
-    def _hello(self, out: list[Publish]) -> None:
+    def _hello(self, out: list[Publish], *, idle: bool = False) -> None:
         self.last_hello = self.clock.monotonic()
         msg = {
             "v": wire.PROTOCOL_VERSION,
             "device_utc": format_utc(self.clock.utc_now()),
             **self.spool.summary(),
         }
+        if idle:
+            msg[wire.HELLO_IDLE] = True
         head = self.spool.chain_head()
         if head is not None:  # anchors the chain's tail at the receiver (custody)
             msg["chain_head"] = head

@@ -230,7 +230,7 @@ class Ingest:
             if refused:
                 log.warning("chain head from %s refused: %s", device, m.escape(refused))
         # the window this device may keep in flight (0: wait for a slot; see ingest.grants)
-        others = self.grants.hello(device)
+        others = self.grants.hello(device, idle=hello.idle)
         grant = self.grants.window(device)
         reply = {
             "v": wire.PROTOCOL_VERSION,

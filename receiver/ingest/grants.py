@@ -12,8 +12,9 @@ is free, or waits in arrival order (its window is 0: it sends nothing new). A sl
 shrunk while its holder uses it, so nothing in flight is stranded and nothing is evicted; it is
 handed on only when its holder
 
-* goes offline (its status message; MQTT keeps the device's order, so by the time the receiver
-  reads it, everything the device sent before is already out of the queues), or
+* says it has nothing left to send (``idle`` in its hello) or goes offline (its status
+  message; MQTT keeps the device's order, so by the time the receiver reads either, everything
+  the device sent before is already out of the queues), or
 * sent nothing for ``grant_idle_s`` (its data has all reached the receiver; it is told its
   window is 0 and asks again with a hello when it has more to send).
 
@@ -77,10 +78,17 @@ class Grants:
             return wire.Grant(p.window_bytes, p.window_messages)
         return wire.Grant(0, 0)
 
-    def hello(self, device: str) -> list[Outgoing]:
+    def hello(self, device: str, *, idle: bool = False) -> list[Outgoing]:
         """A device asks for a window (its own answer is :meth:`window`, sent with the clock
-        reply); returns the grants this sends to *other* devices (none: a hello takes nothing)."""
+        reply), or (``idle``) says it has nothing left to send, which frees its window: MQTT
+        keeps its order, so all it sent before is out of the queues. Returns the grants this
+        sends to *other* devices."""
         now = self.clock()
+        if idle:
+            self.waiting.pop(device, None)
+            if self.active.pop(device, None) is None:
+                return []
+            return self._fill(now)
         if device in self.active:
             self.active[device] = now
             return []
