@@ -111,8 +111,9 @@ def test_devices_docking_at_once_share_the_broker_queue_without_duplicates(
             media = sum(s.body["media"]["size"] for s in sp.segments())
             assert r.pending == 0, (sp.device, r.errors)
             assert r.receipted == len(sp.records)
-            assert r.resends == 0
-            assert r.bytes_sent == media  # no chunk sent twice
+            # no chunk sent twice (a query under load may still be answered "waiting for its
+            # predecessor", which the device counts as a resend but which sends nothing)
+            assert r.bytes_sent == media
         assert dock.stored_records() == sum(len(sp.records) for sp in spools)  # none twice
         assert grants.grants >= DEVICES
         assert 0 < grants.max_sum <= budget
