@@ -15,6 +15,7 @@ topic                               direction  payload
 ``bodycam/v1/<dev>/down/receipt``   rcv → dev  JSON signed receipt (:mod:`evidence.receipt`)
 ``bodycam/v1/<dev>/down/need``      rcv → dev  JSON :data:`NEED`: chunks or records to resend
 ``bodycam/v1/<dev>/down/clock``     rcv → dev  JSON :data:`CLOCK`: receiver clock (reply to hello)
+``bodycam/v1/<dev>/down/window``    rcv → dev  JSON :data:`WINDOW`: a new send window (flow control)
 ``bodycam/v1/<dev>/down/assignment`` rcv → dev retained JSON assignment (case, officers, ...)
 ``bodycam/v1/receiver/status``      rcv → all  retained JSON :data:`STATUS` of the receiver
 ==================================  =========  =====================================================
@@ -24,11 +25,21 @@ offset-addressed chunks (each carrying its SHA-256, checked against the signed r
 ``fin``. Records of one session go in ``seq`` order; the receiver accepts any order and tracks
 chain continuity itself. The device frees space only on a signed receipt, never on a PUBACK.
 
+Flow control: the receiver grants each device a window (bytes and messages it may keep
+unreceipted in flight), in the ``clock`` reply to ``hello`` (optional fields ``window_bytes`` /
+``window_messages``) and, whenever it changes, in a ``window`` message (:class:`Grant`). A window
+of 0 bytes means "wait": send nothing new until a grant arrives (what is in flight stays in
+flight, its receipts still come). The receiver keeps the sum of the windows it has granted
+within the broker's queue limits. A device with nothing left to send says so (optional
+``"idle": true`` in a ``hello``): its window goes to a device waiting, and it asks again with a
+plain ``hello`` when it has more. A device that does not know ``window`` ignores it (an unknown
+topic) and a zero window in the clock reply, and keeps its configured window.
+
 Typed messages: :class:`Hello`, :class:`Init`, :class:`Fin`, :class:`Query`, :class:`Need`,
-:class:`ClockSync` and :class:`Status` parse a payload once (``X.parse(payload, topic)``) with
-every bound checked — sizes, integer ranges, hex digests, RFC 3339 times that are real dates —
-and encode themselves (``x.encode()``); the schema dictionaries and :func:`parse_json` stay for
-callers that still work with dictionaries.
+:class:`ClockSync`, :class:`Grant` and :class:`Status` parse a payload once
+(``X.parse(payload, topic)``) with every bound checked — sizes, integer ranges, hex digests,
+RFC 3339 times that are real dates — and encode themselves (``x.encode()``); the schema
+dictionaries and :func:`parse_json` stay for callers that still work with dictionaries.
 
 Failure posture: every ``parse_*``/``unpack_*`` function and every ``X.parse`` raises
 :class:`WireError` (carrying the topic and a reason) for anything malformed — including JSON
@@ -75,7 +86,8 @@ DOWN_RECEIPT = "receipt"
 DOWN_NEED = "need"
 DOWN_CLOCK = "clock"
 DOWN_ASSIGNMENT = "assignment"
-DOWN_KINDS = frozenset({DOWN_RECEIPT, DOWN_NEED, DOWN_CLOCK, DOWN_ASSIGNMENT})
+DOWN_WINDOW = "window"
+DOWN_KINDS = frozenset({DOWN_RECEIPT, DOWN_NEED, DOWN_CLOCK, DOWN_ASSIGNMENT, DOWN_WINDOW})
 
 # Limits. Chunks stay far below Mosquitto's default message_size_limit (256 MiB) and
 # paho's memory use; JSON control messages are small.
@@ -95,6 +107,8 @@ HELLO: dict[str, type | tuple[type, ...]] = {
     "oldest_pending_utc": (str, type(None)),
     "head_seq": (int, type(None)),
 }
+#: optional hello field: True when the device has nothing left to send (its window may go on)
+HELLO_IDLE = "idle"
 INIT: dict[str, type | tuple[type, ...]] = {"v": int, "record": dict}
 FIN: dict[str, type | tuple[type, ...]] = {
     "v": int,
@@ -119,6 +133,14 @@ CLOCK: dict[str, type | tuple[type, ...]] = {
     "receiver": str,  # receiver key id
 }
 STATUS: dict[str, type | tuple[type, ...]] = {"v": int, "state": str, "instance": str}
+WINDOW: dict[str, type | tuple[type, ...]] = {
+    "v": int,
+    "window_bytes": int,  # unreceipted bytes the device may keep in flight; 0: wait
+    "window_messages": int,  # unreceipted messages likewise
+}
+#: largest window a receiver may grant (a bound for parsing, far above any real broker queue)
+MAX_WINDOW_BYTES = 1 << 40
+MAX_WINDOW_MESSAGES = 1 << 24
 
 NEED_ALL = "all"
 NEED_CHUNKS = "chunks"
@@ -368,23 +390,67 @@ class ClockSync:
     receiver_utc: datetime
     echo_device_utc: str  # echoed verbatim: the device matches it to its own hello
     receiver: str
+    #: the window granted with the reply (None: this receiver grants none, keep the configured)
+    grant: Grant | None = None
 
     @classmethod
     def parse(cls, payload: bytes, topic: str = "") -> ClockSync:
         d = parse_json(payload, CLOCK, topic)
+        grant = None
+        if d.get("window_bytes") is not None:
+            grant = Grant.from_dict(d, topic, default_messages=MAX_WINDOW_MESSAGES)
         return cls(
             _time(d, "receiver_utc", topic),
             _label(d, "echo_device_utc", topic),
             _label(d, "receiver", topic),
+            grant,
         )
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {
+            "v": PROTOCOL_VERSION,
+            "receiver_utc": format_utc(self.receiver_utc),
+            "echo_device_utc": self.echo_device_utc,
+            "receiver": self.receiver,
+        }
+        if self.grant is not None:
+            body["window_bytes"] = self.grant.window_bytes
+            body["window_messages"] = self.grant.window_messages
+        return encode_json(body)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A send window: ``window_bytes`` of 0 means wait (nothing new until the next grant)."""
+
+    window_bytes: int
+    window_messages: int
+
+    @property
+    def wait(self) -> bool:
+        return self.window_bytes == 0 or self.window_messages == 0
+
+    @classmethod
+    def from_dict(
+        cls, d: dict[str, Any], topic: str = "", *, default_messages: int | None = None
+    ) -> Grant:
+        if default_messages is not None and d.get("window_messages") is None:
+            d = {**d, "window_messages": default_messages}
+        return cls(
+            _int(d, "window_bytes", topic, hi=MAX_WINDOW_BYTES),
+            _int(d, "window_messages", topic, hi=MAX_WINDOW_MESSAGES),
+        )
+
+    @classmethod
+    def parse(cls, payload: bytes, topic: str = "") -> Grant:
+        return cls.from_dict(parse_json(payload, WINDOW, topic), topic)
 
     def encode(self) -> bytes:
         return encode_json(
             {
                 "v": PROTOCOL_VERSION,
-                "receiver_utc": format_utc(self.receiver_utc),
-                "echo_device_utc": self.echo_device_utc,
-                "receiver": self.receiver,
+                "window_bytes": self.window_bytes,
+                "window_messages": self.window_messages,
             }
         )
 

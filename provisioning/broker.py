@@ -42,6 +42,11 @@ DEFAULT_MESSAGE_SIZE_LIMIT_BYTES = 4 * 1024 * 1024
 # Mosquitto's silent-drop threshold; the receiver must keep up, receipts guard the rest.
 DEFAULT_MAX_QUEUED_MESSAGES = 10_000
 DEFAULT_MAX_QUEUED_BYTES = 512 * 1024 * 1024
+# Bytes in flight to one subscriber (the receiver asks for an MQTT 5 Receive Maximum above
+# what its windows allow, so honest uploads are never queued and reordered): above the windows
+# the receiver grants (receiver limits broker_queue_bytes, 48 MiB), so it binds only a flood
+# with a stalled receiver; the rest then queues under max_queued_bytes.
+DEFAULT_MAX_INFLIGHT_BYTES = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class BrokerSettings:
     message_size_limit_bytes: int = DEFAULT_MESSAGE_SIZE_LIMIT_BYTES
     max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES
     max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
     log_dest: str = "stderr"
     # Mosquitto started as root switches to this user, who must be able to read the broker key.
     run_as_user: str | None = None
@@ -92,7 +98,12 @@ def _check(settings: BrokerSettings, port: int) -> None:
             raise DockError(Path(), f"bad listen host {settings.listen_host!r}") from None
     if not 0 < port < 65536:
         raise DockError(Path(), f"listen port {port} is not a TCP port")
-    for name in ("message_size_limit_bytes", "max_queued_messages", "max_queued_bytes"):
+    for name in (
+        "message_size_limit_bytes",
+        "max_queued_messages",
+        "max_queued_bytes",
+        "max_inflight_bytes",
+    ):
         if getattr(settings, name) <= 0:
             raise DockError(Path(), f"{name} must be positive (0 means unlimited in Mosquitto)")
 
@@ -130,6 +141,7 @@ def render_mosquitto_conf(
             f"message_size_limit {settings.message_size_limit_bytes}",
             f"max_queued_messages {settings.max_queued_messages}",
             f"max_queued_bytes {settings.max_queued_bytes}",
+            f"max_inflight_bytes {settings.max_inflight_bytes}",
             "",
             f"log_dest {settings.log_dest}",
             "log_type error",

@@ -59,7 +59,21 @@ def make_client(cfg: BrokerConfig, *, manual_ack: bool = False) -> mqtt.Client:
     return client
 
 
-def connect_properties(session_expiry_s: int) -> Properties:
+#: Control messages (hello, query, status) that may be in flight beyond the windows granted.
+RECEIVE_MARGIN = 256
+
+
+def receive_maximum(window_messages_total: int) -> int:
+    """The MQTT 5 Receive Maximum the receiver asks for: what the windows granted allow in
+    flight (``broker_queue_messages``) plus control messages. Without it Mosquitto keeps 20 in
+    flight and queues the rest, and a message arriving as a slot frees goes out ahead of those
+    queued (measured: inits and fins overtaking their chunks across topics, costing resends)."""
+    return max(20, min(65535, window_messages_total + RECEIVE_MARGIN))
+
+
+def connect_properties(session_expiry_s: int, receive_max: int | None = None) -> Properties:
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = session_expiry_s
+    if receive_max is not None:
+        props.ReceiveMaximum = receive_max
     return props

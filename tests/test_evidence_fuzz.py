@@ -177,7 +177,7 @@ def test_receipts_and_wire_messages_parse_or_raise_their_errors(data: bytes) -> 
     for message in (transfer.Hello, transfer.Init, transfer.Fin, transfer.Query, transfer.Need):
         with contextlib.suppress(transfer.WireError):
             message.parse(data)
-    for message in (transfer.ClockSync, transfer.Status):
+    for message in (transfer.ClockSync, transfer.Grant, transfer.Status):
         with contextlib.suppress(transfer.WireError):
             message.parse(data)
     for schema in (transfer.HELLO, transfer.FIN, transfer.QUERY, transfer.NEED, transfer.INIT):

@@ -34,6 +34,7 @@ from receiver.cli import main as receiver_cli
 from receiver.identity import load_receipt_key
 from receiver.importer import import_spool
 from receiver.ingest import Ingest, Outgoing
+from receiver.ingest.limits import Limits
 from receiver.store import EvidenceStore, connect
 
 CASE = "JY-2026-0001"
@@ -71,6 +72,10 @@ class Device:
 
     def send(self, kind: str, payload: bytes) -> list[Outgoing]:
         return self.ingest.handle(wire.up_topic(self.name, kind), payload)
+
+    def send_status(self, state: str) -> list[Outgoing]:
+        body = wire.Status(state, self.name).encode()
+        return self.ingest.handle(wire.status_topic(self.name), body)
 
     def init(self, record: Record | dict[str, object]) -> list[Outgoing]:
         d = record.to_dict() if isinstance(record, Record) else record
@@ -379,26 +384,69 @@ def test_import_refuses_symlinks_fifos_and_bad_records_and_goes_on(
     assert not ingest.store.has_object(digest_file(outside).sha256)
 
 
-# -- issue 14 item 3: the window granted per device shares out the broker's queue ------------
-def test_windows_granted_to_docked_devices_fit_the_broker_queue(
-    ingest: Ingest, tmp_path: Path
+# -- issue 14 item 3: the windows granted never add up to more than the broker's queue -------
+def test_windows_granted_to_docked_devices_fit_the_broker_queue_at_all_times(
+    tmp_path: Path,
 ) -> None:
-    ingest.limits.broker_queue_bytes = 64 * 1024**2
-    ingest.limits.broker_queue_messages = 1000
+    """Ten devices dock at once against a 64 MiB / 1,000-message budget cut into 16 MiB windows:
+    after every message the windows the devices hold (their last clock reply or window
+    message) add up to at most the budget; the others wait in turn and get the windows of
+    devices that leave or fall idle, with nothing taken from a device still sending."""
+    now = [0.0]
+    limits = Limits(broker_queue_bytes=64 * 1024**2, broker_queue_messages=1000)
+    store = EvidenceStore(tmp_path / "rdata")
+    key = load_receipt_key(tmp_path / "r.key")
+    ingest = Ingest(store, connect(store.db_path), key, limits=limits, clock=lambda: now[0])
     devices = [Device(ingest, tmp_path / f"d{i}", f"BC-{i}") for i in range(10)]
-    granted: dict[str, tuple[int, int]] = {}
-    for dev in devices:
-        hello = {
+    held: dict[str, tuple[int, int]] = {}
+
+    def apply(out: list[Outgoing]) -> None:
+        for o in out:
+            kind = o.topic.rsplit("/", 1)[-1]
+            if kind in ("clock", "window"):
+                body = json.loads(o.payload)
+                held[o.topic.split("/")[2]] = (body["window_bytes"], body["window_messages"])
+        assert sum(b for b, _ in held.values()) <= limits.broker_queue_bytes
+        assert sum(n for _, n in held.values()) <= limits.broker_queue_messages
+
+    def hello(dev: Device, **extra: object) -> None:
+        body = {
             "v": 1,
             "device_utc": dev.clock.tick(0).utc,
-            "pending_segments": 0,
+            "pending_segments": 1,
             "oldest_pending_utc": None,
             "head_seq": None,
+            **extra,
         }
-        (clock,) = dev.send("hello", wire.encode_json(hello))
-        reply = json.loads(clock.payload)
-        granted[dev.name] = (reply["window_bytes"], reply["window_messages"])
-    last = granted["BC-9"]
-    assert last[0] * len(devices) <= 64 * 1024**2
-    assert last[1] * len(devices) <= 1000
-    assert granted["BC-0"][0] >= last[0]  # the first alone got more
+        apply(dev.send("hello", wire.encode_json(body)))
+
+    def offline(dev: Device) -> None:
+        held.pop(dev.name, None)  # gone, and with it what it had in flight
+        apply(dev.send_status("offline"))
+
+    for dev in devices:
+        hello(dev)
+    sending = [d for d in devices if held[d.name][0] > 0]
+    assert [d.name for d in sending] == ["BC-0", "BC-1", "BC-2", "BC-3"]  # in arrival order
+    assert all(held[d.name] == (16 * 1024**2, 250) for d in sending)
+    offline(devices[0])  # done: its window goes to the first in line
+    assert held["BC-4"][0] > 0
+    hello(devices[1])  # a holder's hello keeps its window
+    assert held["BC-1"][0] > 0
+    for _ in range(12):  # BC-1 keeps sending; BC-2, BC-3 and BC-4 fall silent
+        now[0] += 1.0
+        apply(devices[1].send("query", wire.encode_json({"v": 1, "records": []})))
+    assert held["BC-1"][0] > 0
+    assert [d for d, (b, _) in held.items() if b > 0] == ["BC-1", "BC-5", "BC-6", "BC-7"]
+    for dev in devices[1:]:
+        offline(dev)
+    hello(devices[2])  # the idle one asks again: a free window at once
+    assert held["BC-2"][0] > 0
+    hello(devices[3])
+    hello(devices[4])
+    hello(devices[5])
+    hello(devices[6])
+    assert held["BC-6"][0] == 0  # the four slots are taken by 2, 3, 4, 5: 6 waits
+    hello(devices[2], idle=True)  # all sent: its window goes on at once
+    assert held["BC-2"][0] == 0
+    assert held["BC-6"][0] > 0

@@ -174,14 +174,22 @@ def test_receiver_more_than_1000_chunks_behind_loses_nothing(
     dock_1000: Dock, tmp_path: Path
 ) -> None:
     dock = dock_1000
-    # bigger clips, 1 KiB chunks: well over 1000 chunk messages, the broker's
-    # max_queued_messages, while the receiver is frozen and its queue overflows
-    clips = make_clips(tmp_path / "clips", 3, seconds=4.0)
+    # bigger clips, 1 KiB chunks: well over the 1000 messages of the broker's
+    # max_queued_messages plus the receiver's Receive Maximum (264 below), while the receiver is
+    # frozen and its queue overflows
+    clips = make_clips(tmp_path / "clips", 3, seconds=6.0)
     spool = build_spool(tmp_path / "spool", clips, sessions=3, chunk_size_bytes=SMALL_CHUNK)
     chunks = sum(len(s.body["media"]["chunks"]) for s in spool.segments())
-    assert chunks > 1200
+    assert chunks > 1264 + 300
     dock.register(spool)
     dock.create_case()
+    # a small budget: the receiver asks the broker for few messages in flight (Receive Maximum
+    # 8 + 256), so the device's flood, sent before the frozen receiver grants it any window,
+    # overflows the broker's queue of 1000
+    dock.rx.stop()
+    with dock.receiver_config.open("a", encoding="utf-8") as f:
+        f.write("\n[limits]\nbroker_queue_messages = 8\n")
+    dock.rx.start()
     dock.rx.pause()
     try:
         thread, stop, results = _upload_in_thread(dock, spool, window_bytes=1 << 30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.uplink.config import UplinkConfig
 from agent.uplink.session import (
+    WAIT_HELLO_S,
     Connected,
     ManualClock,
     Message,
@@ -261,6 +263,61 @@ def test_a_window_granted_by_the_receiver_is_honoured(
     assert session.result.clock_offset_s is not None
     clock.advance(session.config.probe_timeout_s + 0.1)
     assert len(sent_records(session.tick())) == 1  # one record at a time, as granted
+
+
+def _window(grant: wire.Grant) -> Message:
+    return Message(wire.down_topic(DEVICE, wire.DOWN_WINDOW), grant.encode())
+
+
+def _clock_reply(hello: Publish, window_bytes: int, window_messages: int) -> Message:
+    reply = wire.ClockSync(
+        datetime(2026, 1, 1, tzinfo=UTC),
+        json.loads(hello.payload)["device_utc"],
+        "test",
+        wire.Grant(window_bytes, window_messages),
+    )
+    return Message(wire.down_topic(DEVICE, wire.DOWN_CLOCK), reply.encode())
+
+
+def test_a_device_told_to_wait_sends_nothing_until_granted_and_a_shrink_strands_nothing(
+    built: BuiltSpool, receiver_key: Ed25519PrivateKey
+) -> None:
+    """Issue 14.3: the receiver hands windows out in turns. Waiting (window 0) sends nothing and
+    repeats the hello; a grant (down/window) opens a window in bytes *and* messages; taking it
+    back (0 again) stops new records while those in flight stay in flight until receipted."""
+    session, clock = make_session(built, receiver_key, window_bytes=1 << 30)
+    hello = next(a for a in session.handle(Connected(False)) if a.topic.endswith("/hello"))
+    session.handle(_clock_reply(hello, 0, 0))
+    assert session.waiting
+    for record in list(session.probing):
+        session.handle(need(record, wire.NEED_ALL))
+    for _ in range(3):  # waiting: no record goes out, the hello is repeated to keep the turn
+        actions = session.tick()
+        assert sent_records(actions) == []
+        clock.advance(WAIT_HELLO_S)
+        assert "hello" in kinds(session.tick())
+    segments = [i for i in session.queue if i.digest is not None]
+    per_segment = len(segments[0].digest.chunks) + 2 if segments[0].digest else 1
+    session.handle(_window(wire.Grant(1 << 30, per_segment + 1)))  # room for ~one segment
+    first = sent_records(session.tick())
+    assert 1 <= len(first) <= 2
+    assert session.inflight_messages <= per_segment + 1
+    session.handle(_window(wire.Grant(0, 0)))  # the turn passes to another device
+    clock.advance(1.0)
+    assert sent_records(session.tick()) == []
+    assert set(session.inflight) == set(first)  # nothing in flight is dropped or resent
+    for h in first:
+        session.handle(receipt_for(session.inflight[h].item, receiver_key))
+    assert session.inflight == {}
+    assert session.inflight_messages == 0
+    assert sent_records(session.tick()) == []  # still waiting
+    assert session.result.resends == 0
+    session.handle(_window(wire.Grant(1 << 30, 1 << 20)))
+    actions = session.tick()
+    assert sent_records(actions)  # its turn again: all the rest goes out ...
+    hellos = [json.loads(a.payload) for a in actions if a.topic.endswith("/hello")]
+    assert hellos[-1]["idle"] is True  # ... and the window goes back for another device
+    assert session.waiting
 
 
 def test_quarantined_receipt_stops_resending_but_keeps_the_media(

@@ -7,12 +7,19 @@ actions it returns; tests drive it the same way without a broker, stepping a :cl
 It reads sealed records and media and writes its state files through the uplink's
 :class:`~agent.uplink.spool.UploadSpool` (local files only).
 
-Flow control: bytes sent but not receipted stay under the window: the configured
-``window_bytes``, or less if the receiver grants a smaller one (optional integer field
-``window_bytes`` in its ``down/clock`` reply to ``hello``; a device ignores it if absent). A record
-without a receipt is queried after ``receipt_timeout_s`` *plus the time the backlog ahead of it
-needs* at the receipt rate observed so far, so a slow, shared receiver does not trigger resends
-of chunks that are still queued at the broker.
+Flow control: bytes (and messages) sent but not receipted stay under the window: the configured
+``window_bytes``, or less if the receiver grants a smaller one (optional fields ``window_bytes``
+/ ``window_messages`` in its ``down/clock`` reply to ``hello``, and a ``down/window`` message
+whenever it changes; absent: the configured window). A granted window of 0 means "wait for your
+turn": nothing new is sent (what is in flight stays in flight, its receipts still count) and,
+while records wait, the device repeats its hello every ``WAIT_HELLO_S`` in case a grant was
+lost. Once everything queued is sent, the device hands its window back (``idle`` in a hello)
+and asks again when more records are queued. A record larger than the whole window is still
+sent when nothing else is in flight.
+
+A record without a receipt is queried after ``receipt_timeout_s`` *plus the time the backlog
+ahead of it needs* at the receipt rate observed so far, so a slow, shared receiver does not
+trigger resends of chunks that are still queued at the broker.
 
 Failure posture: a refused or unqueued publish is counted as an error and its record stays
 pending (sent again after ``retry_backoff_s``); a PUBACK proves nothing, only a signed receipt
@@ -42,6 +49,8 @@ from evidence.records import format_utc, parse_utc
 log = logging.getLogger(__name__)
 
 HELLO_INTERVAL_S = 60.0
+#: hello interval while the receiver has the device wait for a window and records are queued
+WAIT_HELLO_S = 5.0
 NEED_LATER = wire.NEED_LATER
 #: Receipt rate assumed before any receipt arrived (bytes/s): sets the first time-outs.
 INITIAL_RATE_BPS = 2 * 1024 * 1024
@@ -192,7 +201,9 @@ class UplinkSession:
         self.connected_at: float | None = None
         self.inflight: dict[str, _InFlight] = {}
         self.inflight_bytes = 0
-        self.granted_window: int | None = None
+        self.inflight_messages = 0
+        #: the receiver's grant (None: it grants none; a window of 0 bytes: wait)
+        self.grant: wire.Grant | None = None
         self.rate_bps = float(INITIAL_RATE_BPS)
         self._last_progress_at: float | None = None
         self.receiver_instance: str | None = None
@@ -222,10 +233,23 @@ class UplinkSession:
         self.result.bytes_freed += self.spool.sweep(min_age_s=self._min_age())
 
     @property
+    def granted_window(self) -> int | None:
+        return None if self.grant is None else self.grant.window_bytes
+
+    @property
     def window_bytes(self) -> int:
-        if self.granted_window is None:
+        if self.grant is None:
             return self.config.window_bytes
-        return min(self.config.window_bytes, self.granted_window)
+        return min(self.config.window_bytes, self.grant.window_bytes)
+
+    @property
+    def window_messages(self) -> int | None:
+        return None if self.grant is None else self.grant.window_messages
+
+    @property
+    def waiting(self) -> bool:
+        """The receiver has this device wait for a window (another device's turn)."""
+        return self.grant is not None and self.grant.wait
 
     def handle(self, event: Event) -> list[Publish]:
         """Apply one event; returns what to publish now, in order."""
@@ -262,9 +286,13 @@ class UplinkSession:
             self.last_scan, self.dirty = now, False
         if self.connected and not self._probing(now):
             self._send_window(now, out)
+            if not self.queue and self.grant is not None and not self.grant.wait:
+                self._hello(out, idle=True)  # all sent: our window can serve another device
+                self.grant = wire.Grant(0, 0)
             self._check_timeouts(now, out)
-            if now - self.last_hello >= HELLO_INTERVAL_S:
-                self._hello(out)  # keeps the receiver's pending figures current
+            interval = WAIT_HELLO_S if self.waiting and self.queue else HELLO_INTERVAL_S
+            if now - self.last_hello >= interval:
+                self._hello(out)  # keeps the receiver's pending figures (and our turn) current
         return out
 
     def backlog(self) -> int:
@@ -282,7 +310,8 @@ class UplinkSession:
         """What to publish before a clean disconnect."""
         out: list[Publish] = []
         if self.connected:
-            self._hello(out)  # leave the receiver with up-to-date pending figures
+            # leave the receiver with up-to-date pending figures (and our window, if any)
+            self._hello(out, idle=not self.queue)
             out.append(Publish(wire.status_topic(self.device), self.status("offline"), True))
         return out
 
@@ -357,13 +386,15 @@ class UplinkSession:
         return self.config.retention_min_age_s
 
     # -- sending ---------------------------------------------------------------------------
-    def _hello(self, out: list[Publish]) -> None:
+    def _hello(self, out: list[Publish], *, idle: bool = False) -> None:
         self.last_hello = self.clock.monotonic()
         msg = {
             "v": wire.PROTOCOL_VERSION,
             "device_utc": format_utc(self.clock.utc_now()),
             **self.spool.summary(),
         }
+        if idle:
+            msg[wire.HELLO_IDLE] = True
         head = self.spool.chain_head()
         if head is not None:  # anchors the chain's tail at the receiver (custody)
             msg["chain_head"] = head
@@ -383,9 +414,18 @@ class UplinkSession:
     def _send_window(self, now: float, out: list[Publish]) -> None:
         if now < self.hold_until:
             return
+        if self.waiting:
+            if self.queue:
+                self.result.window_stalls += 1
+            return
+        limit = self.window_messages
         while self.queue:
             item = self.queue[0]
-            if self.inflight and self.inflight_bytes + item.wire_bytes > self.window_bytes:
+            count = _message_count(item)
+            if self.inflight and (
+                self.inflight_bytes + item.wire_bytes > self.window_bytes
+                or (limit is not None and self.inflight_messages + count > limit)
+            ):
                 self.result.window_stalls += 1
                 return
             self.queue.pop(0)
@@ -395,6 +435,7 @@ class UplinkSession:
                 self._last_progress_at = now  # the receipt rate is measured while busy
             self.inflight[item.hash] = _InFlight(item, now)
             self.inflight_bytes += item.wire_bytes
+            self.inflight_messages += count
             resume = self.resume_chunks.pop(item.hash, None)
             if resume is not None:
                 log.info("resuming seq %d: %d chunk(s) missing", item.record.seq, len(resume))
@@ -449,6 +490,7 @@ class UplinkSession:
         if entry is not None:
             self.dirty = True
             self.inflight_bytes -= entry.item.wire_bytes
+            self.inflight_messages -= _message_count(entry.item)
 
     def receipt_timeout_s(self) -> float:
         """The configured time-out plus what the backlog in flight needs at the observed rate."""
@@ -487,6 +529,9 @@ class UplinkSession:
             self._on_need(wire.parse_json(payload, wire.NEED, topic), out)
         elif t.kind == wire.DOWN_CLOCK:
             self._on_clock(wire.parse_json(payload, wire.CLOCK, topic))
+            self._on_grant(wire.ClockSync.parse(payload, topic).grant)
+        elif t.kind == wire.DOWN_WINDOW:
+            self._on_grant(wire.Grant.parse(payload, topic))
         elif t.kind == wire.DOWN_ASSIGNMENT:
             self._on_assignment(payload, topic)
 
@@ -499,6 +544,8 @@ class UplinkSession:
             if self.receiver_instance is not None:
                 log.info("receiver (re)started; asking what it lacks")
                 self._query(list(self.inflight), out)
+                if self.grant is not None:
+                    self._hello(out)  # its grants start afresh: ask for a window again
             self.receiver_instance = status["instance"]
         elif self.receiver_offline and not was_offline:
             log.warning("receiver is offline; waiting for it before asking again")
@@ -597,11 +644,6 @@ class UplinkSession:
         rtt_s = (now - sent).total_seconds()
         offset_s = (receiver - (sent + (now - sent) / 2)).total_seconds()
         self.result.clock_offset_s = offset_s
-        granted = msg.get("window_bytes")
-        if isinstance(granted, int) and not isinstance(granted, bool) and granted > 0:
-            if granted != self.granted_window:
-                log.info("receiver grants a window of %d bytes", granted)
-            self.granted_window = granted
         self.spool.write_clock(
             {
                 "receiver": msg["receiver"],
@@ -612,6 +654,22 @@ class UplinkSession:
             }
         )
         log.info("receiver clock offset %+.3f s (round trip %.3f s)", offset_s, rtt_s)
+
+    def _on_grant(self, grant: wire.Grant | None) -> None:
+        """A window from the receiver (None: it grants none). A smaller one only stops new
+        sends until the records in flight are receipted; nothing sent is taken back."""
+        if grant != self.grant:
+            if grant is None:
+                log.info("receiver grants no window; using the configured one")
+            elif grant.wait:
+                log.info("receiver has this device wait for a window")
+            else:
+                log.info(
+                    "receiver grants a window of %d bytes, %d messages",
+                    grant.window_bytes,
+                    grant.window_messages,
+                )
+        self.grant = grant
 
     def _on_assignment(self, payload: bytes, topic: str) -> None:
         try:
@@ -627,6 +685,13 @@ class UplinkSession:
             raise wire.WireError("assignment lacks officers", topic)
         self.spool.write_assignment(value)
         log.info("assignment received: case %s, stage %s", value.get("case"), value.get("stage"))
+
+
+def _message_count(item: Item) -> int:
+    """Messages one record takes on the wire: init, and for a segment its chunks and fin."""
+    if item.digest is None or item.media_path is None:
+        return 1
+    return len(item.digest.chunks) + 2
 
 
 def _read_chunks(item: Item, indices: Any) -> Iterator[tuple[int, bytes]]:

@@ -55,7 +55,8 @@ from receiver.custody.anchors import accept_chain_head
 from receiver.errors import ConflictError, ReceiverError, StoreError
 from receiver.ingest import messages as m
 from receiver.ingest.admission import CONTINUES, Admission, Outgoing, need
-from receiver.ingest.limits import Clock, Limits, LogLimiter, grant_window
+from receiver.ingest.grants import Grants
+from receiver.ingest.limits import Clock, Limits, LogLimiter
 from receiver.ingest.reassembly import Reassembly, Transfer
 from receiver.store import EvidenceStore
 from receiver.store.records import MediaRef
@@ -121,8 +122,8 @@ class Ingest:
         #: per device: records verified but waiting for their predecessor, by record hash
         self.parked: dict[str, dict[str, Parked]] = {}
         self.stats = IngestStats()
-        #: devices that said hello recently (clock time): the windows granted share the broker
-        self.docked: dict[str, float] = {}
+        #: send windows: the broker's queue budget in fixed slots (flow control, many devices)
+        self.grants = Grants(self.limits, clock)
         #: clock time the message being processed arrived (None when idle); the service
         #: stops petting the systemd watchdog when one message takes too long
         self.busy_since: float | None = None
@@ -141,6 +142,7 @@ class Ingest:
         self.busy_since = self.clock()
         try:
             out = self._handle(topic, payload)
+            out += self.grants.poll()
         finally:
             self.busy_since = None
         self.stats.quarantined = self.admission.quarantined
@@ -152,8 +154,9 @@ class Ingest:
         try:
             t = m.parse_topic(topic)
             device = t.device
+            self.grants.touch(device)
             if t.direction == "status":
-                return []
+                return self._on_status(device, payload, topic)
             if t.direction != "up":
                 raise wire.WireError("not an upstream topic", topic)
             if t.kind == wire.UP_CHUNK:
@@ -222,27 +225,33 @@ class Ingest:
             oldest_pending_utc=hello.oldest_pending_utc,
             report=True,
         )
-        # the window this device may keep in flight: the broker's queue shared by the devices
-        # docked now (seen within the transfer timeout)
-        seen = self.clock()
-        self.docked[device] = seen
-        horizon = seen - self.limits.transfer_timeout_s
-        for other in [d for d, t in self.docked.items() if t < horizon]:
-            del self.docked[other]
         if hello.chain_head is not None:  # custody: anchor the chain's tail
             refused = accept_chain_head(self.conn, device, dev.public_key, hello.chain_head)
             if refused:
                 log.warning("chain head from %s refused: %s", device, m.escape(refused))
-        window_bytes, window_messages = grant_window(self.limits, len(self.docked))
+        # the window this device may keep in flight (0: wait for a slot; see ingest.grants)
+        others = self.grants.hello(device, idle=hello.idle)
+        grant = self.grants.window(device)
         reply = {
             "v": wire.PROTOCOL_VERSION,
             "receiver_utc": format_utc(now),
             "echo_device_utc": hello.device_utc,
             "receiver": self.receiver_id,
-            "window_bytes": window_bytes,
-            "window_messages": window_messages,
+            "window_bytes": grant.window_bytes,
+            "window_messages": grant.window_messages,
         }
-        return [Outgoing(wire.down_topic(device, wire.DOWN_CLOCK), wire.encode_json(reply))]
+        clock = Outgoing(wire.down_topic(device, wire.DOWN_CLOCK), wire.encode_json(reply))
+        return [clock, *others]
+
+    def _on_status(self, device: str, payload: bytes, topic: str) -> list[Outgoing]:
+        """A device going offline (goodbye or last will) hands its window on."""
+        if wire.Status.parse(payload, topic).state == "online":
+            return []
+        return self.grants.leave(device)
+
+    def tick(self) -> list[Outgoing]:
+        """Periodic work while no message comes: windows of idle devices handed on."""
+        return self.grants.poll()
 
     # -- init ------------------------------------------------------------------------------
     def _on_init(self, device: str, init: m.Init) -> list[Outgoing]:
@@ -347,6 +356,9 @@ class Ingest:
             reason = f"receiver cannot store it now: {exc.strerror or exc}"
             return [self.admission.defer(tr.record, tr.record_hash, reason)]
         self.stats.chunks += 1
+        if tr.fin_seen and (tr.problem is not None or not tr.missing(1)):
+            # the last (or a bad) chunk of a transfer whose fin overtook it
+            return self._finish(tr) + self._release_successors(device)
         return []
 
     # -- fin -------------------------------------------------------------------------------
@@ -371,9 +383,21 @@ class Ingest:
             tr.problem = "fin does not describe the signed file"
         if tr.problem is not None:
             return [self._quarantine_transfer(tr, tr.problem)]
-        missing = tr.missing(wire.MAX_NEED_CHUNKS)
-        if missing:
-            return [need(device, record_hash, wire.NEED_CHUNKS, missing, "gaps")]
+        if tr.missing(1):
+            # Not a resend request yet: MQTT orders messages per topic only, so chunks may still
+            # be on their way behind this fin (asking now would have them sent twice). The
+            # transfer completes with its last chunk; chunks really lost are named when the
+            # device asks about the record (its receipt time-out follows its backlog).
+            tr.fin_seen = True
+            log.debug("fin of %s seq %d before all its chunks", device, tr.record.seq)
+            return []
+        return self._finish(tr)
+
+    def _finish(self, tr: Transfer) -> list[Outgoing]:
+        """Store (or park, or quarantine) a transfer whose chunks have all arrived."""
+        device, record_hash, d = tr.device, tr.record_hash, tr.digest
+        if tr.problem is not None:  # a bad chunk that came after the fin
+            return [self._quarantine_transfer(tr, tr.problem)]
         sha, size = tr.whole_file()
         if sha != d.sha256 or size != d.size:
             return [self._quarantine_transfer(tr, "assembled file does not match its signed hash")]

@@ -49,22 +49,26 @@ class Limits:
     queue_bytes: int = 256 * 1024**2
     #: log lines per device and cause per minute (then one summary of what was suppressed)
     log_lines_per_minute: int = 10
-    #: what the broker may queue for the receiver (keep below Mosquitto's max_queued_bytes /
-    #: max_queued_messages, 512 MiB / 10,000 as provisioned): shared out as per-device windows
-    broker_queue_bytes: int = 256 * 1024**2
-    broker_queue_messages: int = 5000
-    #: the window granted to one device never exceeds this, nor goes below the minimum
+    #: what the broker may queue for the receiver (keep well below Mosquitto's max_queued_bytes
+    #: / max_queued_messages, 512 MiB / 10,000 as provisioned): cut into fixed windows granted
+    #: to as many devices at once as fit (receiver.ingest.grants); the others wait their turn.
+    #: Broker and receiver memory follow this, not the number of devices docked.
+    broker_queue_bytes: int = 48 * 1024**2
+    broker_queue_messages: int = 3000
+    #: the window one device gets while it holds a slot
     device_window_bytes: int = 16 * 1024**2
+    #: kept for old configs (no longer used: a window is granted whole or not at all)
     min_window_bytes: int = 1024**2
+    #: a slot holder that sent nothing for this long gives its slot to the next in line
+    grant_idle_s: float = 10.0
 
 
 def grant_window(limits: Limits, active_devices: int) -> tuple[int, int]:
-    """(bytes, messages) one device may have unreceipted in flight when ``active_devices`` dock
-    at once: the broker's queue limits shared out, so the sum of the windows fits in them."""
-    n = max(1, active_devices)
-    window = min(limits.device_window_bytes, limits.broker_queue_bytes // n)
-    messages = max(8, limits.broker_queue_messages // n)
-    return max(limits.min_window_bytes, window), messages
+    """(bytes, messages) of the window one device gets while it holds a slot (the same
+    whatever ``active_devices``: devices beyond the slots wait, see receiver.ingest.grants)."""
+    window = max(1, min(limits.device_window_bytes, limits.broker_queue_bytes))
+    slots = max(1, limits.broker_queue_bytes // window)
+    return window, max(1, limits.broker_queue_messages // slots)
 
 
 @dataclass

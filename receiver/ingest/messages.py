@@ -53,6 +53,7 @@ class Hello:
     oldest_pending_utc: str | None
     head_seq: int | None
     chain_head: object | None = None  # a signed ChainHead (receiver.custody.anchors checks it)
+    idle: bool = False  # nothing left to send: its window may go to another device
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ def parse_hello(payload: bytes, topic: str = "") -> Hello:
         oldest,
         _int(msg, "head_seq", topic, nullable=True),
         msg.get("chain_head"),
+        msg.get(wire.HELLO_IDLE) is True,
     )
 
 

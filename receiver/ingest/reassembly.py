@@ -45,6 +45,9 @@ class Transfer:
     last_activity: float
     received: set[int] = field(default_factory=set)
     problem: str | None = None  # first verification failure seen; quarantined at fin
+    #: the fin came before all chunks (the broker may reorder across topics): the transfer
+    #: completes with its last chunk
+    fin_seen: bool = False
     running: Any = field(default_factory=hashlib.sha256)
     next_in_order: int = 0
 
