@@ -139,6 +139,20 @@ class _DirectReadClient(mqtt.Client):
             self._call_socket_register_write()
             raise BlockingIOError from err
 
+    def _packet_queue(
+        self,
+        command: int,
+        packet: bytes | bytearray,
+        mid: int,
+        qos: int,
+        info: mqtt.MQTTMessageInfo | None = None,
+    ) -> mqtt.MQTTErrorCode:
+        # paho sends ``packet[pos:]`` after each partial write: a memoryview makes that a view,
+        # not a copy of the rest of the packet
+        view: Any = memoryview(packet)
+        rc: mqtt.MQTTErrorCode = super()._packet_queue(command, view, mid, qos, info)
+        return rc
+
     def _handle_publish(self) -> mqtt.MQTTErrorCode:
         header = self._in_packet["command"]
         qos = (header & 0x06) >> 1

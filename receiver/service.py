@@ -72,6 +72,7 @@ class ReceiverService:
             limits=lim,
             dock_registry=config.dock_registry,
             encryption_key=encryption_key,
+            group_commit=True,
         )
         self.ingest.refresh_registry()
         self.queue = FairQueue(lim, time.monotonic)
@@ -154,10 +155,17 @@ class ReceiverService:
                 generation, mid, qos = cast(tuple[int, int, int], tag)
                 if generation == self.generation:
                     self.client.ack(mid, qos)
+            if item is None or self.queue.backlog() == 0:
+                # group commit: segments completed while messages kept coming are stored
+                # together once none is waiting (or when the group is full, inside handle)
+                for out in self.ingest.flush():
+                    self._publish(out)
             now = time.monotonic()
             if now - last_expire > EXPIRE_INTERVAL_S:
                 last_expire = now
                 self.ingest.expire()
+        for out in self.ingest.flush():  # what completed before the stop is stored too
+            self._publish(out)
 
     def _publish(self, out: Outgoing) -> None:
         info = self.client.publish(out.topic, out.payload, qos=1, retain=out.retain)
