@@ -42,7 +42,7 @@ _INTERNALS = (
 )
 
 
-def _fresh_packet() -> dict[str, Any]:
+def _fresh_packet() -> Any:  # paho's _InPacket
     return {
         "command": 0,
         "have_remaining": 0,
@@ -68,11 +68,11 @@ class _DirectReadClient(mqtt.Client):
         sock = getattr(self, "_sock", None)
         if not self._direct or not isinstance(sock, (socket.socket, ssl.SSLSocket)):
             return super()._packet_read()
-        pkt = self._in_packet
+        pkt: Any = self._in_packet
         if pkt["have_remaining"] == 0:
-            rc = self._read_fixed_header(pkt)
-            if rc is not None:
-                return rc
+            early = self._read_fixed_header(pkt)
+            if early is not None:
+                return early
         packet, got, need = pkt["packet"], pkt["pos"], pkt["remaining_length"]
         with memoryview(packet) as view:
             for _ in range(_MAX_READS):

@@ -155,7 +155,7 @@ class ReceiverService:
                 generation, mid, qos = cast(tuple[int, int, int], tag)
                 if generation == self.generation:
                     self.client.ack(mid, qos)
-            if item is None or self.queue.backlog() == 0:
+            if item is None or self.queue.backlog() == 0 or self.ingest.flush_due():
                 # group commit: segments completed while messages kept coming are stored
                 # together once none is waiting (or when the group is full, inside handle)
                 for out in self.ingest.flush():

@@ -72,6 +72,8 @@ _LOCAL_FAILURES = (OSError, StoreError, sqlite3.OperationalError)
 #: well under a device's window so its upload never stalls waiting for these receipts)
 GROUP_MAX_SEGMENTS = 4
 GROUP_MAX_BYTES = 8 * 1024**2
+#: ... and for at most this long (other devices' messages may keep the queue from emptying)
+GROUP_MAX_WAIT_S = 0.1
 
 
 @dataclass
@@ -137,6 +139,7 @@ class Ingest:
         #: :meth:`flush`, which the caller runs when no message is waiting or the group is full
         self.group_commit = group_commit
         self.group: list[Parked] = []
+        self.group_since = 0.0
         self.group_sync = GroupSync(store)
         #: replies of a flush forced while handling a message; they precede its own replies
         self._early: list[Outgoing] = []
@@ -400,6 +403,8 @@ class Ingest:
         self.reassembly.detach(tr)  # its temp bytes stay held until stored or dropped
         item = Parked(tr.record, record_hash, tr.file_name, d, tr.temp)
         if self._joins_group(item):
+            if not self.group:
+                self.group_since = self.clock()
             self.group.append(item)
             size = sum(g.digest.size for g in self.group if g.digest is not None)
             full = len(self.group) >= GROUP_MAX_SEGMENTS or size >= GROUP_MAX_BYTES
@@ -519,6 +524,10 @@ class Ingest:
             return last.record.seq == record.seq - 1 and last.record_hash == record.prev
         return self.admission.chain_state(record) == CONTINUES
 
+    def flush_due(self) -> bool:
+        """The group has waited long enough: the caller should :meth:`flush` now."""
+        return bool(self.group) and self.clock() - self.group_since >= GROUP_MAX_WAIT_S
+
     def flush(self) -> list[Outgoing]:
         """Store the group: files made durable side by side, all rows in one transaction,
         then the receipts; then the records that were waiting for them."""
@@ -577,17 +586,17 @@ class Ingest:
         out: list[Outgoing] = []
         rows = []
         failed: set[str] = set()  # (ready records come before any of their device's in rest)
-        for (item, media), exc in zip(ready, errors, strict=True):
+        for (item, media), error in zip(ready, errors, strict=True):
             self._release_temp(item)
-            if exc is None and item.record.device not in failed:
+            if error is None and item.record.device not in failed:
                 rows.append((item.record, item.record_hash, media))
                 continue
             failed.add(item.record.device)
             left = Parked(item.record, item.record_hash, item.file_name, item.digest, None)
-            if isinstance(exc, ConflictError):
-                out.append(self.admission.quarantine(item.record, item.record_hash, str(exc)))
-            elif exc is not None and not isinstance(exc, _LOCAL_FAILURES):
-                raise exc
+            if isinstance(error, ConflictError):
+                out.append(self.admission.quarantine(item.record, item.record_hash, str(error)))
+            elif error is not None and not isinstance(error, _LOCAL_FAILURES):
+                raise error
             else:
                 rest.append(left)
         try:
@@ -721,6 +730,8 @@ class Ingest:
 
     # -- query -----------------------------------------------------------------------------
     def _on_query(self, device: str, query: m.Query) -> list[Outgoing]:
+        if any(self._grouped(device, h) for h in query.records):
+            self._early += self.flush()  # the device is waiting for these receipts: now
         out: list[Outgoing] = []
         parked = self.parked.get(device, {})
         waiting: list[Parked] = []

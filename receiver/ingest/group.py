@@ -15,6 +15,7 @@ state a crash between object and metadata leaves, which the ingest already handl
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -46,7 +47,7 @@ class GroupSync:
     def commit_objects(self, objects: Sequence[tuple[Path, str]]) -> None:
         """:meth:`EvidenceStore.commit_object` for each (temp file, sha256), side by side."""
         store = self.store
-        jobs = [lambda t=temp, h=sha: store.commit_object(t, h) for temp, sha in objects]
+        jobs = [functools.partial(store.commit_object, temp, sha) for temp, sha in objects]
         _raise_first(self._run(jobs))
 
     def write_files(
@@ -61,7 +62,7 @@ class GroupSync:
             if name is not None and sha is not None:
                 store.link_media(device, name, sha)
 
-        return self._run([lambda i=item: job(*i) for item in items])
+        return self._run([functools.partial(job, *item) for item in items])
 
     def close(self) -> None:
         if self._pool is not None:
