@@ -774,10 +774,12 @@ class Ingest:
     def _filing(
         self, record: Record, record_hash: str, media: MediaRef | None
     ) -> Callable[[], None]:
-        """What commits with the record's row: its custody event and, for a session-open,
+        """What commits with the record's row: its custody event, the device's last-seen time
+        (in the same transaction: one WAL sync per commit, not two) and, for a session-open,
         the filing to a case."""
 
         def file_session() -> None:
+            self.registry.seen(record.device)
             record_event(  # custody: commits with the row it describes
                 self.conn,
                 "ingest",
@@ -802,7 +804,6 @@ class Ingest:
 
     def _stored(self, record: Record, record_hash: str, media: MediaRef | None) -> Outgoing:
         """The signed *stored* receipt (call only once the record's row is committed)."""
-        self.registry.seen(record.device)
         self.stats.stored += 1
         if media is not None:
             self.stats.bytes_stored += media.size
