@@ -5,6 +5,9 @@ Three threads. paho's network thread only reads the socket and *enqueues* each u
 so it keeps the socket drained and the keepalive alive whatever a device sends. The ingest
 worker takes messages round-robin over devices, runs :class:`receiver.ingest.Ingest` (hashing,
 decryption, fsync, SQLite) and publishes its replies (QoS 1); it also expires idle transfers.
+Segments completed while more messages are waiting are stored as a group (group commit:
+:meth:`Ingest.flush` once the queue is empty, the group is full or 0.1 s old); their receipts
+leave only after the group's files and rows are durable.
 The main thread publishes new assignments (retained) and cleared ones (a retained "cleared"
 message) and pets the systemd watchdog while both other threads are alive and no message has
 taken too long. Retained messages on upload topics are never processed (a device could

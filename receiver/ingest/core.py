@@ -6,7 +6,9 @@ time from an injected clock. It parses each message once into a typed value
 (:mod:`receiver.ingest.messages`), reassembles segments (:mod:`receiver.ingest.reassembly`),
 decides on each record (:mod:`receiver.ingest.admission`) and leaves all SQL to
 :mod:`receiver.store`. Only after the media object, the record file and the metadata are
-durably committed does it sign a *stored* receipt.
+durably committed does it sign a *stored* receipt. With ``group_commit`` (the service), verified
+segments that continue the chain wait in a group for :meth:`Ingest.flush`, which stores them
+together (:mod:`receiver.ingest.group`: fsyncs side by side, one SQLite transaction).
 
 Chain continuity: a record is stored only when it continues the device's stored chain (seq 0
 with the genesis ``prev``, or its predecessor is stored and ``prev`` is its hash). A record
