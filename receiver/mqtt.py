@@ -73,7 +73,8 @@ class _DirectReadClient(mqtt.Client):
             early = self._read_fixed_header(pkt)
             if early is not None:
                 return early
-        packet, got, need = pkt["packet"], pkt["pos"], pkt["remaining_length"]
+        packet, start, need = pkt["packet"], pkt["pos"], pkt["remaining_length"]
+        got, stalled = start, False
         with memoryview(packet) as view:
             for _ in range(_MAX_READS):
                 if got >= need:
@@ -81,16 +82,17 @@ class _DirectReadClient(mqtt.Client):
                 try:
                     n = self._recv_into(sock, view[got:])
                 except BlockingIOError:
-                    pkt["pos"] = got
-                    return mqtt.MQTTErrorCode.MQTT_ERR_AGAIN
+                    stalled = True
+                    break
                 except OSError:
                     return mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST
                 if n == 0:
                     return mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST
                 got += n
-        with self._msgtime_mutex:
-            self._last_bytes_received = time.monotonic()
-        if got < need:
+        if got > start:  # the keepalive counts bytes received, as paho's own reader does
+            with self._msgtime_mutex:
+                self._last_bytes_received = time.monotonic()
+        if stalled or got < need:
             pkt["pos"] = got
             return mqtt.MQTTErrorCode.MQTT_ERR_AGAIN
         pkt["pos"] = 0
