@@ -15,7 +15,10 @@ Measures, in one run on one private Mosquitto running the configuration provisio
   at a time with ``--repeat``, which understated the raw path about 2.7x.
 
 Reports both throughputs, their ratio and the receiver's peak resident memory (VmHWM), which must
-stay flat as segments grow. Segment payloads are random bytes (the pipeline never decodes media).
+stay flat as segments grow; and the CPU each path costs per MiB (upload: receiver + uploader +
+broker; baseline: mosquitto_pub + mosquitto_sub + broker), the steadier figure on a shared
+machine, where wall-clock throughput mostly measures the share of the cores the bench got.
+Segment payloads are random bytes (the pipeline never decodes media).
 
     python bench/bench_upload.py [--segments 16] [--segment-mib 4] [--encrypted] [--json]
 """
@@ -28,6 +31,7 @@ import io
 import json
 import logging
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -168,6 +172,17 @@ def baseline(dock: Dock, lines: Path, count: int, message_bytes: int, work: Path
     return elapsed
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -196,17 +211,27 @@ def one_round(args: argparse.Namespace) -> dict[str, Any]:
         count = baseline_lines(lines, total)
         cfg = dock.uplink_config(DEVICE)
         cfg.receipt_timeout_s = 15.0
+        assert dock.rx.proc is not None
+        rx, broker = dock.rx.proc.pid, dock.broker.pid
+        assert broker is not None
+        # the uploader runs in this process (its threads; this thread only waits)
+        cpu0 = cpu_s(rx) + cpu_s(broker) + time.process_time()
         start = time.perf_counter()
         result = run_dock_upload(spool, cfg, threading.Event(), until_done=True, timeout_s=600)
         upload_s = time.perf_counter() - start
-        assert dock.rx.proc is not None
+        upload_cpu = cpu_s(rx) + cpu_s(broker) + time.process_time() - cpu0
         rss = peak_rss_bytes(dock.rx.proc.pid)
         if result.pending or result.quarantined:
             raise RuntimeError(f"upload incomplete: {result}")
+        cpu0 = children_cpu_s() + cpu_s(broker)
         base_s = baseline(dock, lines, count, CHUNK_SIZE, work)
+        base_cpu = children_cpu_s() + cpu_s(broker) - cpu0
         upload = total / 2**20 / upload_s
         base = count * CHUNK_SIZE / 2**20 / base_s
         return {
+            "upload_cpu_ms_per_mib": 1000 * upload_cpu / (total / 2**20),
+            "baseline_cpu_ms_per_mib": 1000 * base_cpu / (count * CHUNK_SIZE / 2**20),
+            "cpu_ratio": base_cpu / upload_cpu,
             "bytes": total,
             "upload_mib_per_s": upload,
             "baseline_mib_per_s": base,
@@ -252,6 +277,9 @@ def main() -> int:
         "baseline_mib_per_s_median": median("baseline_mib_per_s"),
         "ratio_upload_to_baseline_median": median("ratio"),
         "ratios": [round(r["ratio"], 3) for r in rounds],
+        "upload_cpu_ms_per_mib_median": median("upload_cpu_ms_per_mib"),
+        "baseline_cpu_ms_per_mib_median": median("baseline_cpu_ms_per_mib"),
+        "cpu_ratio_baseline_to_upload_median": median("cpu_ratio"),
         "receiver_peak_rss_mib_max": round(max(r["receiver_peak_rss_mib"] for r in rounds), 1),
     }
     if args.json:
@@ -268,6 +296,11 @@ def main() -> int:
         print(
             f"  ratio upload/baseline: {report['ratio_upload_to_baseline_median']} "
             f"(per round: {report['ratios']})"
+        )
+        print(
+            f"  CPU per MiB: upload {report['upload_cpu_ms_per_mib_median']} ms (receiver +"
+            f" uploader + broker), baseline {report['baseline_cpu_ms_per_mib_median']} ms"
+            f" (pub + sub + broker): ratio {report['cpu_ratio_baseline_to_upload_median']}"
         )
         print(f"  receiver peak RSS (max over rounds): {report['receiver_peak_rss_mib_max']} MiB")
     return 0

@@ -5,6 +5,9 @@ Three threads. paho's network thread only reads the socket and *enqueues* each u
 so it keeps the socket drained and the keepalive alive whatever a device sends. The ingest
 worker takes messages round-robin over devices, runs :class:`receiver.ingest.Ingest` (hashing,
 decryption, fsync, SQLite) and publishes its replies (QoS 1); it also expires idle transfers.
+Segments completed while more messages are waiting are stored as a group (group commit:
+:meth:`Ingest.flush` once the queue is empty, the group is full or 0.1 s old); their receipts
+leave only after the group's files and rows are durable.
 The main thread publishes new assignments (retained) and cleared ones (a retained "cleared"
 message) and pets the systemd watchdog while both other threads are alive and no message has
 taken too long. Retained messages on upload topics are never processed (a device could
@@ -72,6 +75,7 @@ class ReceiverService:
             limits=lim,
             dock_registry=config.dock_registry,
             encryption_key=encryption_key,
+            group_commit=True,
         )
         self.ingest.refresh_registry()
         self.queue = FairQueue(lim, time.monotonic)
@@ -154,13 +158,20 @@ class ReceiverService:
                 generation, mid, qos = cast(tuple[int, int, int], tag)
                 if generation == self.generation:
                     self.client.ack(mid, qos)
-            else:  # quiet: windows of idle devices still go to those waiting
+            if item is None or self.queue.backlog() == 0 or self.ingest.flush_due():
+                # group commit: segments completed while messages kept coming are stored
+                # together once none is waiting (or when the group is full, inside handle)
+                for out in self.ingest.flush():
+                    self._publish(out)
+            if item is None:  # quiet: windows of idle devices still go to those waiting
                 for out in self.ingest.tick():
                     self._publish(out)
             now = time.monotonic()
             if now - last_expire > EXPIRE_INTERVAL_S:
                 last_expire = now
                 self.ingest.expire()
+        for out in self.ingest.flush():  # what completed before the stop is stored too
+            self._publish(out)
 
     def _publish(self, out: Outgoing) -> None:
         info = self.client.publish(out.topic, out.payload, qos=1, retain=out.retain)

@@ -60,6 +60,24 @@ __all__ = ["ProgressCallback", "UploadResult", "Uploader", "run_dock_upload"]
 ProgressCallback = Callable[[UploadResult, int], None]
 
 
+class _ViewWriteClient(mqtt.Client):
+    """paho's client sending each queued packet through a memoryview: paho sends
+    ``packet[pos:]`` after every partial socket write, a copy of the rest of a 256 KiB chunk
+    each time with ``bytes``, a view with this."""
+
+    def _packet_queue(
+        self,
+        command: int,
+        packet: bytes | bytearray,
+        mid: int,
+        qos: int,
+        info: mqtt.MQTTMessageInfo | None = None,
+    ) -> mqtt.MQTTErrorCode:
+        view: Any = memoryview(packet)
+        rc: mqtt.MQTTErrorCode = super()._packet_queue(command, view, mid, qos, info)
+        return rc
+
+
 @dataclass(frozen=True)
 class _PubAck:
     """paho's on_publish, handed to the upload thread (which alone owns ``mid_owner``)."""
@@ -107,7 +125,7 @@ class Uploader:
     # -- MQTT setup ------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         cfg = self.config
-        client = mqtt.Client(
+        client = _ViewWriteClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id or f"bodycam-{self.device}",
             protocol=mqtt.MQTTv5,

@@ -6,7 +6,9 @@ time from an injected clock. It parses each message once into a typed value
 (:mod:`receiver.ingest.messages`), reassembles segments (:mod:`receiver.ingest.reassembly`),
 decides on each record (:mod:`receiver.ingest.admission`) and leaves all SQL to
 :mod:`receiver.store`. Only after the media object, the record file and the metadata are
-durably committed does it sign a *stored* receipt.
+durably committed does it sign a *stored* receipt. With ``group_commit`` (the service), verified
+segments that continue the chain wait in a group for :meth:`Ingest.flush`, which stores them
+together (:mod:`receiver.ingest.group`: fsyncs side by side, one SQLite transaction).
 
 Chain continuity: a record is stored only when it continues the device's stored chain (seq 0
 with the genesis ``prev``, or its predecessor is stored and ``prev`` is its hash). A record
@@ -56,6 +58,7 @@ from receiver.errors import ConflictError, ReceiverError, StoreError
 from receiver.ingest import messages as m
 from receiver.ingest.admission import CONTINUES, Admission, Outgoing, need
 from receiver.ingest.grants import Grants
+from receiver.ingest.group import GroupSync
 from receiver.ingest.limits import Clock, Limits, LogLimiter
 from receiver.ingest.reassembly import Reassembly, Transfer
 from receiver.store import EvidenceStore
@@ -67,6 +70,13 @@ NEED_LATER = wire.NEED_LATER
 
 # Local failures while storing: retryable, never a verdict on the evidence.
 _LOCAL_FAILURES = (OSError, StoreError, sqlite3.OperationalError)
+
+#: group commit: completed segments held for one commit, at most this many / bytes (kept
+#: well under a device's window so its upload never stalls waiting for these receipts)
+GROUP_MAX_SEGMENTS = 4
+GROUP_MAX_BYTES = 8 * 1024**2
+#: ... and for at most this long (other devices' messages may keep the queue from emptying)
+GROUP_MAX_WAIT_S = 0.1
 
 
 @dataclass
@@ -103,6 +113,7 @@ class Ingest:
         dock_registry: Path | None = None,
         encryption_key: X25519PrivateKey | None = None,
         clock: Clock = time.monotonic,
+        group_commit: bool = False,
     ) -> None:
         self.store = store
         self.conn = conn
@@ -127,6 +138,14 @@ class Ingest:
         #: clock time the message being processed arrived (None when idle); the service
         #: stops petting the systemd watchdog when one message takes too long
         self.busy_since: float | None = None
+        #: group commit (the service turns it on): verified segments whose storing waits for
+        #: :meth:`flush`, which the caller runs when no message is waiting or the group is full
+        self.group_commit = group_commit
+        self.group: list[Parked] = []
+        self.group_since = 0.0
+        self.group_sync = GroupSync(store)
+        #: replies of a flush forced while handling a message; they precede its own replies
+        self._early: list[Outgoing] = []
 
     # -- compatibility views ---------------------------------------------------------------
     @property
@@ -142,6 +161,8 @@ class Ingest:
         self.busy_since = self.clock()
         try:
             out = self._handle(topic, payload)
+            if self._early:
+                out, self._early = self._early + out, []
             out += self.grants.poll()
         finally:
             self.busy_since = None
@@ -262,15 +283,15 @@ class Ingest:
         if stored is not None:
             self.stats.duplicates += 1
             return [stored]
-        if record_hash in self.parked.get(device, {}):
-            return []  # already verified, waiting for its predecessor
+        if record_hash in self.parked.get(device, {}) or self._grouped(device, record_hash):
+            return []  # already verified, waiting for its predecessor or the group commit
         self.refresh_registry()
         if self.registry.get(device) is None:
             # enrolment may simply come later (docked before the clerk registered it)
             return [self.admission.defer(record, record_hash, f"device {device} is not registered")]
         problem = self.admission.problem(record)
         if problem is not None:
-            return [self.admission.quarantine(record, record_hash, problem)]
+            return [self._quarantine(record, record_hash, problem)]
         if record.type != RecordType.SEGMENT:
             return self._continue_or_park(Parked(record, record_hash))
         tr = self.reassembly.get(device, record_hash)
@@ -286,26 +307,26 @@ class Ingest:
             reason = (
                 f"segment file name {m.escape(str(body.get('file')))[:80]!r} is not a safe name"
             )
-            return [self.admission.quarantine(record, record_hash, reason)]
+            return [self._quarantine(record, record_hash, reason)]
         try:
             digest = FileDigest.from_dict(body.get("stored") or body.get("media"))
         except (KeyError, TypeError, ValueError, EvidenceError) as exc:
             reason = f"malformed segment body: {str(exc)[:160]}"
-            return [self.admission.quarantine(record, record_hash, reason)]
+            return [self._quarantine(record, record_hash, reason)]
         # from here on the record is authentic and the refusals are about its media only
         if digest.size > self.limits.max_segment_bytes:
             reason = f"segment of {digest.size} bytes exceeds the limit"
-            return [self.admission.quarantine(record, record_hash, reason, media_only=True)]
+            return [self._quarantine(record, record_hash, reason, media_only=True)]
         if not wire.MIN_CHUNK_SIZE_BYTES <= digest.chunk_size <= wire.MAX_CHUNK_SIZE_BYTES:
             reason = f"chunk size {digest.chunk_size} outside the wire limits"
-            return [self.admission.quarantine(record, record_hash, reason, media_only=True)]
+            return [self._quarantine(record, record_hash, reason, media_only=True)]
         if body.get("encryption") is not None and self.encryption_key is None:
             reason = "media are encrypted but this receiver has no encryption_key configured"
             return [self.admission.defer(record, record_hash, reason)]
         problem = self._encryption_problem(body)
         if problem is not None:
             media_only = not problem.startswith("malformed")
-            return [self.admission.quarantine(record, record_hash, problem, media_only=media_only)]
+            return [self._quarantine(record, record_hash, problem, media_only=media_only)]
         if self.store.has_object(digest.sha256):
             # same bytes already stored (re-sent after a crash between object and metadata)
             return self._continue_or_park(Parked(record, record_hash, file_name, digest, None))
@@ -367,7 +388,7 @@ class Ingest:
         known = self._known_receipt(record_hash, device)
         if known is not None:
             return [known]
-        if record_hash in self.parked.get(device, {}):
+        if record_hash in self.parked.get(device, {}) or self._grouped(device, record_hash):
             return []
         tr = self.reassembly.get(device, record_hash)
         if tr is None:
@@ -406,7 +427,15 @@ class Ingest:
         if dev is not None and dev.revoked:  # revoked while its media were in flight
             return [self._quarantine_transfer(tr, dev.revocation)]
         self.reassembly.detach(tr)  # its temp bytes stay held until stored or dropped
-        return self._continue_or_park(Parked(tr.record, record_hash, tr.file_name, d, tr.temp))
+        item = Parked(tr.record, record_hash, tr.file_name, d, tr.temp)
+        if self._joins_group(item):
+            if not self.group:
+                self.group_since = self.clock()
+            self.group.append(item)
+            size = sum(g.digest.size for g in self.group if g.digest is not None)
+            full = len(self.group) >= GROUP_MAX_SEGMENTS or size >= GROUP_MAX_BYTES
+            return self.flush() if full else []
+        return self._continue_or_park(item)
 
     # -- chain continuity ------------------------------------------------------------------
     def _continue_or_park(self, item: Parked) -> list[Outgoing]:
@@ -484,6 +513,160 @@ class Ingest:
                 item.temp.unlink()
         self._release_temp(item)
 
+    # -- group commit ----------------------------------------------------------------------
+    def _grouped(self, device: str, record_hash: str) -> Parked | None:
+        for item in self.group:
+            if item.record_hash == record_hash and item.record.device == device:
+                return item
+        return None
+
+    def _quarantine(
+        self,
+        record: Record,
+        record_hash: str,
+        reason: str,
+        media: Path | None = None,
+        *,
+        media_only: bool = False,
+    ) -> Outgoing:
+        """:meth:`Admission.quarantine` once the device's grouped segments are stored: whether
+        a media-only quarantine stays a link of the chain depends on its predecessor being
+        stored. Their receipts go out first (see :meth:`handle`)."""
+        if any(g.record.device == record.device for g in self.group):
+            self._early += self.flush()
+        return self.admission.quarantine(record, record_hash, reason, media, media_only=media_only)
+
+    def _joins_group(self, item: Parked) -> bool:
+        """Whether a verified segment can wait for the group commit: it continues the stored
+        chain, or the group's last record of its device; anything else takes the usual path."""
+        if not self.group_commit or item.temp is None:
+            return False
+        record = item.record
+        if self.admission.chain_problem(record) is not None:
+            return False
+        mine = [g for g in self.group if g.record.device == record.device]
+        if mine:
+            last = mine[-1]
+            return last.record.seq == record.seq - 1 and last.record_hash == record.prev
+        return self.admission.chain_state(record) == CONTINUES
+
+    def flush_due(self) -> bool:
+        """The group has waited long enough: the caller should :meth:`flush` now."""
+        return bool(self.group) and self.clock() - self.group_since >= GROUP_MAX_WAIT_S
+
+    def flush(self) -> list[Outgoing]:
+        """Store the group: files made durable side by side, all rows in one transaction,
+        then the receipts; then the records that were waiting for them."""
+        group, self.group = self.group, []
+        if not group:
+            return []
+        self.busy_since = self.clock()
+        try:
+            out, rest = self._store_group(group)
+            for item in rest:  # the usual path, in order, for what the group could not take
+                out += self._continue_or_park(item)
+            for device in dict.fromkeys(item.record.device for item in group):
+                out += self._release_successors(device)
+        except Exception:  # keep serving; the devices resend what was not receipted
+            self.logs.log(
+                logging.ERROR, "?", "bug", "unexpected error in group commit", exc_info=True
+            )
+            for item in group:
+                self._discard(item)
+            return []
+        finally:
+            self.busy_since = None
+        return out
+
+    def _store_group(self, group: list[Parked]) -> tuple[list[Outgoing], list[Parked]]:
+        """(receipts, items left for the usual path). Decryption and conflicts are checked
+        first; a device with a problem leaves the group from that record on."""
+        ready: list[tuple[Parked, MediaRef]] = []
+        rest: list[Parked] = []
+        blocked: set[str] = set()  # devices whose later records must follow the usual path
+        for item in group:
+            media = None if item.record.device in blocked else self._group_media(item)
+            if media is None:
+                blocked.add(item.record.device)
+                rest.append(item)
+            else:
+                ready.append((item, media))
+        if not ready:
+            return [], rest
+        objects = [(item.temp, media.sha256) for item, media in ready if item.temp is not None]
+        objects += [
+            (self.store.plain_temp_path(item.record_hash), media.plain_sha256)
+            for item, media in ready
+            if media.plain_sha256 is not None
+        ]
+        try:
+            self.group_sync.commit_objects(objects)
+        except _LOCAL_FAILURES as exc:
+            return self._defer_group(ready, exc), rest
+        # the objects are in the store now: what leaves the group continues without temp files
+        files = [
+            (i.record.device, i.record.seq, i.record.canonical(), media.file, media.sha256)
+            for i, media in ready
+        ]
+        errors = self.group_sync.write_files(files)
+        out: list[Outgoing] = []
+        rows = []
+        failed: set[str] = set()  # (ready records come before any of their device's in rest)
+        for (item, media), error in zip(ready, errors, strict=True):
+            self._release_temp(item)
+            if error is None and item.record.device not in failed:
+                rows.append((item.record, item.record_hash, media))
+                continue
+            failed.add(item.record.device)
+            left = Parked(item.record, item.record_hash, item.file_name, item.digest, None)
+            if isinstance(error, ConflictError):
+                out.append(self.admission.quarantine(item.record, item.record_hash, str(error)))
+            elif error is not None and not isinstance(error, _LOCAL_FAILURES):
+                raise error
+            else:
+                rest.append(left)
+        try:
+            self.table.store_many([(r, h, md, self._filing(r, h, md)) for r, h, md in rows])
+        except _LOCAL_FAILURES as exc:
+            detail = exc.reason if isinstance(exc, StoreError) else (str(exc) or repr(exc))
+            reason = f"receiver cannot store it now: {detail}"
+            return out + [self.admission.defer(r, h, reason) for r, h, _ in rows], rest
+        return out + [self._stored(r, h, md) for r, h, md in rows], rest
+
+    def _group_media(self, item: Parked) -> MediaRef | None:
+        """The media reference of a grouped segment (decrypted and checked when encrypted), or
+        None when it must take the usual path (which then finds the same problem)."""
+        record, digest, name = item.record, item.digest, item.file_name
+        assert digest is not None
+        assert name is not None
+        if self.store.media_conflict(record.device, name, digest.sha256) is not None:
+            return None
+        if record.body.get("encryption") is None:
+            return MediaRef(name, digest.sha256, digest.size)
+        assert item.temp is not None
+        try:
+            plain = self._decrypt(record, item.record_hash, item.temp)
+        except OSError:
+            return None
+        if isinstance(plain, str):
+            return None
+        return MediaRef(name, digest.sha256, digest.size, plain.sha256, plain.size)
+
+    def _defer_group(self, ready: list[tuple[Parked, MediaRef]], exc: Exception) -> list[Outgoing]:
+        """A local failure making the group's files durable: nothing is receipted, temp files
+        go, the devices resend later (objects already committed are found again by hash)."""
+        detail = exc.reason if isinstance(exc, StoreError) else (str(exc) or repr(exc))
+        out = []
+        for item, _ in ready:
+            for path in (item.temp, self.store.plain_temp_path(item.record_hash)):
+                with contextlib.suppress(OSError):
+                    if path is not None:
+                        path.unlink()
+            self._release_temp(item)
+            reason = f"receiver cannot store it now: {detail}"
+            out.append(self.admission.defer(item.record, item.record_hash, reason))
+        return out
+
     # -- encrypted media -------------------------------------------------------------------
     def _encryption_problem(self, body: dict[str, Any]) -> str | None:
         """Why an encrypted segment cannot be accepted here at all (checked before its chunks)."""
@@ -556,9 +739,7 @@ class Ingest:
             source = temp if temp is not None else self.store.object_path(digest.sha256)
             checked = self._decrypt(record, record_hash, source)
             if isinstance(checked, str):
-                return self.admission.quarantine(
-                    record, record_hash, checked, media=temp, media_only=True
-                )
+                return self._quarantine(record, record_hash, checked, media=temp, media_only=True)
             plain = checked
         if temp is not None:
             self.store.commit_object(temp, digest.sha256)
@@ -575,6 +756,8 @@ class Ingest:
 
     # -- query -----------------------------------------------------------------------------
     def _on_query(self, device: str, query: m.Query) -> list[Outgoing]:
+        if any(self._grouped(device, h) for h in query.records):
+            self._early += self.flush()  # the device is waiting for these receipts: now
         out: list[Outgoing] = []
         parked = self.parked.get(device, {})
         waiting: list[Parked] = []
@@ -583,7 +766,7 @@ class Ingest:
             if known is not None:
                 out.append(known)
                 continue
-            item = parked.get(record_hash)
+            item = parked.get(record_hash) or self._grouped(device, record_hash)
             if item is not None:
                 waiting.append(item)
                 continue
@@ -603,15 +786,26 @@ class Ingest:
         if media is not None:
             conflict = self.store.media_conflict(record.device, media.file, media.sha256)
             if conflict is not None:
-                return self.admission.quarantine(record, record_hash, conflict, media_only=True)
+                return self._quarantine(record, record_hash, conflict, media_only=True)
         try:
             self.store.write_record(record.device, record.seq, data)
             if media is not None:
                 self.store.link_media(record.device, media.file, media.sha256)
         except ConflictError as exc:
-            return self.admission.quarantine(record, record_hash, str(exc))
+            return self._quarantine(record, record_hash, str(exc))
+        session = self._filing(record, record_hash, media)
+        self.table.store(record, record_hash, media, in_transaction=session)
+        return self._stored(record, record_hash, media)
+
+    def _filing(
+        self, record: Record, record_hash: str, media: MediaRef | None
+    ) -> Callable[[], None]:
+        """What commits with the record's row: its custody event, the device's last-seen time
+        (in the same transaction: one WAL sync per commit, not two) and, for a session-open,
+        the filing to a case."""
 
         def file_session() -> None:
+            self.registry.seen(record.device)
             record_event(  # custody: commits with the row it describes
                 self.conn,
                 "ingest",
@@ -632,8 +826,10 @@ class Ingest:
                     f"filed to case {case}" if case else "put in the unfiled inbox",
                 )
 
-        self.table.store(record, record_hash, media, in_transaction=file_session)
-        self.registry.seen(record.device)
+        return file_session
+
+    def _stored(self, record: Record, record_hash: str, media: MediaRef | None) -> Outgoing:
+        """The signed *stored* receipt (call only once the record's row is committed)."""
         self.stats.stored += 1
         if media is not None:
             self.stats.bytes_stored += media.size
@@ -653,7 +849,7 @@ class Ingest:
         self.reassembly.detach(tr)
         self.reassembly.release(tr.device, tr.digest.size)
         media_only = not reason.startswith("device revoked")
-        return self.admission.quarantine(
+        return self._quarantine(
             tr.record, tr.record_hash, reason, media=tr.temp, media_only=media_only
         )
 
@@ -710,3 +906,4 @@ class Ingest:
 
     def close(self) -> None:
         self.reassembly.close()
+        self.group_sync.close()

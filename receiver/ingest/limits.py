@@ -63,14 +63,6 @@ class Limits:
     grant_idle_s: float = 10.0
 
 
-def grant_window(limits: Limits, active_devices: int) -> tuple[int, int]:
-    """(bytes, messages) of the window one device gets while it holds a slot (the same
-    whatever ``active_devices``: devices beyond the slots wait, see receiver.ingest.grants)."""
-    window = max(1, min(limits.device_window_bytes, limits.broker_queue_bytes))
-    slots = max(1, limits.broker_queue_bytes // window)
-    return window, max(1, limits.broker_queue_messages // slots)
-
-
 @dataclass
 class TokenBucket:
     rate: float

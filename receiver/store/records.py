@@ -102,39 +102,51 @@ class RecordsTable:
     ) -> None:
         """Insert the record row and clear its waiting row in one transaction, running
         ``in_transaction`` (e.g. filing a session) inside it."""
+        self.store_many([(record, record_hash, media, in_transaction)])
+
+    def store_many(
+        self,
+        rows: list[tuple[Record, str, MediaRef | None, Callable[[], None] | None]],
+    ) -> None:
+        """:meth:`store` for several records in one transaction (one commit, one WAL sync:
+        the ingest's group commit), in the order given, all or none."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            self.conn.execute(
-                "INSERT INTO records (hash, device, seq, session, type, prev, utc, body, "
-                "media_file, media_sha256, media_size, stored_utc, plain_sha256, plain_size) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record_hash,
-                    record.device,
-                    record.seq,
-                    record.session,
-                    record.type,
-                    record.prev,
-                    record.time.utc,
-                    json.dumps(record.body, ensure_ascii=False),
-                    media.file if media else None,
-                    media.sha256 if media else None,
-                    media.size if media else None,
-                    now_utc(),
-                    media.plain_sha256 if media else None,
-                    media.plain_size if media else None,
-                ),
-            )
-            self.conn.execute(
-                "DELETE FROM waiting WHERE record_hash = ? AND device = ?",
-                (record_hash, record.device),
-            )
-            if in_transaction is not None:
-                in_transaction()
+            for record, record_hash, media, in_transaction in rows:
+                self._insert(record, record_hash, media)
+                if in_transaction is not None:
+                    in_transaction()
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+
+    def _insert(self, record: Record, record_hash: str, media: MediaRef | None) -> None:
+        self.conn.execute(
+            "INSERT INTO records (hash, device, seq, session, type, prev, utc, body, "
+            "media_file, media_sha256, media_size, stored_utc, plain_sha256, plain_size) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record_hash,
+                record.device,
+                record.seq,
+                record.session,
+                record.type,
+                record.prev,
+                record.time.utc,
+                json.dumps(record.body, ensure_ascii=False),
+                media.file if media else None,
+                media.sha256 if media else None,
+                media.size if media else None,
+                now_utc(),
+                media.plain_sha256 if media else None,
+                media.plain_size if media else None,
+            ),
+        )
+        self.conn.execute(
+            "DELETE FROM waiting WHERE record_hash = ? AND device = ?",
+            (record_hash, record.device),
+        )
 
     # -- quarantine ------------------------------------------------------------------------
     def quarantined(self, record_hash: str, device: str) -> QuarantineRow | None:
