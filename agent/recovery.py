@@ -445,3 +445,33 @@ def _seal_recovered(
     state.last_utc_end = format_utc(stats.utc_end)
     result.recovered_segments.append(record)
     return record
+
+
+def seal_orphan_parts(spool: RecordingSpool, state: SessionState) -> list[Record]:
+    """Seal, as recovered, the parts of the open session ``state`` that the recording left
+    unsealed (a full card cut them: an encrypted part without its plaintext digest, or a seal
+    that did not fit), so they are sealed in the session they belong to, before its gap and its
+    close, instead of waiting for a restart that would find the session closed.
+
+    Call only while no recording writes (after ``stop_recording``). A part that still cannot
+    be sealed stays for crash recovery and is logged.
+    """
+    sealed = {
+        r.body.get("file") for r in _session_records(spool, state.session)
+        if r.type == RecordType.SEGMENT
+    }  # fmt: skip
+    result = RecoveryResult()
+    known = _latest_params(spool)
+    for part in sorted(spool.parts_dir.glob(f"{state.session}-*{PART_SUFFIX}")):
+        parsed = parse_segment_file_name(part.name)
+        if parsed is None or parsed[0] != state.session:
+            continue
+        if part.name[: -len(PART_SUFFIX)] in sealed:
+            continue  # its record exists: only the rename is missing (crash recovery's job)
+        try:
+            _seal_recovered(spool, part, state.session, parsed[1], state, result, known)
+        except (OSError, SealError) as exc:
+            log.error("part %s still not sealed (left for recovery): %s", part.name, exc)
+    if result.recovered_segments:
+        spool.save_session(state)
+    return result.recovered_segments
