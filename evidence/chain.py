@@ -24,7 +24,6 @@ from evidence.fsutil import atomic_write, exclusive_write
 from evidence.keys import key_id, public_pem
 from evidence.records import DEVICE_ID_RE, GENESIS_PREV, Record, RecordTime
 
-
 log = logging.getLogger(__name__)
 
 
