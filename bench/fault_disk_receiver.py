@@ -26,7 +26,7 @@ from fault_disk import ROOT
 
 from tests.support.dock import Dock, running_dock
 
-SEGMENTS = 4
+SEGMENTS = 6
 SEGMENT_BYTES = 1 << 20
 UPLOAD_TIMEOUT_S = 60.0
 
@@ -75,6 +75,20 @@ def _bad_objects(data_dir: Path) -> list[str]:
     return bad
 
 
+def _wait_stored(data_dir: Path, device: str, count: int, proc: subprocess.Popen[bytes]) -> None:
+    """Until the receiver holds ``count`` records of ``device`` (or the upload ended)."""
+    deadline = time.monotonic() + UPLOAD_TIMEOUT_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        conn = sqlite3.connect(data_dir / "receiver.db", timeout=30)
+        try:
+            n = conn.execute("SELECT COUNT(*) FROM records WHERE device = ?", (device,)).fetchone()
+        finally:
+            conn.close()
+        if int(n[0]) >= count:
+            return
+        time.sleep(0.01)
+
+
 def _upload_to_end(dock: Dock, device: str, spool: Path, tries: int = 5) -> int:
     """Dock again until nothing is pending; the uploads it took."""
     for n in range(1, tries + 1):
@@ -108,20 +122,26 @@ def run_receiver(work: Path, args: argparse.Namespace) -> dict[str, Any]:
             device, spool = add(f"DISK-{i:02d}")
             proc = _uplink(dock, device, spool)
             try:
-                time.sleep(rng.uniform(args.min_s / 4, args.max_s / 4))  # into the upload
+                # a random moment into the ingest: after 0..SEGMENTS of its records are stored
+                _wait_stored(data_dir, device, rng.randint(0, SEGMENTS), proc)
                 filled = smallfs.fill(filler)
                 seen = _receipted(spool)
                 time.sleep(rng.uniform(args.hold_min_s, args.hold_max_s))
-                during = _finish(proc)
+                smallfs.release(filler)
+                freed = time.monotonic()
+                during = _finish(proc)  # the same docking goes on after the space is back
             finally:
                 smallfs.release(filler)
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait(30)
-            uploads = _upload_to_end(dock, device, spool)
+            uploads = (
+                1 if int(during.get("pending", 1)) == 0 else 1 + _upload_to_end(dock, device, spool)
+            )
             rounds.append(
                 {"filled_bytes": filled, "receipted_at_fill": len(seen),
-                 "pending_after_fill": during.get("pending"), "uploads_to_end": uploads}
+                 "uploads_to_end": uploads,
+                 "all_receipted_s_after_free": round(time.monotonic() - freed, 1)}
             )  # fmt: skip
         stored = _stored_hashes(data_dir)
         receipted = {h for _, spool in devices for h in _receipted(spool)}
@@ -136,6 +156,7 @@ def run_receiver(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         "fills": len(rounds),
         "devices": len(devices),
         "records": len(devices) * (SEGMENTS + 2),
+        "fills_mid_ingest": sum(r["receipted_at_fill"] < SEGMENTS + 2 for r in rounds),
         "receipts_without_data": len(receipted - stored),
         "bad_objects": len(_bad_objects(data_dir)),
         "reverify_ok": bool(reverify.get("ok")),
@@ -145,8 +166,16 @@ def run_receiver(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         "log_lines_disk_full": len(full_lines),
         "log_disk_full_sample": full_lines[:3],
         "tracebacks": log_text.count("Traceback"),
+        "all_receipted_s_after_free": _spread([r["all_receipted_s_after_free"] for r in rounds]),
         "rounds": rounds,
     }
+
+
+def _spread(values: list[float]) -> dict[str, float | None]:
+    ordered = sorted(values)
+    if not ordered:
+        return {"median": None, "max": None}
+    return {"median": ordered[len(ordered) // 2], "max": ordered[-1]}
 
 
 def receiver_ok(result: dict[str, Any]) -> bool:
