@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import smallfs
 from fault_disk import defaults, device_ok, run
@@ -25,6 +24,7 @@ from agent.checks import Outcome, check_storage
 from agent.config import ChecksConfig
 from agent.hardware.storage import SimulatedStorage
 
+ROOT = Path(__file__).resolve().parents[1]
 HOW = smallfs.method()
 needs_small_fs = pytest.mark.skipif(
     HOW is None, reason="no way to mount a private tmpfs here: " + "; ".join(smallfs.UNAVAILABLE)
