@@ -21,7 +21,10 @@ is sealed.
 Failure posture: the recorder never raises into the main loop for a device problem. Failed
 checks refuse the recording with a signal, spoken reasons and a signed ``check`` record;
 capture faults become signed ``gap`` records and recording resumes by itself; a segment that
-cannot be sealed stays as a ``.part`` for crash recovery and the officer is warned.
+cannot be sealed is warned about and stays as a ``.part``, sealed as recovered when the
+recording stops (a storage suspension or the session's end) or else by crash recovery. A full
+card (a storage fault) suspends at once; the spool's reserve (``agent.spool``) keeps room for
+the seal, gap and close records, and is taken back before recording resumes.
 """
 
 from __future__ import annotations

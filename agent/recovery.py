@@ -25,6 +25,9 @@ What a crash can leave behind, and what we do:
   (plaintext: PyAV), completed from the device's newest sealed segment, or from the
   ``media_params`` the caller passes (the capture configuration); §3 requires them.
 
+:func:`seal_orphan_parts` does the same for the parts a full card left unsealed during a
+session that is still open, so they are sealed in it before its gap and close.
+
 Failure posture: recovery never deletes media (an empty part holds no media and is removed).
 A part that cannot be read is sealed as it is, with zero frames, rather than dropped; only a
 failure to write the spool itself raises (:class:`~agent.errors.RecoveryError`), since the

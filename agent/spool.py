@@ -9,6 +9,7 @@ Layout (``docs/interfaces.md``)::
     ROOT/state/parts/<file>.part           segments being written (never under a final name)
     ROOT/state/session.json                the open session (what crash recovery needs)
     ROOT/state/receipts/                   receiver receipts (written by the uplink)
+    ROOT/state/reserve                     space held back for the records of a full card
 
 Sealing a segment: the pipeline has written, flushed and fsynced ``<file>.part``; we fsync it
 again, hash it (:func:`evidence.media.digest_file`), turn it into its stored form
