@@ -168,3 +168,36 @@ def test_receiver_disk_full_mid_ingest(tmp_path: Path) -> None:
 def test_smallfs_probe_reports_why_when_unavailable() -> None:
     # The skip reason above must say something when no method works.
     assert HOW is not None or smallfs.UNAVAILABLE
+
+
+@needs_small_fs
+def test_a_registry_sync_that_hit_a_full_disk_is_retried(tmp_path: Path) -> None:
+    # Without the retry the device stays "unknown" after space is freed, until the dock's
+    # registry file happens to change again.
+    out = _inside(
+        tmp_path,
+        """
+from provisioning import device
+from provisioning.dock import Dock as ProvisioningDock
+from receiver.registry import DeviceRegistry, DockRegistryFollower
+from receiver.store import connect
+
+pdock = ProvisioningDock.init(work / "dock")
+pdock.enrol(device.create_request(work / "dev", "cam-1", work / "req"))
+conn = connect(disk / "rx.db")
+follower = DockRegistryFollower(DeviceRegistry(conn), pdock.paths.registry)
+smallfs.fill(disk / "filler")
+try:
+    follower.refresh()
+    out["first"] = "applied"
+except Exception as exc:
+    out["first"] = str(exc)
+smallfs.release(disk / "filler")
+again = follower.refresh()
+out["second"] = again.added if again is not None else None
+out["known"] = DeviceRegistry(conn).get("cam-1") is not None
+""",
+    )
+    assert "full" in str(out["first"]), out
+    assert out["second"] == ["cam-1"]
+    assert out["known"]
