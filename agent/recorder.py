@@ -71,7 +71,7 @@ from agent.speaker import Speaker
 from agent.spool import RecordingSpool, SessionSink, SessionState, new_session_id
 from agent.tts import CUE_TONE, REFUSED_TONE, Speech, Synthesizer
 from evidence.markers import MARKERS, GapCause, MarkerKind, next_expected
-from evidence.records import Record, RecordType, format_utc
+from evidence.records import Record, RecordType, format_utc, parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -886,10 +886,22 @@ class Recorder:
             self._say_resume_prompt()
 
     def _seal_orphans(self, session: SessionInfo) -> None:
-        """Seal what a full card left unsealed of this session (no recording running)."""
-        for record in seal_orphan_parts(self.spool, session.state):
+        """Seal what a full card left unsealed of this session (no recording running); the
+        open gap then starts where that media ends, so it covers what could not be kept."""
+        records = seal_orphan_parts(self.spool, session.state)
+        for record in records:
             session.last_segment = record
             log.warning("sealed segment %s as far as it got", record.body.get("file"))
+        gap = (session.sink.open_gap if session.sink is not None else None) or session.open_gap
+        if not records or gap is None:
+            return
+        end = max(parse_utc(str(r.body["utc_end"])) for r in records)
+        if end < gap.start:
+            gap.detail += (
+                f"; from the end of the media sealed as recovered, "
+                f"{(gap.start - end).total_seconds():.1f} s before the fault was noticed"
+            )
+            gap.start = end
 
     def _watch_battery(self) -> None:
         # Recording goes on to the last drop of power (a cut is recovered on the next start);

@@ -9,11 +9,13 @@ that lives on a small tmpfs, waits until it records, and at a random moment (see
 The agent must go on by itself: the round's session ends on schedule. Reported per run:
 
 * **sealed segments lost**: segments sealed before any fill that are gone or altered at the end;
-* **chain**: :func:`evidence.verify.verify_tree` must pass, with at least one ``storage`` gap per
-  fill explaining the interruption;
+* **chain**: :func:`evidence.verify.verify_tree` must pass after every round, and every break
+  between a session's segments must be covered by a signed gap (**unexplained holes**: 0); a
+  fill that came while no bytes were written (the page cache took them) interrupts nothing;
 * **parts left unsealed**: media the agent could not seal during the run (left for recovery);
-* **resumed**: rounds whose session sealed a segment after the storage gap;
-* **media lost per fill**: the storage gaps' spans, in seconds (median, p90, max);
+* **resumed**: interrupted rounds whose session sealed a segment after the storage gap;
+* **media lost per fill**: the spans of the round's ``storage`` gaps, in seconds (median, p90,
+  max; 0 for a fill that interrupted nothing);
 * **agent exits**: rounds whose agent did not finish its session and exit 0 (a crash).
 
 **Receiver** (``--side receiver``): one dock (real Mosquitto, real receiver) whose data directory
@@ -32,6 +34,7 @@ Loopback only, bounded in time (each round and upload has a timeout).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import statistics
@@ -39,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +79,8 @@ storage_stop_bytes = {reserve}
 enabled = false
 """
 ROUND_S = 16
+HOLE_SLACK = timedelta(seconds=1)
+"""A gap explains a break between segments if it covers it to within this."""
 START_TIMEOUT_S = 120.0
 
 
@@ -104,16 +109,17 @@ def _sealed(spool: Path) -> dict[str, str]:
     return out
 
 
-def _wait_line(proc: subprocess.Popen[str], needle: str) -> bool:
+def _wait_line(proc: subprocess.Popen[str], needle: str) -> str | None:
+    """The agent's first stdout line holding ``needle`` (None if it ended first)."""
     assert proc.stdout is not None
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
-            return False
+            return None
         if needle in line:
-            return True
-    return False
+            return line
+    return None
 
 
 def _device_round(
@@ -127,9 +133,11 @@ def _device_round(
     out: dict[str, Any] = {"recorded": False}
     filler = disk / "filler"
     try:
-        if not _wait_line(proc, "recording:"):
+        line = _wait_line(proc, "recording: session ")
+        if line is None:
             return out
         out["recorded"] = True
+        out["session"] = line.split("recording: session ", 1)[1].split()[0]
         time.sleep(rng.uniform(args.min_s, args.max_s))  # the random moment of the fill
         out["sealed_before"] = _sealed(spool)
         out["filled_at"] = datetime.now(UTC)
@@ -186,31 +194,48 @@ def _check_round(spool: Path, round_: dict[str, Any]) -> None:
     ]
 
 
+def _span_s(start: str, end: str) -> float:
+    return (parse_utc(end) - parse_utc(start)).total_seconds()
+
+
+def _holes(segments: list[Record], gaps: list[Record]) -> int:
+    """Breaks of more than a second between consecutive segments that no gap covers."""
+    holes = 0
+    ordered = sorted(segments, key=lambda r: int(r.body["index"]))
+    for prev, nxt in itertools.pairwise(ordered):
+        start, end = parse_utc(prev.body["utc_end"]), parse_utc(nxt.body["utc_start"])
+        if (end - start).total_seconds() <= 1.0:
+            continue
+        covered = any(
+            parse_utc(g.body["start_utc"]) <= start + HOLE_SLACK
+            and parse_utc(g.body["end_utc"]) >= end - HOLE_SLACK
+            for g in gaps
+        )
+        holes += not covered
+    return holes
+
+
 def analyse_device(spool: Path, rounds: list[dict[str, Any]], log: Path) -> dict[str, Any]:
     records = _records(spool)
-    storage_gaps = [r for r in records if r.type == RecordType.GAP and r.body["cause"] == "storage"]
-    lost_s = []
-    resumed = 0
+    lost_s: list[float] = []
+    resumed = interrupted = holes = gaps_total = 0
     for round_ in rounds:
         if not round_.get("recorded"):
             continue
-        filled = round_["filled_at"]
-        mine = [g for g in storage_gaps if parse_utc(g.body["end_utc"]) >= filled]
-        mine = [g for g in mine if parse_utc(g.body["start_utc"]) <= round_["freed_at"]]
-        if mine:
-            g = mine[0]
-            span = parse_utc(g.body["end_utc"]) - parse_utc(g.body["start_utc"])
-            lost_s.append(span.total_seconds())
-            later = [
-                r
-                for r in records
-                if r.type == RecordType.SEGMENT
-                and r.session == g.session
-                and parse_utc(r.body["utc_start"]) >= parse_utc(g.body["end_utc"])
-            ]
-            resumed += bool(later)
+        mine = [r for r in records if r.session == round_["session"]]
+        gaps = [r for r in mine if r.type == RecordType.GAP]
+        storage = [g for g in gaps if g.body["cause"] == "storage"]
+        segments = [r for r in mine if r.type == RecordType.SEGMENT]
+        gaps_total += len(storage)
+        holes += _holes(segments, gaps)
+        lost_s.append(sum(_span_s(g.body["start_utc"], g.body["end_utc"]) for g in storage))
+        if storage:
+            interrupted += 1
+            last_end = max(parse_utc(g.body["end_utc"]) for g in storage)
+            resumed += any(parse_utc(r.body["utc_start"]) >= last_end for r in segments)
     text = log.read_text("utf-8", errors="replace") if log.exists() else ""
     fills = sum(1 for r in rounds if r.get("recorded"))
+    seen = {name for r in rounds for name in r.get("sealed_before", {})}
 
     def q(p: float) -> float | None:
         ordered = sorted(lost_s)
@@ -220,13 +245,14 @@ def analyse_device(spool: Path, rounds: list[dict[str, Any]], log: Path) -> dict
         "side": "device",
         "fills": fills,
         "rounds_not_recording": len(rounds) - fills,
-        "sealed_segments_seen": sum(len(r.get("sealed_before", {})) for r in rounds),
-        "sealed_segments_lost": sum(len(r.get("sealed_lost", [])) for r in rounds),
+        "sealed_segments_seen": len(seen),
+        "sealed_segments_lost": len({n for r in rounds for n in r.get("sealed_lost", [])}),
         "chain_verifies_each_round": all(r.get("verifies") for r in rounds),
         "violations": [v for r in rounds for v in r.get("violations", [])][:5],
-        "storage_gaps": len(storage_gaps),
-        "fills_with_gap": len(lost_s),
+        "storage_gaps": gaps_total,
+        "fills_interrupting": interrupted,
         "resumed_after_fill": resumed,
+        "unexplained_holes": holes,
         "parts_left_unsealed": sum(len(r.get("parts_left", [])) for r in rounds),
         "agent_bad_exits": sum(1 for r in rounds if r.get("recorded") and r.get("exit") != 0),
         "tracebacks": text.count("Traceback"),
@@ -246,8 +272,10 @@ def device_ok(result: dict[str, Any]) -> bool:
         and result["rounds_not_recording"] == 0
         and result["sealed_segments_lost"] == 0
         and result["chain_verifies_each_round"]
-        and result["fills_with_gap"] == result["fills"]
-        and result["resumed_after_fill"] == result["fills"]
+        and result["fills_interrupting"] > 0
+        and result["resumed_after_fill"] == result["fills_interrupting"]
+        and result["unexplained_holes"] == 0
+        and result["parts_left_unsealed"] == 0
         and result["agent_bad_exits"] == 0
         and result["tracebacks"] == 0
     )
@@ -350,8 +378,10 @@ def summary(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"{result['fills']} fills of the device's disk mid-recording "
         f"({'encrypted' if args.encrypted else 'plaintext'}, {result['wall_s']} s): sealed "
         f"segments lost {result['sealed_segments_lost']} of {result['sealed_segments_seen']}, "
-        f"chain verifies {result['chain_verifies_each_round']}, storage gaps "
-        f"{result['storage_gaps']}, resumed {result['resumed_after_fill']}, parts left unsealed "
+        f"chain verifies {result['chain_verifies_each_round']}, unexplained holes "
+        f"{result['unexplained_holes']}, storage gaps {result['storage_gaps']} "
+        f"({result['fills_interrupting']} fills interrupted recording, "
+        f"{result['resumed_after_fill']} resumed), parts left unsealed "
         f"{result['parts_left_unsealed']}, agent crashes {result['agent_bad_exits']}, tracebacks "
         f"{result['tracebacks']}; media lost per fill: median {m['median']} s, p90 {m['p90']} s, "
         f"max {m['max']} s"
