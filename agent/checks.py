@@ -164,19 +164,24 @@ def recording_minutes(free_bytes: int, bitrate_bits_per_s: int) -> float:
     return free_bytes * 8 / bitrate_bits_per_s / 60.0
 
 
-def check_storage(storage: StorageGauge, cfg: ChecksConfig) -> CheckResult:
+def check_storage(storage: StorageGauge, cfg: ChecksConfig, reserve_bytes: int = 0) -> CheckResult:
+    """``reserve_bytes``: kept back for the records that explain an interruption (the
+    recorder suspends below it), so it does not count as recording time."""
     try:
         free = storage.free_bytes()
     except Exception as exc:
         return CheckResult("storage", Outcome.FAIL, f"free space unknown: {exc}")
-    minutes = recording_minutes(free, cfg.estimated_bitrate_bits_per_s)
+    usable = max(0, free - reserve_bytes)
+    minutes = recording_minutes(usable, cfg.estimated_bitrate_bits_per_s)
     data = {
         "free_bytes": free,
+        "reserve_bytes": reserve_bytes,
         "estimated_recording_min": round(minutes, 1),
         "bitrate_bits_per_s": cfg.estimated_bitrate_bits_per_s,
     }
     summary = (
-        f"{free / 1e9:.2f} GB free, about {minutes:.0f} min at "
+        f"{free / 1e9:.2f} GB free ({usable / 1e9:.2f} GB above the reserve), about "
+        f"{minutes:.0f} min at "
         f"{cfg.estimated_bitrate_bits_per_s / 1e6:g} Mbit/s"
     )
     if minutes < cfg.min_recording_min:
@@ -384,6 +389,8 @@ class CheckInputs:
     spool_dir: Path
     clock_state: Callable[[], ClockSyncState]
     now: Callable[[], datetime]
+    storage_reserve_bytes: int = 0
+    """Free space the recording may not use (``[recording] storage_stop_bytes``)."""
 
 
 def run_checks(inputs: CheckInputs) -> CheckReport:
@@ -400,7 +407,7 @@ def run_checks(inputs: CheckInputs) -> CheckReport:
             log.warning("capture probe failed: %s", exc)
     results = [
         check_battery(inputs.battery, inputs.cfg, inputs.full_runtime_min),
-        check_storage(inputs.storage, inputs.cfg),
+        check_storage(inputs.storage, inputs.cfg, inputs.storage_reserve_bytes),
         check_camera(health, error),
         check_microphone(health, error, silent=inputs.cfg.microphone_silent),
         check_clock(inputs.clock_state(), now, inputs.cfg),

@@ -225,6 +225,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                     state_dir, clock_source=cfg.checks.clock_source
                 ),
                 now=lambda: datetime.now(UTC),
+                storage_reserve_bytes=cfg.recording.storage_stop_bytes,
             )
         )
     finally:

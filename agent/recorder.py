@@ -21,7 +21,10 @@ is sealed.
 Failure posture: the recorder never raises into the main loop for a device problem. Failed
 checks refuse the recording with a signal, spoken reasons and a signed ``check`` record;
 capture faults become signed ``gap`` records and recording resumes by itself; a segment that
-cannot be sealed stays as a ``.part`` for crash recovery and the officer is warned.
+cannot be sealed is warned about and stays as a ``.part``, sealed as recovered when the
+recording stops (a storage suspension or the session's end) or else by crash recovery. A full
+card (a storage fault) suspends at once; the spool's reserve (``agent.spool``) keeps room for
+the seal, gap and close records, and is taken back before recording resumes.
 """
 
 from __future__ import annotations
@@ -62,16 +65,20 @@ from agent.preamble import (
     build_preamble,
     load_assignment,
 )
+from agent.recovery import seal_orphan_parts
 from agent.reminders import REMINDER_ZH, ReminderSchedule, load_window
 from agent.speaker import Speaker
 from agent.spool import RecordingSpool, SessionSink, SessionState, new_session_id
 from agent.tts import CUE_TONE, REFUSED_TONE, Speech, Synthesizer
 from evidence.markers import MARKERS, GapCause, MarkerKind, next_expected
-from evidence.records import Record, RecordType, format_utc
+from evidence.records import Record, RecordType, format_utc, parse_utc
 
 log = logging.getLogger(__name__)
 
 STORAGE_POLL_S = 5.0
+STORAGE_POLL_SUSPENDED_S = 1.0
+"""While suspended for a full card, look for free space this often: every second waited is
+media lost."""
 PAUSE_CONFIRM_S = 3.0
 PAUSE_ARM_ZH = "再按一次录像键暂停录像。"
 PAUSED_ZH = "录像已暂停。按标记键选择中断原因，按录像键继续录像。"
@@ -319,6 +326,7 @@ class Recorder:
     def start(self) -> None:
         # Synthesize the resume prompt once, now: whether it exists goes into gap records.
         self._resume_speech = self._resume_prompt()
+        self.spool.keep_reserve()
         try:
             self.capture.start()
         except MediaError as exc:
@@ -420,8 +428,11 @@ class Recorder:
                     self._choose_pause_cause(kind)
                 else:
                     self._add_marker(kind, note)
-            case CaptureFaulted():
+            case CaptureFaulted(kind):
                 self._signal(Signal.FAULT)
+                if kind == FaultKind.STORAGE:
+                    # a full card: suspend now, before the freed reserve is filled with media
+                    self._next_storage_poll_ns = 0
             case CaptureResumed():
                 self._signal(Signal.RECORDING)
                 self._say_resume_prompt()
@@ -457,6 +468,8 @@ class Recorder:
             self._next_storage_poll_ns = now_ns + int(STORAGE_POLL_S * 1e9)
             self._watch_storage()
             self._watch_battery()
+            if self.state == State.SUSPENDED:
+                self._next_storage_poll_ns = now_ns + int(STORAGE_POLL_SUSPENDED_S * 1e9)
 
     # --- checks and session start -----------------------------------------------------------
 
@@ -472,6 +485,7 @@ class Recorder:
                 spool_dir=self.spool.root,
                 clock_state=self.clock_state,
                 now=self.clock.utc_now,
+                storage_reserve_bytes=self.cfg.recording.storage_stop_bytes,
             )
         )
         report = CheckReport(report.utc, [*report.results, check_encryption(self.cfg)])
@@ -482,6 +496,7 @@ class Recorder:
 
     def start_session(self) -> bool:
         """Checks, then session-open, recording, preamble. False when refused."""
+        self.spool.keep_reserve()  # before the storage check, which must not count it
         report = self.run_checks()
         now = self.clock.utc_now()
         session_id = self.session_ids(now)
@@ -625,6 +640,7 @@ class Recorder:
         now = self.clock.utc_now()
         # stop_recording has returned: the pipeline no longer writes; the loop owns the session.
         self._drain_sealed(session)
+        self._seal_orphans(session)
         gap = self._take_open_gap(session)
         if gap is not None:
             self._append_gap(
@@ -842,6 +858,7 @@ class Recorder:
                 log.error("storage exhausted (%d bytes free): suspending recording", free)
                 self.capture.stop_recording()
                 self._drain_sealed(session)
+                self._seal_orphans(session)
                 session.open_gap = self._take_open_gap(session) or OpenGap(
                     "storage", self.clock.utc_now(), f"storage ran out ({free} bytes free)"
                 )
@@ -854,7 +871,10 @@ class Recorder:
                 log.warning("storage low: about %.0f min left (%d bytes)", minutes, free)
                 self._signal(Signal.WARNING)
         elif self.state == State.SUSPENDED and free >= 2 * rec.storage_stop_bytes:
+            if not self.spool.keep_reserve():
+                return  # space went again: stay suspended
             log.warning("storage available again (%d bytes): resuming", free)
+            self._seal_orphans(session)
             gap = self._take_open_gap(session)
             spoken = self._resume_speech is not None
             # The gap goes first: it must precede the first segment of the new recording.
@@ -864,6 +884,24 @@ class Recorder:
             self._set_state(State.RECORDING)
             self._signal(Signal.RECORDING)
             self._say_resume_prompt()
+
+    def _seal_orphans(self, session: SessionInfo) -> None:
+        """Seal what a full card left unsealed of this session (no recording running); the
+        open gap then starts where that media ends, so it covers what could not be kept."""
+        records = seal_orphan_parts(self.spool, session.state)
+        for record in records:
+            session.last_segment = record
+            log.warning("sealed segment %s as far as it got", record.body.get("file"))
+        gap = (session.sink.open_gap if session.sink is not None else None) or session.open_gap
+        if not records or gap is None:
+            return
+        end = max(parse_utc(str(r.body["utc_end"])) for r in records)
+        if end < gap.start:
+            gap.detail += (
+                f"; from the end of the media sealed as recovered, "
+                f"{(gap.start - end).total_seconds():.1f} s before the fault was noticed"
+            )
+            gap.start = end
 
     def _watch_battery(self) -> None:
         # Recording goes on to the last drop of power (a cut is recovered on the next start);

@@ -25,6 +25,9 @@ What a crash can leave behind, and what we do:
   (plaintext: PyAV), completed from the device's newest sealed segment, or from the
   ``media_params`` the caller passes (the capture configuration); §3 requires them.
 
+:func:`seal_orphan_parts` does the same for the parts a full card left unsealed during a
+session that is still open, so they are sealed in it before its gap and close.
+
 Failure posture: recovery never deletes media (an empty part holds no media and is removed).
 A part that cannot be read is sealed as it is, with zero frames, rather than dropped; only a
 failure to write the spool itself raises (:class:`~agent.errors.RecoveryError`), since the
@@ -445,3 +448,33 @@ def _seal_recovered(
     state.last_utc_end = format_utc(stats.utc_end)
     result.recovered_segments.append(record)
     return record
+
+
+def seal_orphan_parts(spool: RecordingSpool, state: SessionState) -> list[Record]:
+    """Seal, as recovered, the parts of the open session ``state`` that the recording left
+    unsealed (a full card cut them: an encrypted part without its plaintext digest, or a seal
+    that did not fit), so they are sealed in the session they belong to, before its gap and its
+    close, instead of waiting for a restart that would find the session closed.
+
+    Call only while no recording writes (after ``stop_recording``). A part that still cannot
+    be sealed stays for crash recovery and is logged.
+    """
+    sealed = {
+        r.body.get("file") for r in _session_records(spool, state.session)
+        if r.type == RecordType.SEGMENT
+    }  # fmt: skip
+    result = RecoveryResult()
+    known = _latest_params(spool)
+    for part in sorted(spool.parts_dir.glob(f"{state.session}-*{PART_SUFFIX}")):
+        parsed = parse_segment_file_name(part.name)
+        if parsed is None or parsed[0] != state.session:
+            continue
+        if part.name[: -len(PART_SUFFIX)] in sealed:
+            continue  # its record exists: only the rename is missing (crash recovery's job)
+        try:
+            _seal_recovered(spool, part, state.session, parsed[1], state, result, known)
+        except (OSError, SealError) as exc:
+            log.error("part %s still not sealed (left for recovery): %s", part.name, exc)
+    if result.recovered_segments:
+        spool.save_session(state)
+    return result.recovered_segments

@@ -9,6 +9,7 @@ Layout (``docs/interfaces.md``)::
     ROOT/state/parts/<file>.part           segments being written (never under a final name)
     ROOT/state/session.json                the open session (what crash recovery needs)
     ROOT/state/receipts/                   receiver receipts (written by the uplink)
+    ROOT/state/reserve                     space held back for the records of a full card
 
 Sealing a segment: the pipeline has written, flushed and fsynced ``<file>.part``; we fsync it
 again, hash it (:func:`evidence.media.digest_file`), turn it into its stored form
@@ -25,6 +26,12 @@ whole chunks, so the pipeline's once-a-second flush + fsync bounds what a crash 
 and media time so far, which is all crash recovery can know of a file the device cannot decrypt.
 Without a key the spool stays plaintext and says so (a WARNING at start; ``check`` warns).
 
+A full card: the spool keeps ``state/reserve`` (:data:`RESERVE_BYTES` of real blocks). When a
+record or the session state cannot be written for lack of space (``ENOSPC``), the reserve is
+released and the write retried once, so the seal of the segment that was being written and the
+``gap`` record that explains the interruption always reach the card;
+:meth:`RecordingSpool.keep_reserve` takes it back once space is free again.
+
 Failure posture: nothing here ever deletes media. Sealing problems raise
 :class:`~agent.errors.SealError` and leave the ``.part`` in place for crash recovery; records
 are appended under one lock so record times never go backwards in ``seq`` order.
@@ -32,6 +39,8 @@ are appended under one lock so record times never go backwards in ``seq`` order.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -69,6 +78,10 @@ from evidence.records import Record, RecordTime, RecordType, format_utc
 log = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part"
+RESERVE_NAME = "reserve"
+RESERVE_BYTES = 1024 * 1024
+"""Held back on the card for the records that explain a full card (a seal, a gap, a close and
+the session state are a few KiB each)."""
 PROGRESS_SUFFIX = ".progress"
 MEDIA_SUFFIX = ".ts"
 
@@ -103,6 +116,16 @@ def ensure_dev_key(path: Path) -> tuple[Ed25519PrivateKey, bool]:
     key = generate_signing_key()
     save_signing_key(path, key)
     return key, True
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """``exc``, or an error it was raised from, is a full filesystem or quota."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def new_session_id(now: datetime) -> str:
@@ -549,9 +572,53 @@ class RecordingSpool:
     def append(self, type: str, session: str, body: dict[str, Any]) -> Record:
         # Time is read under the lock so record times never go backwards in seq order.
         with self._lock:
-            record = self.chain.append(type, session, body, self.record_time())
+            head = self.chain.head_seq
+            try:
+                record = self.chain.append(type, session, body, self.record_time())
+            except OSError as exc:
+                # retried only if nothing was appended: a record is never written twice
+                if self.chain.head_seq != head or not self._release_reserve(exc):
+                    raise
+                record = self.chain.append(type, session, body, self.record_time())
         log.info("record seq=%d %s session=%s", record.seq, type, session)
         return record
+
+    # the reserve for a full card
+
+    @property
+    def reserve_path(self) -> Path:
+        return self.state_dir / RESERVE_NAME
+
+    def keep_reserve(self) -> bool:
+        """Hold :data:`RESERVE_BYTES` on the card (True), unless there is not that much free."""
+        path = self.reserve_path
+        try:
+            if path.stat().st_size >= RESERVE_BYTES:
+                return True
+        except FileNotFoundError:
+            pass
+        try:
+            with path.open("wb") as fh:  # written, not sparse: the blocks are really taken
+                fh.write(bytes(RESERVE_BYTES))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            log.warning("cannot keep the %d-byte storage reserve: %s", RESERVE_BYTES, exc)
+            return False
+        log.info("storage reserve of %d bytes held", RESERVE_BYTES)
+        return True
+
+    def _release_reserve(self, exc: BaseException) -> bool:
+        """After ``exc``: if the card is full and the reserve held, free it (True: retry)."""
+        if not is_disk_full(exc):
+            return False
+        try:
+            self.reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        log.error("storage full: released the storage reserve so the evidence records fit")
+        return True
 
     # parts
 
@@ -563,11 +630,20 @@ class RecordingSpool:
         path = self.part_path(session, index)
         try:
             fh = path.open("xb")
+        except OSError as exc:
+            raise SealError(path, f"cannot create part file: {exc}") from exc
+        try:
             if self.recipient is not None:
                 part = EncryptedPart(path, fh, self.recipient, self.clock)
                 part.flush()  # the header is on disk before any media: recovery can read it
             fsync_dir(self.parts_dir)
         except OSError as exc:
+            # Nothing of the segment was written yet: remove the part so that the pipeline's
+            # retry (the next keyframe) can create it again once there is space.
+            with contextlib.suppress(OSError):
+                fh.close()
+            path.unlink(missing_ok=True)
+            remove_progress(path, sync=False)
             raise SealError(path, f"cannot create part file: {exc}") from exc
         if self.recipient is not None:
             return part  # type: ignore[return-value]  # a BinaryIO for every use the pipeline makes
@@ -633,7 +709,13 @@ class RecordingSpool:
         return self.state_dir / "session.json"
 
     def save_session(self, state: SessionState) -> None:
-        atomic_write(self.session_state_path, json.dumps(state.to_dict(), indent=1).encode())
+        data = json.dumps(state.to_dict(), indent=1).encode()
+        try:
+            atomic_write(self.session_state_path, data)
+        except OSError as exc:
+            if not self._release_reserve(exc):
+                raise
+            atomic_write(self.session_state_path, data)
 
     def load_session(self) -> SessionState | None:
         path = self.session_state_path
@@ -681,6 +763,20 @@ def segment_body(
     }
 
 
+def _close_part(fh: BinaryIO, index: int) -> None:
+    """Close a part the pipeline wrote. A plaintext part whose last bytes did not fit (full
+    card) is sealed as far as it got: its record signs exactly the bytes that reached it. An
+    encrypted one cannot be (no plaintext digest): it raises and is sealed as recovered."""
+    try:
+        fh.close()
+    except OSError as exc:
+        if isinstance(fh, EncryptedPart) or not is_disk_full(exc):
+            raise
+        log.warning(
+            "segment %d: its last bytes did not fit (%s); sealing what it holds", index, exc
+        )
+
+
 class SessionSink:
     """The :class:`~agent.media.base.SegmentSink` of one recording within a session.
 
@@ -721,7 +817,7 @@ class SessionSink:
         try:
             plaintext = encryption = stored = None
             if fh is not None:
-                fh.close()
+                _close_part(fh, session_index)
             if isinstance(fh, EncryptedPart):
                 plaintext, encryption, stored = fh.plaintext, fh.encryption, fh.stored
             record = self.spool.seal(
@@ -734,7 +830,11 @@ class SessionSink:
                 stored=stored,
             )
         except Exception as exc:
-            log.error("segment %d not sealed (kept for recovery): %s", session_index, exc)
+            log.error(
+                "segment %d not sealed now (its part is kept and sealed as recovered): %s",
+                session_index,
+                exc,
+            )
             if self.on_error is not None:
                 self.on_error(exc)
             return

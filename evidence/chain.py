@@ -10,6 +10,7 @@ overwriting; the agent also holds an exclusive lock on its spool).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -22,6 +23,8 @@ from evidence.errors import ChainError, RecordFormatError
 from evidence.fsutil import atomic_write, exclusive_write
 from evidence.keys import key_id, public_pem
 from evidence.records import DEVICE_ID_RE, GENESIS_PREV, Record, RecordTime
+
+log = logging.getLogger(__name__)
 
 
 class DeviceChain:
@@ -87,7 +90,13 @@ class DeviceChain:
             self._key, self.device_id, record.seq, self.head_hash, record.time.utc
         )
         path = self.root / layout.STATE / layout.CHAIN_HEAD_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-        temp.write_bytes(head.canonical())
-        os.replace(temp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_bytes(head.canonical())
+            os.replace(temp, path)
+        except OSError as exc:
+            # The record is appended and durable: failing here (a full card) would make the
+            # caller think it was not, and write it again. The dock reads an older head.
+            temp.unlink(missing_ok=True)
+            log.warning("chain head file not updated (seq %d): %s", record.seq, exc)

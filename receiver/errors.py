@@ -6,6 +6,8 @@ one escape from the handling of a single message (see :mod:`receiver.ingest`).
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from pathlib import Path
 
 
@@ -53,3 +55,20 @@ class StoreError(ReceiverError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+SQLITE_FULL = 13
+
+
+def disk_full(exc: BaseException) -> bool:
+    """``exc`` (or an error it came from) says the data directory's filesystem is full."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(seen, sqlite3.Error) and (
+            getattr(seen, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(seen)
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

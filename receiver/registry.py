@@ -179,7 +179,13 @@ class DockRegistryFollower:
             return None
         # also after a failed read: it is logged once and retried when the file changes
         self._seen = stamp
-        return self.sync()
+        try:
+            return self.sync()
+        except Exception:
+            # not applied (e.g. the database's disk is full): try again at the next refresh,
+            # or the devices it adds stay unknown until the file changes
+            self._seen = None
+            raise
 
     def sync(self) -> SyncResult | None:
         # imported here: provisioning is only needed where a dock registry is configured

@@ -39,6 +39,7 @@ from receiver import sdnotify
 from receiver.cases import CaseBook
 from receiver.config import ReceiverConfig
 from receiver.custody import CustodyLog, issue_head_if_due
+from receiver.errors import disk_full
 from receiver.identity import load_media_key, load_receipt_key
 from receiver.ingest import Ingest, Outgoing
 from receiver.ingest.limits import LogLimiter
@@ -262,8 +263,11 @@ class ReceiverService:
                     last_head = now
                     try:  # custody: a signed tree head at least hourly while the log grows
                         issue_head_if_due(self.custody)
-                    except Exception:
-                        log.exception("signing a custody tree head failed; will retry")
+                    except Exception as exc:
+                        if not disk_full(exc):
+                            log.exception("signing a custody tree head failed; will retry")
+                        else:  # the operator's problem, not a bug: one line, no traceback
+                            log.error("signing a custody tree head failed (will retry): %s", exc)
                 if (
                     watchdog_s is not None
                     and now - last_pet >= watchdog_s

@@ -757,9 +757,10 @@ class PiCapture(CapturePipeline):
         return True
 
     def _report_storage(self, detail: str, events: list[Event]) -> None:
-        log.error("%s", detail)
         if FaultKind.STORAGE in self._open_faults:
+            log.debug("%s", detail)  # retried at each split while the card is full: one line
             return
+        log.error("%s", detail)
         self._open_faults.add(FaultKind.STORAGE)
         when = self.clock.utc_now()
         events.append(self._fault_event(FaultKind.STORAGE, when, detail))

@@ -691,8 +691,15 @@ class SimulatedCapture(CapturePipeline):
                 pre_event_us=max(0, pre_event_us),
             )
         except Exception as exc:
-            log.error("cannot open segment %d: %s", index, exc)
-            if FaultKind.STORAGE not in self._open_faults:
+            # retried at every keyframe: one error line per fault, not one per try
+            new_fault = FaultKind.STORAGE not in self._open_faults
+            log.log(
+                logging.ERROR if new_fault else logging.DEBUG,
+                "cannot open segment %d: %s",
+                index,
+                exc,
+            )
+            if new_fault:
                 self._open_faults.add(FaultKind.STORAGE)
                 detail = f"cannot open segment {index}: {exc}"
                 events.append(self._fault_event(FaultKind.STORAGE, when, detail))

@@ -209,7 +209,8 @@ class Admission:
             if self.table.waiting_count(record.device) < self.limits.device_waiting_records:
                 self.table.wait(record, record_hash, reason)
         except sqlite3.Error as exc:  # a full disk may refuse this too; the device retries
-            log.error("could not list %s seq %d as waiting: %s", record.device, record.seq, exc)
+            # the line below says it is not accepted and why; this would be a second one
+            log.debug("could not list %s seq %d as waiting: %s", record.device, record.seq, exc)
         self.deferred += 1
         self.logs.log(
             logging.WARNING,

@@ -54,7 +54,7 @@ from evidence.records import Record, RecordType, format_utc
 from receiver.cases import CaseBook
 from receiver.custody import record_event
 from receiver.custody.anchors import accept_chain_head
-from receiver.errors import ConflictError, ReceiverError, StoreError
+from receiver.errors import ConflictError, ReceiverError, StoreError, disk_full
 from receiver.ingest import messages as m
 from receiver.ingest.admission import CONTINUES, Admission, Outgoing, need
 from receiver.ingest.grants import Grants
@@ -203,7 +203,24 @@ class Ingest:
                 len(payload),
                 m.escape(exc.reason[:300]),
             )
-        except ReceiverError as exc:
+        except Exception as exc:  # keep serving: one bad message must not stop the service
+            self._log_failure(device, topic, exc)
+        return []
+
+    def _log_failure(self, device: str, topic: str, exc: Exception) -> None:
+        if disk_full(exc):
+            # Nothing of the message was receipted; the device resends it. One line, for all
+            # devices together (a full disk is the dock's problem, not the device's).
+            self.logs.log(
+                logging.ERROR,
+                "*",
+                "disk full",
+                "receiver storage is full: a message of %s was not stored (it is not receipted;"
+                " the device resends it once space is freed): %s",
+                device,
+                exc,
+            )
+        elif isinstance(exc, ReceiverError):
             self.logs.log(
                 logging.ERROR,
                 device,
@@ -212,7 +229,7 @@ class Ingest:
                 m.escape(topic[:200]),
                 exc,
             )
-        except Exception:  # keep serving: one bad message must not stop the service
+        else:
             self.logs.log(
                 logging.ERROR,
                 device,
@@ -221,7 +238,6 @@ class Ingest:
                 m.escape(topic[:200]),
                 exc_info=True,
             )
-        return []
 
     # -- hello / clock ---------------------------------------------------------------------
     def _on_hello(self, device: str, hello: m.Hello) -> list[Outgoing]:
