@@ -69,10 +69,12 @@ class _DirectReadClient(mqtt.Client):
         if not self._direct or not isinstance(sock, (socket.socket, ssl.SSLSocket)):
             return super()._packet_read()
         pkt: Any = self._in_packet
+        header_read = False
         if pkt["have_remaining"] == 0:
             early = self._read_fixed_header(pkt)
             if early is not None:
                 return early
+            header_read = True  # a header-only packet (PINGRESP) is bytes received too
         packet, start, need = pkt["packet"], pkt["pos"], pkt["remaining_length"]
         got, stalled = start, False
         with memoryview(packet) as view:
@@ -89,7 +91,7 @@ class _DirectReadClient(mqtt.Client):
                 if n == 0:
                     return mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST
                 got += n
-        if got > start:  # the keepalive counts bytes received, as paho's own reader does
+        if header_read or got > start:  # the keepalive counts bytes received, as paho does
             with self._msgtime_mutex:
                 self._last_bytes_received = time.monotonic()
         if stalled or got < need:

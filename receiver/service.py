@@ -277,15 +277,16 @@ class ReceiverService:
                     sdnotify.notify("WATCHDOG=1")
         finally:
             sdnotify.notify("STOPPING=1")
+            # the worker's last flush publishes receipts: stop it while still connected
+            self.queue.close()
+            if self.worker is not None:
+                self.worker.join(timeout=30)
             if self.connected.is_set():
                 self.client.publish(
                     wire.RECEIVER_STATUS_TOPIC, self._status("offline"), qos=1, retain=True
                 ).wait_for_publish(timeout=2)
             self.client.disconnect()
             self.client.loop_stop()
-            self.queue.close()
-            if self.worker is not None:
-                self.worker.join(timeout=30)
             self.ingest.close()
             self.ingest_conn.close()
             self.main_conn.close()

@@ -156,8 +156,9 @@ def test_a_handshake_through_a_half_dead_link_gives_up_at_connect_timeout(
         thread.start()
         assert proxy.wait_connections(1, 10)
         first = proxy.connections()[0]
-        # the device gives up on the silent handshake at its 0.5 s time-out (not at 5 s)
-        assert first.closed.wait(3.0), "the device waited on a half-dead handshake"
+        # the device gives up on the silent handshake at its 0.5 s time-out, not at paho's
+        # fixed 5 s (the margin is for a loaded machine)
+        assert first.closed.wait(4.5), "the device waited on a half-dead handshake"
         thread.join(60)
         stop.set()
     assert results

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from evidence import transfer as wire
 from evidence.receipt import Receipt
-from evidence.records import RecordType
-from evidence.testing import session_open_body
+from evidence.records import Record, RecordType
+from evidence.testing import marker_body, session_open_body
 from receiver.ingest import Outgoing
 from receiver.ingest.core import GROUP_MAX_SEGMENTS
 from tests.test_receiver_ingest import Rig
@@ -62,17 +62,69 @@ def test_a_full_group_is_committed_without_waiting_for_a_flush(tmp_path: Path) -
     assert [r.status for r in _receipts(out)] == ["stored"] * GROUP_MAX_SEGMENTS
 
 
-def test_a_record_after_the_group_waits_for_it_then_is_stored(tmp_path: Path) -> None:
+def test_a_record_that_cannot_join_the_group_has_the_group_stored_first(tmp_path: Path) -> None:
     rig = _grouping(tmp_path)
     seg = rig.segment("a.ts", b"a" * 2000)
     marker = rig.chain.append(RecordType.SESSION_OPEN, "s2", session_open_body(), rig.clock.tick(1))
     assert not _receipts(rig.upload(seg, b"a" * 2000))
-    assert not _receipts(rig.init(marker)), "its predecessor is not stored yet"
-    receipts = _receipts(rig.ingest.flush())
+    receipts = _receipts(rig.init(marker))
+    # judged against the chain as the group leaves it, never against the chain before it
     assert [(r.record, r.status) for r in receipts] == [
         (seg.hash(), "stored"),
         (marker.hash(), "stored"),
     ]
+    assert rig.ingest.flush() == []
+
+
+def _evidence_files(rig: Rig) -> list[str]:
+    root = rig.ingest.store.evidence_root / "devices"
+    return sorted(p.name for p in root.rglob("*.json"))
+
+
+def test_a_name_clash_inside_one_group_quarantines_the_later_segment(tmp_path: Path) -> None:
+    rig = _grouping(tmp_path)
+    first = rig.segment("a.ts", b"x" * 2000)
+    clash = rig.segment("b.ts", b"y" * 2000, file="a.ts")  # same name, other bytes, next seq
+    after = rig.segment("c.ts", b"z" * 2000)
+    out = rig.upload(first, b"x" * 2000) + rig.upload(clash, b"y" * 2000)
+    out += rig.upload(after, b"z" * 2000) + rig.ingest.flush()
+
+    receipts = {r.record: r.status for r in _receipts(out)}
+    # the first-come segment keeps its name; the clash stays a link of the chain
+    assert receipts == {
+        first.hash(): "stored",
+        clash.hash(): "quarantined",
+        after.hash(): "stored",
+    }
+    assert _rows(rig) == 2
+    assert len(_evidence_files(rig)) == _rows(rig), "no record file without its row"
+
+
+def test_a_fork_arriving_while_the_original_is_grouped_is_quarantined(tmp_path: Path) -> None:
+    rig = _grouping(tmp_path)
+    head = rig.segment("0.ts", b"0" * 2000)
+    rig.upload(head, b"0" * 2000)
+    rig.ingest.flush()
+    a1 = rig.segment("1.ts", b"1" * 2000)
+    a2 = rig.segment("2.ts", b"2" * 2000)
+    assert not _receipts(rig.upload(a1, b"1" * 2000) + rig.upload(a2, b"2" * 2000))
+    fork = Record.create(  # seq 1 again, signed by the device, continuing seq 0: a fork
+        type=RecordType.MARKER,
+        device=a1.device,
+        session="s1",
+        seq=a1.seq,
+        prev=a1.prev,
+        time=rig.clock.tick(1),
+        public_key=rig.key.public_key(),
+        body=marker_body("x"),
+    ).sign(rig.key)
+
+    receipts = {r.record: r.status for r in _receipts(rig.init(fork) + rig.ingest.flush())}
+
+    # first come, first stored: the grouped originals, and the fork kept aside
+    assert receipts == {a1.hash(): "stored", a2.hash(): "stored", fork.hash(): "quarantined"}
+    prevs = rig.ingest.conn.execute("SELECT seq, hash FROM records ORDER BY seq").fetchall()
+    assert [tuple(r) for r in prevs] == [(0, head.hash()), (1, a1.hash()), (2, a2.hash())]
 
 
 def test_a_local_failure_in_the_group_asks_for_a_resend_and_keeps_nothing_half(

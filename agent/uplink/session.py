@@ -233,10 +233,6 @@ class UplinkSession:
         self.result.bytes_freed += self.spool.sweep(min_age_s=self._min_age())
 
     @property
-    def granted_window(self) -> int | None:
-        return None if self.grant is None else self.grant.window_bytes
-
-    @property
     def window_bytes(self) -> int:
         if self.grant is None:
             return self.config.window_bytes

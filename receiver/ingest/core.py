@@ -100,6 +100,8 @@ class Parked:
     digest: FileDigest | None = None
     temp: Path | None = None
     since: float = 0.0
+    released: bool = False
+    """Its temp bytes were given back to the device's allowance (once only)."""
 
 
 class Ingest:
@@ -456,8 +458,19 @@ class Ingest:
     # -- chain continuity ------------------------------------------------------------------
     def _continue_or_park(self, item: Parked) -> list[Outgoing]:
         record = item.record
+        # The usual path judges a record against the stored chain: while records of its device
+        # are grouped (not yet stored), a fork or a name clash would be judged against a chain
+        # that is not the one about to be stored. Store the group first.
+        out = self.flush() if self._has_grouped(item.record_hash, record.device) else []
+        problem = self.admission.chain_problem(record)  # the chain may have moved since init
+        if problem is not None:
+            out.append(
+                self.admission.quarantine(record, item.record_hash, problem, media=item.temp)
+            )
+            self._release_temp(item)
+            return out
         if self.admission.chain_state(record) == CONTINUES:
-            out = [self._store_item(item)]
+            out.append(self._store_item(item))
             return out + self._release_successors(record.device)
         mine = self.parked.setdefault(record.device, {})
         if len(mine) >= self.limits.device_waiting_records:
@@ -466,11 +479,11 @@ class Ingest:
                 f"waiting for seq {record.seq - 1}: {len(mine)} records of this device are"
                 " already waiting"
             )
-            return [self.admission.defer(record, item.record_hash, reason)]
+            return [*out, self.admission.defer(record, item.record_hash, reason)]
         item.since = self.clock()
         mine[item.record_hash] = item
         log.debug("%s seq %d waits for seq %d", record.device, record.seq, record.seq - 1)
-        return []
+        return out
 
     def _waiting_answer(self, item: Parked) -> Outgoing:
         """What a device asking about a waiting record hears: nothing to resend, keep waiting
@@ -520,7 +533,8 @@ class Ingest:
             self._release_temp(item)
 
     def _release_temp(self, item: Parked) -> None:
-        if item.temp is not None and item.digest is not None:
+        if item.temp is not None and item.digest is not None and not item.released:
+            item.released = True
             self.reassembly.release(item.record.device, item.digest.size)
 
     def _discard(self, item: Parked) -> None:
@@ -530,6 +544,10 @@ class Ingest:
         self._release_temp(item)
 
     # -- group commit ----------------------------------------------------------------------
+    def _has_grouped(self, record_hash: str, device: str) -> bool:
+        """Whether ``device`` has records in the group (other than ``record_hash``)."""
+        return any(g.record.device == device and g.record_hash != record_hash for g in self.group)
+
     def _grouped(self, device: str, record_hash: str) -> Parked | None:
         for item in self.group:
             if item.record_hash == record_hash and item.record.device == device:
@@ -561,6 +579,8 @@ class Ingest:
         if self.admission.chain_problem(record) is not None:
             return False
         mine = [g for g in self.group if g.record.device == record.device]
+        if any(g.file_name == item.file_name for g in mine):
+            return False  # a name clash: the usual path quarantines it once the group is stored
         if mine:
             last = mine[-1]
             return last.record.seq == record.seq - 1 and last.record_hash == record.prev
@@ -576,22 +596,22 @@ class Ingest:
         group, self.group = self.group, []
         if not group:
             return []
-        self.busy_since = self.clock()
+        busy_since, self.busy_since = self.busy_since, self.clock()
         try:
             out, rest = self._store_group(group)
             for item in rest:  # the usual path, in order, for what the group could not take
                 out += self._continue_or_park(item)
             for device in dict.fromkeys(item.record.device for item in group):
                 out += self._release_successors(device)
-        except Exception:  # keep serving; the devices resend what was not receipted
-            self.logs.log(
-                logging.ERROR, "?", "bug", "unexpected error in group commit", exc_info=True
-            )
-            for item in group:
-                self._discard(item)
+        except Exception as exc:  # keep serving; the devices resend what was not receipted
+            self._log_failure("*", "group commit", exc)
+            for item in group:  # what is waiting in self.parked keeps its temp file
+                if item.record_hash not in self.parked.get(item.record.device, {}):
+                    self._discard(item)
             return []
         finally:
-            self.busy_since = None
+            # a flush inside handle() must not end the watchdog's view of that message
+            self.busy_since = busy_since
         return out
 
     def _store_group(self, group: list[Parked]) -> tuple[list[Outgoing], list[Parked]]:
