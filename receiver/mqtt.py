@@ -26,6 +26,7 @@ from paho.mqtt.exception import MalformedPacket, MQTTException
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from evidence.mqttclient import ViewWriteClient
 from receiver.config import BrokerConfig
 from receiver.errors import ReceiverConfigError
 
@@ -55,7 +56,7 @@ def _fresh_packet() -> Any:  # paho's _InPacket
     }
 
 
-class _DirectReadClient(mqtt.Client):
+class _DirectReadClient(ViewWriteClient):
     """paho's client with a reader that does not copy payloads (see the module docstring).
 
     Measured before (paho 2.2, 256 KiB chunks over TLS): ~11 % of the receiver's CPU in
@@ -142,20 +143,6 @@ class _DirectReadClient(mqtt.Client):
         except ssl.SSLWantWriteError as err:
             self._call_socket_register_write()
             raise BlockingIOError from err
-
-    def _packet_queue(
-        self,
-        command: int,
-        packet: bytes | bytearray,
-        mid: int,
-        qos: int,
-        info: mqtt.MQTTMessageInfo | None = None,
-    ) -> mqtt.MQTTErrorCode:
-        # paho sends ``packet[pos:]`` after each partial write: a memoryview makes that a view,
-        # not a copy of the rest of the packet
-        view: Any = memoryview(packet)
-        rc: mqtt.MQTTErrorCode = super()._packet_queue(command, view, mid, qos, info)
-        return rc
 
     def _handle_publish(self) -> mqtt.MQTTErrorCode:
         header = self._in_packet["command"]

@@ -49,6 +49,7 @@ from agent.uplink.spool import UploadSpool
 from evidence import transfer as wire
 from evidence.errors import EvidenceError
 from evidence.keys import load_public_key
+from evidence.mqttclient import ViewWriteClient
 
 log = logging.getLogger(__name__)
 
@@ -58,24 +59,6 @@ PROGRESS_INTERVAL_S = 1.0
 __all__ = ["ProgressCallback", "UploadResult", "Uploader", "run_dock_upload"]
 
 ProgressCallback = Callable[[UploadResult, int], None]
-
-
-class _ViewWriteClient(mqtt.Client):
-    """paho's client sending each queued packet through a memoryview: paho sends
-    ``packet[pos:]`` after every partial socket write, a copy of the rest of a 256 KiB chunk
-    each time with ``bytes``, a view with this."""
-
-    def _packet_queue(
-        self,
-        command: int,
-        packet: bytes | bytearray,
-        mid: int,
-        qos: int,
-        info: mqtt.MQTTMessageInfo | None = None,
-    ) -> mqtt.MQTTErrorCode:
-        view: Any = memoryview(packet)
-        rc: mqtt.MQTTErrorCode = super()._packet_queue(command, view, mid, qos, info)
-        return rc
 
 
 @dataclass(frozen=True)
@@ -125,7 +108,7 @@ class Uploader:
     # -- MQTT setup ------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         cfg = self.config
-        client = _ViewWriteClient(
+        client = ViewWriteClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id or f"bodycam-{self.device}",
             protocol=mqtt.MQTTv5,
