@@ -244,3 +244,36 @@ def test_decrypt_path_io_failure_and_missing_key_are_retried_not_quarantined(
     assert receipt.status == "stored"
     plain = rig.ingest.store.object_path(enc.media.sha256).read_bytes()
     assert plain == mpegts_clips[0].read_bytes()
+
+
+def _hello(rig: Rig, device: str, **extra: Any) -> list[Outgoing]:
+    msg = {"v": 1, "device_utc": "2026-01-01T00:00:00.000000Z", "pending_segments": 1, **extra}
+    return rig.ingest.handle(wire.up_topic(device, wire.UP_HELLO), wire.encode_json(msg))
+
+
+def _window_of(out: list[Outgoing], device: str) -> int:
+    (clock,) = [o for o in out if o.topic == wire.down_topic(device, wire.DOWN_CLOCK)]
+    return int(json.loads(clock.payload)["window_bytes"])
+
+
+def test_a_revoked_or_unknown_device_is_answered_so_its_records_are_not_stranded(
+    tmp_path: Path,
+) -> None:
+    """Issue 14: a device that vanished without its goodbye is told "wait" once idle (queued in
+    its persistent session). Revoked since, its next hello must still be answered with a window,
+    or its records would wait on the device for ever instead of reaching quarantine; an unknown
+    device (enrolled, not yet in the receiver's registry) is answered too. Neither's figures are
+    taken in."""
+    rig = Rig(tmp_path)
+    assert _window_of(_hello(rig, DEV), DEV) > 0
+    rig.now += rig.ingest.limits.grant_idle_s + 1  # no goodbye came: the slot is taken back
+    (told,) = rig.ingest.tick()
+    assert told.topic == wire.down_topic(DEV, wire.DOWN_WINDOW)
+    assert wire.Grant.parse(told.payload, told.topic).wait
+    rig.ingest.registry.revoke(DEV, "stolen")
+    seen_before = rig.ingest.registry.get(DEV)
+
+    assert _window_of(_hello(rig, DEV, pending_segments=7), DEV) > 0
+    assert rig.ingest.registry.get(DEV) == seen_before  # its hello figures are not stored
+    assert _window_of(_hello(rig, "BC-unknown"), "BC-unknown") > 0
+    assert rig.ingest.registry.get("BC-unknown") is None

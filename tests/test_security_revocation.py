@@ -35,11 +35,6 @@ def _provision(*args: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug (issue 14): a revoked device told window 0 is never granted again, so its"
-    " new records stay pending instead of reaching quarantine",
-)
 def test_enrol_and_revoke_at_the_dock_reach_the_receiver(
     dock: Dock, mpegts_clips: list[Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

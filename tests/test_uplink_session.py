@@ -320,6 +320,26 @@ def test_a_device_told_to_wait_sends_nothing_until_granted_and_a_shrink_strands_
     assert session.waiting
 
 
+def test_a_window_queued_before_this_connection_does_not_stop_the_device(
+    built: BuiltSpool, receiver_key: Ed25519PrivateKey
+) -> None:
+    """A "wait" the receiver sent while the device was away (its persistent session keeps it)
+    arrives right after the connection, before the reply to the new hello: it is stale and
+    ignored; the reply decides, and windows after it count again."""
+    session, _clock = make_session(built, receiver_key, window_bytes=1 << 30)
+    hello = next(a for a in session.handle(Connected(False)) if a.topic.endswith("/hello"))
+    session.handle(_window(wire.Grant(0, 0)))  # queued while the device was offline
+    assert session.grant is None
+    assert not session.waiting
+    session.handle(_clock_reply(hello, 1 << 20, 1 << 10))
+    assert session.grant == wire.Grant(1 << 20, 1 << 10)
+    session.handle(_window(wire.Grant(0, 0)))  # now a real "wait": another device's turn
+    assert session.waiting
+    session.handle(Connected(True))  # a new connection: stale again until its reply
+    session.handle(_window(wire.Grant(1 << 20, 1 << 10)))
+    assert session.waiting
+
+
 def test_quarantined_receipt_stops_resending_but_keeps_the_media(
     built: BuiltSpool, receiver_key: Ed25519PrivateKey
 ) -> None:

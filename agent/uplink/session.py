@@ -204,6 +204,9 @@ class UplinkSession:
         self.inflight_messages = 0
         #: the receiver's grant (None: it grants none; a window of 0 bytes: wait)
         self.grant: wire.Grant | None = None
+        #: the receiver answered a hello of this connection: until then a window message is
+        #: stale (queued in our persistent session while we were away), the reply decides
+        self.clock_replied = False
         self.rate_bps = float(INITIAL_RATE_BPS)
         self._last_progress_at: float | None = None
         self.receiver_instance: str | None = None
@@ -329,6 +332,7 @@ class UplinkSession:
     def _on_connected(self, event: Connected, out: list[Publish]) -> None:
         now = self.clock.monotonic()
         self.connected, self.connected_at = True, now
+        self.clock_replied = False
         log.info("connected to broker (session present: %s)", event.session_present)
         out.append(Publish(wire.status_topic(self.device), self.status("online"), True))
         self._hello(out)
@@ -526,8 +530,13 @@ class UplinkSession:
         elif t.kind == wire.DOWN_CLOCK:
             self._on_clock(wire.parse_json(payload, wire.CLOCK, topic))
             self._on_grant(wire.ClockSync.parse(payload, topic).grant)
+            self.clock_replied = True
         elif t.kind == wire.DOWN_WINDOW:
-            self._on_grant(wire.Grant.parse(payload, topic))
+            grant = wire.Grant.parse(payload, topic)
+            if self.clock_replied:
+                self._on_grant(grant)
+            else:
+                log.debug("window from before this connection ignored: %s", grant)
         elif t.kind == wire.DOWN_ASSIGNMENT:
             self._on_assignment(payload, topic)
 

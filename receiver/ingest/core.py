@@ -245,17 +245,22 @@ class Ingest:
     def _on_hello(self, device: str, hello: m.Hello) -> list[Outgoing]:
         self.refresh_registry()
         dev = self.registry.get(device)
+        now = datetime.now(UTC)
         if dev is None or dev.revoked:
+            # Still answered (clock and window): the broker let its certificate in, and what it
+            # sends must reach quarantine (revoked) or be deferred (not yet registered) rather
+            # than wait on the device for a window that never comes. Its figures and its chain
+            # head are not taken in.
             self.logs.log(
                 logging.WARNING,
                 device,
                 "hello",
-                "hello from %s device %s ignored",
+                "hello from %s device %s: its records will be %s",
                 "revoked" if dev else "unknown",
                 device,
+                "quarantined" if dev else "deferred until it is registered",
             )
-            return []
-        now = datetime.now(UTC)
+            return self._clock_reply(device, hello, now)
         offset_s = (hello.device_time - now).total_seconds() if hello.device_time else None
         self.registry.seen(
             device,
@@ -268,7 +273,11 @@ class Ingest:
             refused = accept_chain_head(self.conn, device, dev.public_key, hello.chain_head)
             if refused:
                 log.warning("chain head from %s refused: %s", device, m.escape(refused))
-        # the window this device may keep in flight (0: wait for a slot; see ingest.grants)
+        return self._clock_reply(device, hello, now)
+
+    def _clock_reply(self, device: str, hello: m.Hello, now: datetime) -> list[Outgoing]:
+        """The clock reply, with the window this device may keep in flight (0: wait for a
+        slot; see ingest.grants), and the grants its hello hands to other devices."""
         others = self.grants.hello(device, idle=hello.idle)
         grant = self.grants.window(device)
         reply = {

@@ -22,8 +22,14 @@ The sum of the windows granted is therefore at most ``slots × window <= broker_
 all times, whatever the number of devices; the broker and receiver hold at most that.
 A receiver restart loses the table: devices ask again (hello) when they see its new status.
 
+Every device the broker lets in is answered, revoked and not-yet-registered ones included (their
+records must reach quarantine, or be deferred, rather than wait on the device); devices ignore a
+window message that reaches them before the reply to their hello on a new connection (one queued
+in their persistent session while they were away).
+
 Failure posture: pure bookkeeping, no I/O, time from the injected clock; bounded by the number
-of registered devices (only they get this far).
+of devices holding a certificate of the dock's CA (only they get past the broker, each under its
+own name).
 """
 
 from __future__ import annotations
