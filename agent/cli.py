@@ -5,13 +5,14 @@
 - ``check [--config FILE]``: the Art. 11 checks, printed; exit 1 when a check fails.
 - ``status [--config FILE | --spool DIR] [--json]``: device id, chain head, sessions, segments
   waiting for a receiver receipt, free storage, battery, whether media are encrypted at rest.
-- ``simulate --spool DIR --seconds N [--config FILE] [--realtime]``: a scripted session on
-  simulated hardware: the pre-event buffer fills, a press (the checks take 1 s of media), the
-  spoken preamble, then N s of media with a marker halfway, the last of them holding the record
-  button to stop. So it records pre-event + checks + preamble + N s, to the frame, the same on
-  every run (fast mode is stepped, see :mod:`agent.simulation`). Its records are dated so the
-  session ends before the real time it finishes. Without a config it creates a development key
-  and device id in the spool and says so.
+- ``simulate --spool DIR --seconds N [--config FILE] [--start UTC] [--realtime]``: a scripted
+  session on simulated hardware: the pre-event buffer fills, a press (the checks take 1 s of
+  media), the spoken preamble, then N s of media with a marker halfway, the last of them holding
+  the record button to stop. So it records pre-event + checks + preamble + N s, to the frame, the
+  same on every run (fast mode is stepped, see :mod:`agent.simulation`). Its records are dated so
+  the session ends before the real time it finishes (``--start`` dates it earlier: a run dated
+  just after a recent one would otherwise have to wait for real time). Without a config it creates
+  a development key and device id in the spool and says so.
 
 Failure posture: configuration, key and spool problems print one clear line on stderr and
 exit 2; nothing is deleted. Exit codes: 0 ok, 1 checks failed / simulation failed, 2 usage or
@@ -44,6 +45,7 @@ from agent.simulation import Simulation
 from agent.spool import SessionState, ensure_dev_key, load_key, simulated_device_id
 from evidence import layout
 from evidence.records import Record, RecordType, parse_utc
+from evidence.values import format_utc
 
 log = logging.getLogger("agent.cli")
 
@@ -81,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="media after the press (at least as long as the spoken preamble)",
     )
     sim.add_argument("--config", type=Path)
+    sim.add_argument(
+        "--start",
+        metavar="UTC",
+        help="date the fast simulation from this past UTC time (e.g. 2026-01-05T09:00:00Z), or"
+        " from just after the spool's last record if that is later (default: pre-event + N +"
+        f" {SIMULATE_ALLOWANCE_S:g} s before now); scripts that simulate several sessions in a"
+        " row pass the same past time to each, so none has to wait for real time",
+    )
     sim.add_argument(
         "--realtime",
         action="store_true",
@@ -361,6 +371,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     spool_dir: Path = args.spool
     if args.seconds <= 0:
         raise AgentError(f"--seconds must be > 0, got {args.seconds}")
+    start = _parse_start(args.start)
+    if start is not None and args.realtime:
+        raise AgentError("--start dates the fast simulation; --realtime follows the real clock")
     if args.config is not None:
         cfg = load_config(args.config)
         cfg.hardware.backend = cfg.capture.backend = "simulated"
@@ -385,21 +398,42 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         rt = build_runtime(cfg, clock=SystemClock(), key=key, device_id=device_id)
         _report_recovery(rt)
         return _simulate_realtime(rt, args.seconds)
-    clock = _simulation_clock(spool_dir, cfg.capture.pre_event_s + args.seconds)
+    clock = _simulation_clock(spool_dir, cfg.capture.pre_event_s + args.seconds, start)
     rt = build_runtime(cfg, clock=clock, key=key, device_id=device_id)
     _report_recovery(rt)
     return _simulate_stepped(Simulation(rt), args.seconds)
 
 
-def _simulation_clock(spool_dir: Path, media_s: float) -> SimulatedClock:
+def _parse_start(text: str | None) -> datetime | None:
+    """``--start``: an ISO 8601 time with its zone, in the past (the simulation never dates a
+    record in the future)."""
+    if text is None:
+        return None
+    try:
+        start = datetime.fromisoformat(text)
+    except ValueError:
+        start = None
+    if start is None or start.tzinfo is None:
+        raise AgentError(
+            f"--start: not a time with its zone, like 2026-01-05T09:00:00Z: {text[:40]!r}"
+        )
+    start = start.astimezone(UTC)
+    if start >= datetime.now(UTC):
+        raise AgentError(f"--start must be in the past, got {format_utc(start)}")
+    return start
+
+
+def _simulation_clock(
+    spool_dir: Path, media_s: float, start: datetime | None = None
+) -> SimulatedClock:
     """A fast clock dated so that the session ends before the real time it is written at.
 
-    It starts ``media_s`` plus an allowance before the real start (but after the spool's last
-    record, so the chain's time never goes backwards), as a new "boot", and never runs ahead of
-    real time (it waits for real time when it would).
+    It starts at ``start`` (default: ``media_s`` plus an allowance before the real start), but
+    after the spool's last record, so the chain's time never goes backwards, as a new "boot";
+    it never runs ahead of real time (it waits for real time when it would).
     """
-    now = datetime.now(UTC)
-    start = now - timedelta(seconds=media_s + SIMULATE_ALLOWANCE_S)
+    if start is None:
+        start = datetime.now(UTC) - timedelta(seconds=media_s + SIMULATE_ALLOWANCE_S)
     last = _last_record_utc(spool_dir)
     if last is not None and last >= start:
         start = last + timedelta(seconds=1)

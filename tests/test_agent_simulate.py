@@ -8,7 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 
 from evidence import layout
 from evidence.records import Record, RecordType, parse_utc
+from evidence.values import format_utc
 
 pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe not installed")
 
@@ -164,10 +165,17 @@ def test_pre_event_buffer_is_at_the_start_of_the_first_segment(spool: Path) -> N
     assert any(r.type == RecordType.MARKER for r in records)
 
 
-def test_a_second_run_continues_the_same_chain(spool: Path, tmp_path: Path) -> None:
+def test_a_second_run_continues_the_same_chain(tmp_path: Path) -> None:
+    # the first run dated a day back (--start): the second, dated by default, need not wait
+    # for real time to pass the first one's end
     copy = tmp_path / "spool"
-    shutil.copytree(spool, copy)
+    day_ago = datetime.now(UTC) - timedelta(days=1)
+    first = _agent(
+        "simulate", "--spool", str(copy), "--seconds", "5", "--start", format_utc(day_ago)
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
     before = _records(copy)
+    assert day_ago < before[0].time.datetime < day_ago + timedelta(minutes=2)
     result = _agent("simulate", "--spool", str(copy), "--seconds", "5")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "DEVELOPMENT signing key" not in result.stdout
@@ -185,6 +193,33 @@ def test_a_second_run_continues_the_same_chain(spool: Path, tmp_path: Path) -> N
     assert dev["sessions"] == 2
     assert dev["head_seq"] == after[-1].seq
     assert dev["pending_upload_segments"] == dev["segments"]
+
+
+def test_start_dates_the_run_never_in_the_future_nor_before_the_chain(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    for bad, says in (
+        ("2999-01-01T00:00:00Z", "--start must be in the past"),
+        ("yesterday\x1b[31m", "not a time with its zone"),
+        ("2026-01-05T09:00:00", "not a time with its zone"),  # no zone: which 09:00?
+    ):
+        r = _agent("simulate", "--spool", str(spool), "--seconds", "5", "--start", bad)
+        assert r.returncode == 2, r.stderr
+        (line,) = r.stderr.strip().splitlines()
+        assert says in line
+        assert "\x1b" not in line
+    assert not spool.exists()  # refused before anything was made
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    for _ in range(2):  # the same --start twice: the second run starts after the first
+        r = _agent("simulate", "--spool", str(spool), "--seconds", "5",
+                   "--start", format_utc(hour_ago))  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+    records = _records(spool)
+    opens = [r for r in records if r.type == RecordType.SESSION_OPEN]
+    assert len(opens) == 2
+    assert opens[0].time.datetime >= hour_ago
+    assert opens[1].time.datetime > records[records.index(opens[1]) - 1].time.datetime
+    assert all(r.time.datetime < hour_ago + timedelta(minutes=10) for r in records)
+    assert _verify(spool).returncode == 0
 
 
 def _audio_rms_dbfs(path: Path, start_s: float, end_s: float) -> float:

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8443
+#: on SIGTERM, how long requests in progress may still take before connections are closed
+GRACEFUL_SHUTDOWN_S = 3
 
 
 @dataclass(frozen=True)
@@ -90,4 +92,7 @@ def serve(config: ReceiverConfig, settings: WebSettings) -> None:
         server_header=False,
         proxy_headers=False,
         access_log=False,
+        # An idle keep-alive TLS connection otherwise holds SIGTERM (systemctl stop) until the
+        # client goes away; requests in progress get this long to finish.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )

@@ -17,11 +17,13 @@ The plain :class:`MosquittoBroker` refuses anonymous clients unless a test asks 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,11 +70,35 @@ class BrokerSettings:
     extra_config: Sequence[str] = field(default_factory=tuple)
 
 
+#: ports this process was handed, with the descriptor of the lock file that reserves each
+_RESERVED: dict[int, int] = {}
+
+
 def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free TCP port on 127.0.0.1 (the kernel's choice) that no other test process is handed.
+
+    The suite runs in several processes at once (pytest-xdist), and a port is free between this
+    call and the bind of the server it is for, and again between a broker's kill and its restart
+    on the same port. So each port handed out is reserved by an exclusive lock on a file named
+    after it, held until this process ends; another process skips a locked port.
+    """
+    locks = Path(tempfile.gettempdir()) / f"bodycam-test-ports-{os.getuid()}"
+    locks.mkdir(mode=0o700, exist_ok=True)
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port in _RESERVED:
+            continue  # ours already (a server of an earlier test may be restarted on it)
+        fd = os.open(locks / str(port), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # another test process holds it
+        _RESERVED[port] = fd
+        return port
+    raise RuntimeError("no free TCP port on 127.0.0.1 after 1000 tries")
 
 
 def _user_name() -> str:

@@ -13,8 +13,10 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from evidence.values import format_utc
 from provisioning.dock import Dock
 from provisioning.webcert import issue_web_certificate
 from receiver.cli import main as receiver_main
@@ -48,7 +50,7 @@ def rx(data: Path, *args: str, user: str | None = None) -> str:
     return out.getvalue()
 
 
-def simulate(spool: Path, seconds: int, log: Path) -> None:
+def simulate(spool: Path, seconds: int, log: Path, *, start: str | None = None) -> None:
     """One recorded session on the simulated hardware (fast mode: media time is stepped)."""
     with log.open("a") as err:
         subprocess.run(
@@ -61,6 +63,7 @@ def simulate(spool: Path, seconds: int, log: Path) -> None:
                 str(spool),
                 "--seconds",
                 str(seconds),
+                *(["--start", start] if start else []),
             ],
             check=True,
             stdout=subprocess.DEVNULL,
@@ -143,8 +146,9 @@ def build_site(root: Path) -> Site:
     """Two recorded sessions (one filed by its clerk later, one in a sensitive case)."""
     root.mkdir(parents=True, exist_ok=True)
     spool, data = root / "spool", root / "rdata"
-    for _ in range(2):
-        simulate(spool, 40, root / "agent.log")
+    day_ago = format_utc(datetime.now(UTC) - timedelta(days=1))
+    for _ in range(2):  # dated a day back: the second run need not wait for real time
+        simulate(spool, 40, root / "agent.log", start=day_ago)
     (device,) = [p.name for p in (spool / DEVICE_DIR).iterdir() if p.is_dir()]
     rx(
         data,
