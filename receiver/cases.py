@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from evidence.records import format_utc
+from evidence.values import has_control
 from receiver.compliance.rules import ENFORCEMENT_TYPES as RULE_TYPES
 from receiver.compliance.rules import STAGES, av_level
 from receiver.custody import record_event
@@ -41,6 +42,33 @@ FILED_BY_CLERK = "clerk"
 
 def _now() -> str:
     return format_utc(datetime.now(UTC))
+
+
+#: the longest case number accepted (department numbers such as 教执〔2026〕第017号 are ~15)
+MAX_CASE_NUMBER_CHARS = 64
+#: what the console serves under a case's address; a number ending so would be ambiguous
+_CASE_PAGES = ("export", "custody", "custody/verify")
+
+
+def check_case_number(number: str) -> str:
+    """A new case's number, stripped; :class:`InvalidInputError` with the reason otherwise.
+
+    "/" is allowed (2026/017 is common) but not as an empty, "." or ".." part, which browsers
+    rewrite in addresses; nor may a number end like a page under a case (".../export").
+    """
+    number = number.strip()
+    if not number:
+        raise InvalidInputError("number", "a case number is required")
+    if len(number) > MAX_CASE_NUMBER_CHARS:
+        raise InvalidInputError("number", f"longer than {MAX_CASE_NUMBER_CHARS} characters")
+    if has_control(number) or "\n" in number or "\t" in number:
+        raise InvalidInputError("number", "control characters are not allowed")
+    parts = number.split("/")
+    if any(part.strip() in ("", ".", "..") for part in parts):
+        raise InvalidInputError("number", f"{number!r}: no empty, '.' or '..' part between '/'")
+    if len(parts) > 1 and any(number.endswith("/" + page) for page in _CASE_PAGES):
+        raise InvalidInputError("number", f"{number!r} ends like a console page")
+    return number
 
 
 @dataclass(frozen=True)
@@ -152,9 +180,7 @@ class CaseBook:
         unit: str | None = None,
         major_inspection: bool = False,
     ) -> Case:
-        number, title = number.strip(), title.strip()
-        if not number:
-            raise InvalidInputError("number", "a case number is required")
+        number, title = check_case_number(number), title.strip()
         if not title:
             raise InvalidInputError("title", "a case title is required")
         if enforcement_type not in ENFORCEMENT_TYPES:

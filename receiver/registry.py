@@ -25,10 +25,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from evidence.errors import KeyFileError
 from evidence.keys import key_id, load_public_key, public_pem
 from evidence.records import DEVICE_ID_RE
+from receiver.custody import record_event
 from receiver.errors import InvalidInputError, NotFoundError
 from receiver.store.devices import DevicesTable
 
 log = logging.getLogger(__name__)
+
+#: the custody log's actor for what the receiver takes from the provisioning dock's registry
+DOCK_ACTOR = "dock-registry"
 
 SOURCE_DOCK = "dock"
 SOURCE_MANUAL = "manual"
@@ -218,12 +222,29 @@ class DockRegistryFollower:
                         key_id(public),
                         current.key_id,
                     )
-                self.registry.add_key(entry.device_id, public, replace_key=True, source=SOURCE_DOCK)
+                device = self.registry.add_key(
+                    entry.device_id, public, replace_key=True, source=SOURCE_DOCK
+                )
+                # custody (Art. 5): the audit holds the key to this entry from now on
+                record_event(
+                    self.registry.conn,
+                    "device-registration",
+                    actor=DOCK_ACTOR,
+                    device=device.id,
+                    key=device.key_id,
+                )
                 result.added.append(entry.device_id)
                 log.info("device %s registered from the dock registry", entry.device_id)
             if entry.status == REVOKED and not (current is not None and current.revoked):
                 self.registry.revoke(
                     entry.device_id, entry.revoke_reason, revoked_utc=entry.revoked_utc
+                )
+                record_event(
+                    self.registry.conn,
+                    "device-revocation",
+                    actor=DOCK_ACTOR,
+                    device=entry.device_id,
+                    detail=entry.revoke_reason,
                 )
                 result.revoked.append(entry.device_id)
                 log.warning(

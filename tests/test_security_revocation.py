@@ -24,6 +24,7 @@ from receiver.identity import load_receipt_key
 from receiver.ingest import Ingest
 from receiver.registry import DeviceRegistry, DockRegistryFollower
 from receiver.store import EvidenceStore, connect
+from receiver.store.custody import CustodySQL
 from tests.support.dock import Dock
 from tests.support.spool import add_session, build_spool
 
@@ -143,6 +144,15 @@ def test_dock_registry_follower_never_loses_a_revocation(
         assert dev is not None
         assert dev.revoked
         assert dev.revoke_reason == "stolen"
+        # both are in the custody log, so the audit can hold the database's key to it
+        events = [json.loads(row["entry"]) for row in CustodySQL(conn).entries()]
+        kinds = [(e["kind"], e["actor"], e["device"]) for e in events]
+        assert kinds == [
+            ("device-registration", "dock-registry", "cam-1"),
+            ("device-revocation", "dock-registry", "cam-1"),
+        ]
+        assert events[0]["key"] == dev.key_id
+        assert events[1]["detail"] == "stolen"
         # a broken registry file (e.g. a bad restore) is logged and changes nothing
         pdock.paths.registry.write_text("{ not json")
         assert follower.refresh() is None

@@ -111,6 +111,35 @@ def test_empty_values_are_refused(tmp_path: Path, field: str, args: list[str]) -
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("number", "says"),
+    [
+        ("A" * 65, "longer than 64"),
+        ("A-1\x1b[2J", "control characters"),
+        ("A-1\nB", "control characters"),
+        ("2026//017", "no empty"),
+        ("/2026", "no empty"),
+        ("2026/../admin", "'..'"),
+        ("2026/export", "ends like a console page"),
+        ("2026/custody/verify", "ends like a console page"),
+    ],
+)
+def test_case_numbers_that_no_address_could_hold_are_refused(
+    tmp_path: Path, number: str, says: str
+) -> None:
+    data = tmp_path / "rx"
+    code, out, err = run("--data-dir", str(data), "case", "create", "--number", number,
+                         "--type", "inspection", "--title", "检查")  # fmt: skip
+    assert code == 2, (out, err)
+    (line,) = err.strip().splitlines()
+    assert line.startswith("bodycam-receiver: number: ")
+    assert says in line
+    assert "\x1b" not in line
+    code, out, _ = run("--data-dir", str(data), "case", "create", "--number", "教执〔2026〕/017",
+                       "--type", "inspection", "--title", "检查")  # fmt: skip
+    assert code == 0, out
+
+
 def test_device_add_refuses_a_private_key(tmp_path: Path) -> None:
     private = tmp_path / "signing.key"
     private.write_bytes(

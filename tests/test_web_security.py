@@ -65,7 +65,7 @@ def all_routes(site: Site) -> list[tuple[str, str]]:
     for route in app.routes:
         if isinstance(route, Mount) or not isinstance(route, Route):
             continue
-        path = route.path.format(**{k: values[k] for k in route.param_convertors})
+        path = route.path_format.format(**{k: values[k] for k in route.param_convertors})
         out += [(m, path) for m in sorted(route.methods or ()) if m != "HEAD"]
     return out
 
@@ -252,6 +252,26 @@ def test_roles_open_only_their_pages(site: Site) -> None:
     assert auditor.get("/inbox").status_code == 403
     r = auditor.post("/inbox/file", data={"csrf": a_token, "session": "x", "case": CASE})
     assert r.status_code == 403
+
+
+def test_a_case_number_with_a_slash_opens_with_its_pages(site: Site) -> None:
+    number = "2026/017"
+    rx(site.data, "case", "create", "--number", number, "--type", "inspection",
+       "--title", "斜杠案号", "--party", "某学校", user="clara")  # fmt: skip
+    clerk, _ = sign_in(site, "clara")
+    listing = clerk.get("/cases").text
+    assert 'href="/cases/2026/017"' in listing
+    for path in ("/cases/2026/017", "/cases/2026%2F017"):
+        page = clerk.get(path)
+        assert page.status_code == 200, path
+        assert "斜杠案号" in page.text
+    auditor, token = sign_in(site, "audrey")
+    custody = auditor.get("/cases/2026/017/custody")
+    assert custody.status_code == 200
+    assert "斜杠案号" in custody.text or number in custody.text
+    verified = auditor.post("/cases/2026/017/custody/verify", data={"csrf": token})
+    assert verified.status_code == 200
+    assert clerk.get("/cases/2026/999").status_code == 404
 
 
 def test_hostile_requests_get_short_answers(site: Site) -> None:

@@ -266,9 +266,15 @@ def routes(console: Console) -> list[Route]:
     def r(path: str, page: str, handler: Any, method: str = "GET") -> Route:
         return Route(path, guarded(console, page, handler), methods=[method])
 
+    # Case numbers may hold "/" (2026/017): {number:path}, and the pages under a case are
+    # matched before the case itself, which would otherwise take ".../export" as its number.
     return [
         r("/cases", "cases", cases),
-        r("/cases/{number}", "cases", case),
+        r("/cases/{number:path}/export", "export", export_page),
+        r("/cases/{number:path}/export", "export", export_post, "POST"),
+        r("/cases/{number:path}/custody", "custody", custody),
+        r("/cases/{number:path}/custody/verify", "custody", custody_verify, "POST"),
+        r("/cases/{number:path}", "cases", case),
         r("/sessions/{session}", "cases", play),
         r("/media/{session}.mp4", "cases", media_file),
         r("/inbox", "inbox", inbox),
@@ -279,13 +285,9 @@ def routes(console: Console) -> list[Route]:
         r("/approvals", "approvals", approvals),
         r("/approvals/request", "approvals", approval_request, "POST"),
         r("/approvals/{approval}/decide", "decide", approval_decide, "POST"),
-        r("/cases/{number}/export", "export", export_page),
-        r("/cases/{number}/export", "export", export_post, "POST"),
         r("/report", "report", report),
         r("/devices", "devices", devices),
         r("/quarantine", "quarantine", quarantine),
-        r("/cases/{number}/custody", "custody", custody),
-        r("/cases/{number}/custody/verify", "custody", custody_verify, "POST"),
     ]
 
 
