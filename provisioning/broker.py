@@ -44,7 +44,7 @@ DEFAULT_MAX_QUEUED_MESSAGES = 10_000
 DEFAULT_MAX_QUEUED_BYTES = 512 * 1024 * 1024
 # Bytes in flight to one subscriber (the receiver asks for an MQTT 5 Receive Maximum above
 # what its windows allow, so honest uploads are never queued and reordered): above the windows
-# the receiver grants (receiver limits broker_queue_bytes, 48 MiB), so it binds only a flood
+# the receiver grants (receiver limits broker_queue_bytes, 96 MiB), so it binds only a flood
 # with a stalled receiver; the rest then queues under max_queued_bytes.
 DEFAULT_MAX_INFLIGHT_BYTES = 128 * 1024 * 1024
 

@@ -12,7 +12,7 @@ Example::
     key_file = "/etc/bodycam/tls.key"
     allow_insecure = false                   # true: plain TCP, development brokers only
     receiver_key_file = "/etc/bodycam/receiver.pub"   # verifies receipts
-    window_bytes = 16777216
+    window_bytes = 33554432
     retention = "delete-after-receipt"        # or "keep"
 
 Failure posture: :meth:`UplinkConfig.validate` raises :class:`UplinkConfigError` naming the key
@@ -45,7 +45,7 @@ class UplinkConfig:
     """The receiver's receipt public key (PEM); empty: ``<spool>/state/receiver.pub``."""
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 24 * 3600
-    window_bytes: int = 16 * 1024 * 1024
+    window_bytes: int = 32 * 1024 * 1024
     """Bytes sent but not yet receipted, at most (at least one record always goes)."""
     receipt_timeout_s: float = 15.0
     """No receipt this long after the last send of a record: ask the receiver what it lacks."""

@@ -53,10 +53,10 @@ class Limits:
     #: / max_queued_messages, 512 MiB / 10,000 as provisioned): cut into fixed windows granted
     #: to as many devices at once as fit (receiver.ingest.grants); the others wait their turn.
     #: Broker and receiver memory follow this, not the number of devices docked.
-    broker_queue_bytes: int = 48 * 1024**2
+    broker_queue_bytes: int = 96 * 1024**2
     broker_queue_messages: int = 3000
     #: the window one device gets while it holds a slot
-    device_window_bytes: int = 16 * 1024**2
+    device_window_bytes: int = 32 * 1024**2
     #: kept for old configs (no longer used: a window is granted whole or not at all)
     min_window_bytes: int = 1024**2
     #: a slot holder that sent nothing for this long gives its slot to the next in line
