@@ -393,7 +393,11 @@ def test_windows_granted_to_docked_devices_fit_the_broker_queue_at_all_times(
     message) add up to at most the budget; the others wait in turn and get the windows of
     devices that leave or fall idle, with nothing taken from a device still sending."""
     now = [0.0]
-    limits = Limits(broker_queue_bytes=64 * 1024**2, broker_queue_messages=1000)
+    limits = Limits(
+        broker_queue_bytes=64 * 1024**2,
+        broker_queue_messages=1000,
+        device_window_bytes=16 * 1024**2,
+    )
     store = EvidenceStore(tmp_path / "rdata")
     key = load_receipt_key(tmp_path / "r.key")
     ingest = Ingest(store, connect(store.db_path), key, limits=limits, clock=lambda: now[0])
