@@ -63,10 +63,9 @@ def check_case_number(number: str) -> str:
         raise InvalidInputError("number", f"longer than {MAX_CASE_NUMBER_CHARS} characters")
     if has_control(number) or "\n" in number or "\t" in number:
         raise InvalidInputError("number", "control characters are not allowed")
-    parts = number.split("/")
-    if any(part.strip() in ("", ".", "..") for part in parts):
+    if any(part.strip() in ("", ".", "..") for part in number.split("/")):
         raise InvalidInputError("number", f"{number!r}: no empty, '.' or '..' part between '/'")
-    if len(parts) > 1 and any(number.endswith("/" + page) for page in _CASE_PAGES):
+    if any(number.endswith("/" + page) for page in _CASE_PAGES):
         raise InvalidInputError("number", f"{number!r} ends like a console page")
     return number
 
