@@ -9,7 +9,9 @@ thread takes messages round-robin over devices (:meth:`FairQueue.take`): one dev
 of thousands of messages delays another device's next message by at most one message per busy
 device.
 
-Per device: a message-rate and a byte-rate bucket, and a queue bounded in bytes; in total, a
+Per device: a message-rate and a byte-rate bucket, and a queue bounded in bytes, never below a
+whole window the receiver grants with its framing (:func:`device_queue_bound`: a device that
+keeps to its window is never dropped here, whatever the worker is busy with); in total, a
 byte bound. A message beyond any of them is dropped (and counted, logged at most once per
 minute per device and cause): every protocol message is idempotent and the device resends what
 the receiver reports missing, so a dropped message costs only its sender time. Query hashes
@@ -26,6 +28,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from evidence import transfer as wire
+from receiver.ingest.grants import slot_plan
 from receiver.ingest.limits import Clock, Limits, LogLimiter, TokenBucket
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,17 @@ log = logging.getLogger(__name__)
 _OVERHEAD = 256
 #: a query's cost in the hash bucket is estimated from its size (~67 bytes per hash)
 _BYTES_PER_HASH = 67
+#: queue accounting of one windowed message beyond its data: overhead, frame header, topic
+_FRAMING = _OVERHEAD + wire.CHUNK_HEADER_BYTES + 128
+
+
+def device_queue_bound(limits: Limits) -> int:
+    """Bytes one device may have queued: ``device_queue_bytes``, raised to hold a whole granted
+    window and its messages' framing. Equal to the window, a full window overflowed it by the
+    chunk headers, and windows above it were dropped while the worker was busy (each drop a
+    receipt time-out on the device: 64 MiB windows ran at 8 MiB/s)."""
+    plan = slot_plan(limits)
+    return max(limits.device_queue_bytes, plan.window_bytes + plan.window_messages * _FRAMING)
 
 
 @dataclass
@@ -50,6 +64,7 @@ class FairQueue:
     def __init__(self, limits: Limits, clock: Clock) -> None:
         self.limits = limits
         self.clock = clock
+        self.device_bytes = device_queue_bound(limits)
         self.logs = LogLimiter(log, limits.log_lines_per_minute, clock)
         self._devices: OrderedDict[str, _DeviceQueue] = OrderedDict()
         self._bytes = 0
@@ -92,7 +107,7 @@ class FairQueue:
                 len(payload) / _BYTES_PER_HASH, now
             ):
                 cause = "query hash rate"
-            elif q.bytes + size > self.limits.device_queue_bytes:
+            elif q.bytes + size > self.device_bytes:
                 cause = "device queue full"
             elif self._bytes + size > self.limits.queue_bytes:
                 cause = "receiver queue full"
