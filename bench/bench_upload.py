@@ -20,7 +20,13 @@ broker; baseline: mosquitto_pub + mosquitto_sub + broker), the steadier figure o
 machine, where wall-clock throughput mostly measures the share of the cores the bench got.
 Segment payloads are random bytes (the pipeline never decodes media).
 
-    python bench/bench_upload.py [--segments 16] [--segment-mib 4] [--encrypted] [--json]
+The uploader and the receiver run with the environment their systemd units ship
+(``GLIBC_TUNABLES``: the bench re-executes itself with it); ``mosquitto_pub``/``mosquitto_sub``
+run as Debian ships them, or with the same tunables under ``--baseline-tuned`` (they gain from
+them too: both figures are in the README).
+
+    python bench/bench_upload.py [--segments 16] [--segment-mib 4] [--encrypted]
+                                 [--baseline-tuned] [--json]
 """
 
 from __future__ import annotations
@@ -57,6 +63,29 @@ from evidence.testing import SteppingClock, default_assignment, session_open_bod
 from tests.support.dock import Dock, running_dock  # noqa: E402
 
 DEVICE = "BENCH-01"
+UNITS = ROOT / "systemd"
+TUNED = "GLIBC_TUNABLES"
+
+
+def unit_environment(unit: Path) -> dict[str, str]:
+    """The ``Environment=NAME=value`` settings of a systemd unit file."""
+    env = {}
+    for line in unit.read_text().splitlines():
+        if line.startswith("Environment="):
+            name, _, value = line.removeprefix("Environment=").partition("=")
+            env[name] = value
+    return env
+
+
+def shipped_tunables() -> str:
+    """The ``GLIBC_TUNABLES`` the uplink and receiver units set (one value for both)."""
+    units = ("bodycam-uplink.service", "bodycam-receiver.service")
+    values = {unit_environment(UNITS / u).get(TUNED, "") for u in units}
+    if len(values) != 1:
+        raise SystemExit(f"bench: {' and '.join(units)} set different {TUNED}")
+    return values.pop()
+
+
 BASE_UTC = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 
 
@@ -144,8 +173,12 @@ def baseline_lines(path: Path, total_bytes: int, message_bytes: int = CHUNK_SIZE
     return count
 
 
-def baseline(dock: Dock, lines: Path, count: int, message_bytes: int, work: Path) -> float:
-    """Seconds for mosquitto_pub -l → broker → mosquitto_sub (to a file) to move ``lines``."""
+def baseline(
+    dock: Dock, lines: Path, count: int, message_bytes: int, work: Path, tuned: bool
+) -> float:
+    """Seconds for mosquitto_pub -l → broker → mosquitto_sub (to a file) to move ``lines``;
+    the clients run with this process's ``GLIBC_TUNABLES`` only if ``tuned``."""
+    env = dict(os.environ) if tuned else {k: v for k, v in os.environ.items() if k != TUNED}
     broker = dock.broker
     common = ["-h", broker.host, "-p", str(broker.port), "-q", "1"]
     sub_args = [*_tls_args(dock, "bench-sub"), *common, "-t", "bench/baseline", "-i", "bench-sub"]
@@ -155,7 +188,7 @@ def baseline(dock: Dock, lines: Path, count: int, message_bytes: int, work: Path
     out = work / "baseline.bin"
     with out.open("wb") as sink, lines.open("rb") as source:
         sub = subprocess.Popen(
-            ["mosquitto_sub", *sub_args, "-c", "-C", str(count), "-N"], stdout=sink
+            ["mosquitto_sub", *sub_args, "-c", "-C", str(count), "-N"], stdout=sink, env=env
         )
         start = time.perf_counter()
         subprocess.run(
@@ -163,6 +196,7 @@ def baseline(dock: Dock, lines: Path, count: int, message_bytes: int, work: Path
              "-i", "bench-pub", "-l"],
             stdin=source,
             check=True,
+            env=env,
         )  # fmt: skip
         sub.wait(timeout=300)
         elapsed = time.perf_counter() - start
@@ -215,20 +249,30 @@ def one_round(args: argparse.Namespace) -> dict[str, Any]:
         rx, broker = dock.rx.proc.pid, dock.broker.pid
         assert broker is not None
         # the uploader runs in this process (its threads; this thread only waits)
-        cpu0 = cpu_s(rx) + cpu_s(broker) + time.process_time()
+        rx0, broker0, up0 = cpu_s(rx), cpu_s(broker), time.process_time()
         start = time.perf_counter()
         result = run_dock_upload(spool, cfg, threading.Event(), until_done=True, timeout_s=600)
         upload_s = time.perf_counter() - start
-        upload_cpu = cpu_s(rx) + cpu_s(broker) + time.process_time() - cpu0
+        parts = {
+            "receiver": cpu_s(rx) - rx0,
+            "uploader": time.process_time() - up0,
+            "broker": cpu_s(broker) - broker0,
+        }
+        upload_cpu = sum(parts.values())
         rss = peak_rss_bytes(dock.rx.proc.pid)
         if result.pending or result.quarantined:
             raise RuntimeError(f"upload incomplete: {result}")
-        cpu0 = children_cpu_s() + cpu_s(broker)
-        base_s = baseline(dock, lines, count, CHUNK_SIZE, work)
-        base_cpu = children_cpu_s() + cpu_s(broker) - cpu0
+        clients0, broker0 = children_cpu_s(), cpu_s(broker)
+        base_s = baseline(dock, lines, count, CHUNK_SIZE, work, args.baseline_tuned)
+        parts["pub+sub"] = children_cpu_s() - clients0
+        parts["baseline broker"] = cpu_s(broker) - broker0
+        base_cpu = parts["pub+sub"] + parts["baseline broker"]
         upload = total / 2**20 / upload_s
         base = count * CHUNK_SIZE / 2**20 / base_s
         return {
+            "cpu_ms_per_mib_by_process": {
+                name: 1000 * cpu / (total / 2**20) for name, cpu in parts.items()
+            },
             "upload_cpu_ms_per_mib": 1000 * upload_cpu / (total / 2**20),
             "baseline_cpu_ms_per_mib": 1000 * base_cpu / (count * CHUNK_SIZE / 2**20),
             "cpu_ratio": base_cpu / upload_cpu,
@@ -249,7 +293,15 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="measurements; medians are reported")
     p.add_argument("--encrypted", action="store_true", help="segments encrypted at rest")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--baseline-tuned",
+        action="store_true",
+        help=f"run mosquitto_pub/sub with the units' {TUNED} too",
+    )
     args = p.parse_args()
+    tunables = shipped_tunables()
+    if os.environ.get(TUNED, "") != tunables:  # run as deployed: the units' malloc settings
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, TUNED: tunables})
     for tool in ("mosquitto", "mosquitto_pub", "mosquitto_sub"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             print(f"bench: {tool} is not installed (scripts/setup installs it)", file=sys.stderr)
@@ -272,14 +324,24 @@ def main() -> int:
         "segment_mib": args.segment_mib,
         "encrypted": args.encrypted,
         "transport": "mqtt5 over mutual TLS (provisioned broker config)",
+        "glibc_tunables": {
+            "ours": os.environ.get(TUNED, ""),
+            "baseline_tuned": args.baseline_tuned,
+        },
         "rounds": args.rounds,
         "upload_mib_per_s_median": median("upload_mib_per_s"),
         "baseline_mib_per_s_median": median("baseline_mib_per_s"),
         "ratio_upload_to_baseline_median": median("ratio"),
         "ratios": [round(r["ratio"], 3) for r in rounds],
+        "upload_mib_per_s": [round(r["upload_mib_per_s"], 1) for r in rounds],
+        "baseline_mib_per_s": [round(r["baseline_mib_per_s"], 1) for r in rounds],
         "upload_cpu_ms_per_mib_median": median("upload_cpu_ms_per_mib"),
         "baseline_cpu_ms_per_mib_median": median("baseline_cpu_ms_per_mib"),
         "cpu_ratio_baseline_to_upload_median": median("cpu_ratio"),
+        "cpu_ms_per_mib_by_process_median": {
+            name: round(statistics.median(r["cpu_ms_per_mib_by_process"][name] for r in rounds), 2)
+            for name in rounds[0]["cpu_ms_per_mib_by_process"]
+        },
         "receiver_peak_rss_mib_max": round(max(r["receiver_peak_rss_mib"] for r in rounds), 1),
     }
     if args.json:
@@ -302,6 +364,8 @@ def main() -> int:
             f" uploader + broker), baseline {report['baseline_cpu_ms_per_mib_median']} ms"
             f" (pub + sub + broker): ratio {report['cpu_ratio_baseline_to_upload_median']}"
         )
+        by = ", ".join(f"{k} {v}" for k, v in report["cpu_ms_per_mib_by_process_median"].items())
+        print(f"  CPU ms per MiB by process: {by}")
         print(f"  receiver peak RSS (max over rounds): {report['receiver_peak_rss_mib_max']} MiB")
     return 0
 

@@ -481,25 +481,51 @@ class Chunk:
     record: str  # hex hash of the segment record this chunk belongs to
     index: int
     offset: int
-    sha256: str  # hex
-    data: bytes
+    sha256: str  # hex SHA-256 of ``data``, computed on receipt
+    claimed: str  # hex SHA-256 the frame's header gives for it
+    data: memoryview  # a view into the frame (no copy of up to 256 KiB per chunk)
+
+    @property
+    def intact(self) -> bool:
+        """Whether the data is what its own header says it is."""
+        return self.sha256 == self.claimed
 
 
-def pack_chunk(record: str, index: int, offset: int, data: bytes) -> bytes:
-    digest = hashlib.sha256(data).digest()
+def pack_chunk(
+    record: str, index: int, offset: int, data: bytes, signed_sha256: str | None = None
+) -> bytes:
+    """A chunk frame; ``signed_sha256`` is the chunk's hash from its signed record.
+
+    A device passes the signed hash instead of hashing every byte again before sending (on a
+    Pi that is a second SHA-256 pass over all its media): if the bytes no longer match it (a
+    corrupted card), the receiver finds them not matching the signed record and quarantines
+    the segment, as it would any chunk not matching its signed hash.
+    """
+    digest = (
+        hashlib.sha256(data).digest() if signed_sha256 is None else bytes.fromhex(signed_sha256)
+    )
     return _CHUNK_HEADER.pack(CHUNK_MAGIC, bytes.fromhex(record), index, offset, digest) + data
 
 
+def chunk_frame(record: str, index: int, offset: int, size: int, signed_sha256: str) -> bytearray:
+    """A chunk frame with its header filled and ``size`` bytes of room for the data after
+    :data:`CHUNK_HEADER_BYTES`, for a sender to read the data straight into (no copy); the
+    header carries the chunk's hash from its signed record (see :func:`pack_chunk`)."""
+    frame = bytearray(CHUNK_HEADER_BYTES + size)
+    digest = bytes.fromhex(signed_sha256)
+    _CHUNK_HEADER.pack_into(frame, 0, CHUNK_MAGIC, bytes.fromhex(record), index, offset, digest)
+    return frame
+
+
 def unpack_chunk(payload: bytes, topic: str = "") -> Chunk:
-    """Decode a chunk frame and check the data against the hash in its own header."""
+    """Decode a chunk frame and hash its data (judging it is for the transfer it belongs to)."""
     if len(payload) < CHUNK_HEADER_BYTES:
         raise WireError("chunk frame shorter than its header", topic)
     if len(payload) > CHUNK_HEADER_BYTES + MAX_CHUNK_SIZE_BYTES:
         raise WireError(f"chunk frame of {len(payload)} bytes exceeds the limit", topic)
-    magic, record, index, offset, digest = _CHUNK_HEADER.unpack_from(payload)
+    magic, record, index, offset, claimed = _CHUNK_HEADER.unpack_from(payload)
     if magic != CHUNK_MAGIC:
         raise WireError("not a chunk frame (bad magic)", topic)
-    data = payload[CHUNK_HEADER_BYTES:]
-    if hashlib.sha256(data).digest() != digest:
-        raise WireError(f"chunk {index} does not match the hash in its header", topic)
-    return Chunk(record.hex(), index, offset, digest.hex(), data)
+    data = memoryview(payload)[CHUNK_HEADER_BYTES:]
+    actual = hashlib.sha256(data).hexdigest()
+    return Chunk(record.hex(), index, offset, actual, claimed.hex(), data)

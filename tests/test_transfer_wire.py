@@ -25,14 +25,25 @@ HASH = hashlib.sha256(b"record").hexdigest()
 def test_chunk_frame_round_trips(index: int, offset: int, data: bytes) -> None:
     chunk = wire.unpack_chunk(wire.pack_chunk(HASH, index, offset, data))
     assert (chunk.record, chunk.index, chunk.offset, chunk.data) == (HASH, index, offset, data)
-    assert chunk.sha256 == hashlib.sha256(data).hexdigest()
+    assert chunk.sha256 == chunk.claimed == hashlib.sha256(data).hexdigest()
+    assert chunk.intact
 
 
-def test_chunk_frame_rejects_corruption_and_oversize() -> None:
+def test_a_sender_that_has_the_signed_hash_puts_it_in_the_header_unchecked() -> None:
+    signed = hashlib.sha256(b"what was sealed").hexdigest()
+    chunk = wire.unpack_chunk(wire.pack_chunk(HASH, 0, 0, b"what the card holds now", signed))
+    assert chunk.claimed == signed  # the receiver judges the data against its signed record
+    assert chunk.sha256 == hashlib.sha256(b"what the card holds now").hexdigest()
+    assert not chunk.intact
+
+
+def test_chunk_frame_tells_corruption_and_rejects_bad_magic_and_oversize() -> None:
     frame = bytearray(wire.pack_chunk(HASH, 3, 3 * 1024, b"a" * 1024))
     frame[-1] ^= 1
-    with pytest.raises(wire.WireError, match="does not match the hash"):
-        wire.unpack_chunk(bytes(frame))
+    chunk = wire.unpack_chunk(bytes(frame))
+    assert not chunk.intact
+    assert chunk.claimed == hashlib.sha256(b"a" * 1024).hexdigest()
+    assert chunk.sha256 == hashlib.sha256(bytes(frame[-1024:])).hexdigest()
     with pytest.raises(wire.WireError, match="bad magic"):
         wire.unpack_chunk(b"XXXX" + bytes(frame[4:]))
     big = wire.pack_chunk(HASH, 0, 0, b"\0" * (wire.MAX_CHUNK_SIZE_BYTES + 1))

@@ -116,7 +116,28 @@ def test_first_window_sends_records_in_order_within_the_window(
     frames = [wire.unpack_chunk(a.payload) for a in mine[1:-1]]
     assert [f.index for f in frames] == list(range(len(frames)))
     assert [f.sha256 for f in frames] == list(seg.digest.chunks)  # type: ignore[union-attr]
+    assert all(f.intact for f in frames)
     assert session.tick() == [] or "chunk" not in kinds(session.tick())  # window still full
+
+
+def test_chunks_go_out_with_their_signed_hashes_even_from_a_corrupted_card(
+    built: BuiltSpool, receiver_key: Ed25519PrivateKey
+) -> None:
+    # The device does not hash its media again to send them: each frame's header carries the
+    # chunk's hash from the signed record, so bytes changed on the card since sealing arrive
+    # as not matching it (and are quarantined by the receiver, see test_receiver_quarantine).
+    victim = built.segments()[0]
+    media = built.media_path(victim)
+    data = bytearray(media.read_bytes())
+    data[5000] ^= 0xFF  # in chunk 1 (4 KiB chunks)
+    media.write_bytes(bytes(data))
+    session, clock = make_session(built, receiver_key, window_bytes=1 << 30)
+    actions = connect(session, clock)
+    mine = [a for a in actions if a.owner == victim.hash() and kinds([a]) == ["chunk"]]
+    frames = [wire.unpack_chunk(a.payload) for a in mine]
+    signed = victim.body["media"]["chunks"]
+    assert [f.claimed for f in frames] == signed
+    assert [f.intact for f in frames] == [i != 1 for i in range(len(signed))]
 
 
 def test_receipts_free_media_and_reopen_the_window(

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -137,7 +138,7 @@ Event = Connected | Disconnected | ConnectFailed | BrokerRefusedConnection | Mes
 @dataclass(frozen=True)
 class Publish:
     topic: str
-    payload: bytes
+    payload: bytes | bytearray
     retain: bool = False
     owner: str | None = None
     """Hash of the record this message belongs to (so a refusal can be traced back to it)."""
@@ -462,11 +463,10 @@ class UplinkSession:
         d = item.digest
         indices = range(len(d.chunks)) if chunks is None else chunks
         try:
-            for index, data in _read_chunks(item, indices):
-                frame = wire.pack_chunk(item.hash, index, index * d.chunk_size, data)
+            for frame in _read_frames(item, indices):
                 topic = wire.up_topic(self.device, wire.UP_CHUNK)
                 out.append(Publish(topic, frame, owner=item.hash))
-                self.result.bytes_sent += len(data)
+                self.result.bytes_sent += len(frame) - wire.CHUNK_HEADER_BYTES
         except OSError as exc:
             self.result.error(
                 f"segment seq {item.record.seq}: media {item.media_path} unreadable: {exc}"
@@ -699,13 +699,27 @@ def _message_count(item: Item) -> int:
     return len(item.digest.chunks) + 2
 
 
-def _read_chunks(item: Item, indices: Any) -> Iterator[tuple[int, bytes]]:
+def _read_frames(item: Item, indices: Any) -> Iterator[bytearray]:
+    """Chunk frames of ``item``'s media, each read straight into its frame; a file shorter
+    than its record gives short (or empty) chunks, which the receiver finds wrong."""
     assert item.digest is not None
     assert item.media_path is not None
     d = item.digest
-    with open(item.media_path, "rb") as f:
+    with open(item.media_path, "rb", buffering=0) as f:
         for index in indices:
             if not 0 <= index < len(d.chunks):
                 continue  # a hostile or stale need: nothing to send for it
-            f.seek(index * d.chunk_size)
-            yield index, f.read(d.chunk_size)
+            offset = index * d.chunk_size
+            size = max(0, min(d.chunk_size, d.size - offset))
+            frame = wire.chunk_frame(item.hash, index, offset, size, d.chunks[index])
+            got = 0
+            with memoryview(frame) as view:
+                data = view[wire.CHUNK_HEADER_BYTES :]
+                while got < size:
+                    n = os.preadv(f.fileno(), [data[got:]], offset + got)
+                    if n == 0:
+                        break  # the file ends early
+                    got += n
+                data.release()
+            del frame[wire.CHUNK_HEADER_BYTES + got :]
+            yield frame

@@ -395,6 +395,8 @@ class Ingest:
     def _on_chunk(self, device: str, chunk: wire.Chunk) -> list[Outgoing]:
         tr = self.reassembly.get(device, chunk.record)
         if tr is None:
+            if not chunk.intact:  # garbage for no transfer: say so (in a transfer it is judged)
+                raise wire.WireError(f"chunk {chunk.index} does not match the hash in its header")
             return []  # unknown, finished or another device's transfer: nothing to do
         tr.last_activity = self.clock()
         try:
