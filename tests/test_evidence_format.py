@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -55,6 +56,29 @@ def test_canonical_known_vector() -> None:
     assert canonical_bytes({"b": [1, True, None], "a": "é", "€": 1, "\U0001f600": 2}) == (
         '{"a":"é","b":[1,true,null],"€":1,"\U0001f600":2}'.encode()
     )
+
+
+@settings(max_examples=300)
+@given(json_values)
+def test_canonical_bytes_agree_with_the_rfc8785_library(value: object) -> None:
+    # the standard library's encoder does the common case; the library is the reference
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+def test_keys_beyond_the_basic_plane_sort_by_utf16_code_units() -> None:
+    # U+FF5E sorts before U+1F600 by code point but after it in UTF-16 (0xFF5E > 0xD83D)
+    value = {"\uff5e": 1, "\U0001f600": 2, "a": {"\U0001f600": 3, "\uffff": 4}}
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+    assert canonical_bytes(value).decode().index("\U0001f600") < canonical_bytes(
+        value
+    ).decode().index("\uff5e")
+
+
+@pytest.mark.parametrize("where", ["value", "key"])
+def test_a_lone_surrogate_cannot_be_canonicalized(where: str) -> None:
+    value = {"a": "x\ud800"} if where == "value" else {"x\ud800": 1}
+    with pytest.raises(RecordFormatError, match="cannot be canonicalized"):
+        canonical_bytes(value)
 
 
 def test_floats_and_duplicate_keys_are_refused() -> None:
