@@ -342,7 +342,11 @@ def test_web_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     script = shutil.which("bodycam-receiver") or str(
         Path(sys.executable).parent / "bodycam-receiver"
     )
-    text = UNIT.read_text().replace("/usr/local/bin/bodycam-receiver", script)
+    # the command the receiver package installs, as the receiver's own unit runs it
+    receiver_unit = (UNIT.parent / "bodycam-receiver.service").read_text()
+    command = receiver_unit.split("ExecStart=")[1].split()[0]
+    assert UNIT.read_text().split("ExecStart=")[1].split()[0] == command
+    text = UNIT.read_text().replace(command, script)
     unit = tmp_path / "bodycam-web.service"
     unit.write_text(text)
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
