@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_upload import build_spool, peak_rss_bytes  # noqa: E402
+from bench_upload import TUNED, build_spool, peak_rss_bytes, uplink_tunables  # noqa: E402
 
 from evidence.media import CHUNK_SIZE  # noqa: E402
 from tests.support.dock import Dock, running_dock  # noqa: E402
@@ -95,7 +96,8 @@ def _uplink(dock: Dock, device: str, root: Path, args: argparse.Namespace) -> su
     ]  # fmt: skip
     if args.window_mib:
         cmd += ["--window-bytes", str(args.window_mib << 20)]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {**os.environ, TUNED: uplink_tunables()}  # as the uplink's unit starts it
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
 def _stored(dock: Dock) -> tuple[int, int]:

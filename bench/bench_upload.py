@@ -20,10 +20,11 @@ broker; baseline: mosquitto_pub + mosquitto_sub + broker), the steadier figure o
 machine, where wall-clock throughput mostly measures the share of the cores the bench got.
 Segment payloads are random bytes (the pipeline never decodes media).
 
-The uploader and the receiver run with the environment their systemd units ship
-(``GLIBC_TUNABLES``: the bench re-executes itself with it); ``mosquitto_pub``/``mosquitto_sub``
-run as Debian ships them, or with the same tunables under ``--baseline-tuned`` (they gain from
-them too: both figures are in the README).
+The uploader runs with the environment of its systemd unit (``GLIBC_TUNABLES``: the bench
+re-executes itself with it, see :func:`run_as_deployed`), the receiver and the broker as theirs
+start them (without); ``mosquitto_pub``/``mosquitto_sub`` run as Debian ships them, or with the
+uploader's tunables under ``--baseline-tuned`` (they gain from them too: both figures are in the
+README).
 
     python bench/bench_upload.py [--segments 16] [--segment-mib 4] [--encrypted]
                                  [--baseline-tuned] [--json]
@@ -63,8 +64,10 @@ from evidence.testing import SteppingClock, default_assignment, session_open_bod
 from tests.support.dock import Dock, running_dock  # noqa: E402
 
 DEVICE = "BENCH-01"
+BASE_UTC = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 UNITS = ROOT / "systemd"
 TUNED = "GLIBC_TUNABLES"
+_REEXEC = "BODYCAM_BENCH_AS_DEPLOYED"
 
 
 def unit_environment(unit: Path) -> dict[str, str]:
@@ -77,16 +80,21 @@ def unit_environment(unit: Path) -> dict[str, str]:
     return env
 
 
-def shipped_tunables() -> str:
-    """The ``GLIBC_TUNABLES`` the uplink and receiver units set (one value for both)."""
-    units = ("bodycam-uplink.service", "bodycam-receiver.service")
-    values = {unit_environment(UNITS / u).get(TUNED, "") for u in units}
-    if len(values) != 1:
-        raise SystemExit(f"bench: {' and '.join(units)} set different {TUNED}")
-    return values.pop()
+def uplink_tunables() -> str:
+    """The ``GLIBC_TUNABLES`` the uplink's unit starts it with (empty if none)."""
+    return unit_environment(UNITS / "bodycam-uplink.service").get(TUNED, "")
 
 
-BASE_UTC = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
+def run_as_deployed() -> None:
+    """Re-execute this process (the uploader runs in it) with the uplink unit's
+    ``GLIBC_TUNABLES``, which glibc reads only at a process's start; then take them out of the
+    environment, so the receiver, the broker and the baseline's clients start without them, as
+    their own units (or Debian's) start them."""
+    if os.environ.get(_REEXEC) is None:
+        env = {**os.environ, _REEXEC: "1", TUNED: uplink_tunables()}
+        os.execve(sys.executable, sys.orig_argv, env)
+    del os.environ[_REEXEC]
+    os.environ.pop(TUNED, None)
 
 
 def build_spool(
@@ -177,8 +185,8 @@ def baseline(
     dock: Dock, lines: Path, count: int, message_bytes: int, work: Path, tuned: bool
 ) -> float:
     """Seconds for mosquitto_pub -l → broker → mosquitto_sub (to a file) to move ``lines``;
-    the clients run with this process's ``GLIBC_TUNABLES`` only if ``tuned``."""
-    env = dict(os.environ) if tuned else {k: v for k, v in os.environ.items() if k != TUNED}
+    the clients run with the uplink unit's ``GLIBC_TUNABLES`` only if ``tuned``."""
+    env = {**os.environ, TUNED: uplink_tunables()} if tuned else dict(os.environ)
     broker = dock.broker
     common = ["-h", broker.host, "-p", str(broker.port), "-q", "1"]
     sub_args = [*_tls_args(dock, "bench-sub"), *common, "-t", "bench/baseline", "-i", "bench-sub"]
@@ -299,9 +307,7 @@ def main() -> int:
         help=f"run mosquitto_pub/sub with the units' {TUNED} too",
     )
     args = p.parse_args()
-    tunables = shipped_tunables()
-    if os.environ.get(TUNED, "") != tunables:  # run as deployed: the units' malloc settings
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, TUNED: tunables})
+    run_as_deployed()
     for tool in ("mosquitto", "mosquitto_pub", "mosquitto_sub"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             print(f"bench: {tool} is not installed (scripts/setup installs it)", file=sys.stderr)
@@ -324,10 +330,8 @@ def main() -> int:
         "segment_mib": args.segment_mib,
         "encrypted": args.encrypted,
         "transport": "mqtt5 over mutual TLS (provisioned broker config)",
-        "glibc_tunables": {
-            "ours": os.environ.get(TUNED, ""),
-            "baseline_tuned": args.baseline_tuned,
-        },
+        "uploader_glibc_tunables": uplink_tunables(),
+        "baseline_tuned": args.baseline_tuned,
         "rounds": args.rounds,
         "upload_mib_per_s_median": median("upload_mib_per_s"),
         "baseline_mib_per_s_median": median("baseline_mib_per_s"),

@@ -8,7 +8,7 @@ is) writes exactly the RFC 8785 bytes, except where RFC 8785 orders keys by UTF-
 Python by code points: they differ only for a key with a character beyond U+FFFF, and such a
 record goes through the ``rfc8785`` library instead. The library is pure Python and took about
 0.4 ms per segment record (a fifth of sealing a segment, most of loading records to verify);
-``tests/test_evidence_canonical.py`` checks the two agree on generated values.
+``tests/test_evidence_format.py`` checks the two agree on generated values.
 
 Failure posture: :func:`parse_json` raises :class:`RecordFormatError` for anything it will not
 accept — not UTF-8, not JSON, duplicate members, non-finite numbers, integers longer than
@@ -102,6 +102,8 @@ def canonical_bytes(value: Any) -> bytes:
         return rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as exc:  # e.g. a lone UTF-16 surrogate in a string
         raise RecordFormatError(f"cannot be canonicalized: {exc}") from exc
+    except UnicodeEncodeError as exc:  # a lone surrogate in a key, met by its UTF-16 sort
+        raise RecordFormatError(f"cannot be canonicalized: {exc.reason}") from exc
 
 
 def _nesting_exceeds(text: str, limit: int) -> bool:

@@ -44,7 +44,10 @@ dictionaries and :func:`parse_json` stay for callers that still work with dictio
 Failure posture: every ``parse_*``/``unpack_*`` function and every ``X.parse`` raises
 :class:`WireError` (carrying the topic and a reason) for anything malformed — including JSON
 nested too deep, integers of thousands of digits and impossible dates; none of them ever returns
-partial data.
+partial data. A chunk frame whose data does not match the hash in its own header is not
+malformed: :func:`unpack_chunk` returns it with ``intact`` False and the hash of the data, for
+the receiver to judge against the signed record (a device sends the signed hash, not one of the
+bytes it holds now).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evidence.canonical import canonical_bytes, parse_json
+from evidence.canonical import MAX_DEPTH, canonical_bytes, parse_json
 from evidence.chain import DeviceChain
 from evidence.errors import ChainError, KeyFileError, RecordFormatError
 from evidence.keys import (
@@ -74,11 +74,27 @@ def test_keys_beyond_the_basic_plane_sort_by_utf16_code_units() -> None:
     ).decode().index("\uff5e")
 
 
-@pytest.mark.parametrize("where", ["value", "key"])
-def test_a_lone_surrogate_cannot_be_canonicalized(where: str) -> None:
-    value = {"a": "x\ud800"} if where == "value" else {"x\ud800": 1}
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": "x\ud800"},
+        {"x\ud800": 1},
+        {"\U0001f600": "x\ud800"},  # keys beyond the plane: the library's path
+        {"\U0001f600": 1, "\ud800": 2},
+    ],
+)
+def test_a_lone_surrogate_cannot_be_canonicalized(value: dict[str, object]) -> None:
     with pytest.raises(RecordFormatError, match="cannot be canonicalized"):
         canonical_bytes(value)
+
+
+def test_nesting_is_limited_to_max_depth_levels() -> None:
+    value: object = {}
+    for _ in range(MAX_DEPTH - 1):
+        value = [value]
+    assert canonical_bytes(value).count(b"[") == MAX_DEPTH - 1  # 32 levels: accepted
+    with pytest.raises(RecordFormatError, match="nested deeper than"):
+        canonical_bytes({"x": value})
 
 
 def test_floats_and_duplicate_keys_are_refused() -> None:

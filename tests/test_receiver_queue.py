@@ -43,3 +43,21 @@ def test_a_device_keeping_to_its_window_is_never_dropped_while_the_worker_is_bus
         extra += 1
     assert extra * CHUNK < 0.01 * window + CHUNK
     assert queue.dropped == 1
+
+
+def test_every_slot_holder_keeping_to_its_window_fits_in_the_total() -> None:
+    # 8 slots of 32 MiB (a 256 MiB broker budget) against a 64 MiB total queue setting
+    window = 32 * 1024**2
+    limits = Limits(
+        device_window_bytes=window,
+        broker_queue_bytes=8 * window,
+        broker_queue_messages=8000,
+        queue_bytes=64 * 1024**2,
+    )
+    queue = FairQueue(limits, clock=lambda: 0.0)
+    record = hashlib.sha256(b"segment").hexdigest()
+    frame = wire.pack_chunk(record, 0, 0, b"\x5a" * CHUNK)
+    for n in range(8):
+        topic = wire.up_topic(f"BC-{n:04d}", wire.UP_CHUNK)
+        assert all(queue.offer(topic, frame) for _ in range(window // CHUNK))
+    assert queue.dropped == 0

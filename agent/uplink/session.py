@@ -700,8 +700,9 @@ def _message_count(item: Item) -> int:
 
 
 def _read_frames(item: Item, indices: Any) -> Iterator[bytearray]:
-    """Chunk frames of ``item``'s media, each read straight into its frame; a file shorter
-    than its record gives short (or empty) chunks, which the receiver finds wrong."""
+    """Chunk frames of ``item``'s media, each read straight into its frame. Only the bytes the
+    record signed are read: a file shorter than its record gives short (or empty) chunks, which
+    the receiver finds wrong; bytes beyond the signed size are not sent."""
     assert item.digest is not None
     assert item.media_path is not None
     d = item.digest

@@ -9,12 +9,13 @@ thread takes messages round-robin over devices (:meth:`FairQueue.take`): one dev
 of thousands of messages delays another device's next message by at most one message per busy
 device.
 
-Per device: a message-rate and a byte-rate bucket, and a queue bounded in bytes, never below a
-whole window the receiver grants with its framing (:func:`device_queue_bound`: a device that
-keeps to its window is never dropped here, whatever the worker is busy with); in total, a
-byte bound. A message beyond any of them is dropped (and counted, logged at most once per
-minute per device and cause): every protocol message is idempotent and the device resends what
-the receiver reports missing, so a dropped message costs only its sender time. Query hashes
+Per device: a message-rate and a byte-rate bucket, and a queue bounded in bytes; in total, a
+byte bound. Neither bound is below what the windows the receiver grants can bring (a whole
+window with its messages' framing per device, for every slot at once: :func:`queue_bounds`),
+so the messages of devices that keep to their windows fit while the worker is busy. A message
+beyond any bound is dropped (and counted, logged at most once per minute per device and cause):
+every protocol message is idempotent and the device resends what the receiver reports missing,
+so a dropped message costs only its sender time. Query hashes
 have their own per-device rate, so a query flood cannot turn into a flood of replies.
 
 Failure posture: never raises on input; everything here is bounded in memory.
@@ -41,13 +42,15 @@ _BYTES_PER_HASH = 67
 _FRAMING = _OVERHEAD + wire.CHUNK_HEADER_BYTES + 128
 
 
-def device_queue_bound(limits: Limits) -> int:
-    """Bytes one device may have queued: ``device_queue_bytes``, raised to hold a whole granted
-    window and its messages' framing. Equal to the window, a full window overflowed it by the
-    chunk headers, and windows above it were dropped while the worker was busy (each drop a
-    receipt time-out on the device: 64 MiB windows ran at 8 MiB/s)."""
+def queue_bounds(limits: Limits) -> tuple[int, int]:
+    """(bytes one device may have queued, bytes all may): ``device_queue_bytes`` and
+    ``queue_bytes``, raised to hold a whole granted window with its messages' framing per
+    device and per slot. Equal to the window, a full window overflowed the device's queue by
+    the chunk headers, and windows above it were dropped while the worker was busy (each drop
+    a receipt time-out on the device: 64 MiB windows ran at 8 MiB/s)."""
     plan = slot_plan(limits)
-    return max(limits.device_queue_bytes, plan.window_bytes + plan.window_messages * _FRAMING)
+    device = max(limits.device_queue_bytes, plan.window_bytes + plan.window_messages * _FRAMING)
+    return device, max(limits.queue_bytes, plan.slots * device)
 
 
 @dataclass
@@ -64,7 +67,7 @@ class FairQueue:
     def __init__(self, limits: Limits, clock: Clock) -> None:
         self.limits = limits
         self.clock = clock
-        self.device_bytes = device_queue_bound(limits)
+        self.device_bytes, self.total_bytes = queue_bounds(limits)
         self.logs = LogLimiter(log, limits.log_lines_per_minute, clock)
         self._devices: OrderedDict[str, _DeviceQueue] = OrderedDict()
         self._bytes = 0
@@ -109,7 +112,7 @@ class FairQueue:
                 cause = "query hash rate"
             elif q.bytes + size > self.device_bytes:
                 cause = "device queue full"
-            elif self._bytes + size > self.limits.queue_bytes:
+            elif self._bytes + size > self.total_bytes:
                 cause = "receiver queue full"
             if cause is not None:
                 q.dropped += 1
