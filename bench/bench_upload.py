@@ -186,7 +186,7 @@ def baseline(
 ) -> float:
     """Seconds for mosquitto_pub -l → broker → mosquitto_sub (to a file) to move ``lines``;
     the clients run with the uplink unit's ``GLIBC_TUNABLES`` only if ``tuned``."""
-    env = {**os.environ, TUNED: uplink_tunables()} if tuned else dict(os.environ)
+    env = {**os.environ, TUNED: uplink_tunables()} if tuned else None
     broker = dock.broker
     common = ["-h", broker.host, "-p", str(broker.port), "-q", "1"]
     sub_args = [*_tls_args(dock, "bench-sub"), *common, "-t", "bench/baseline", "-i", "bench-sub"]

@@ -714,13 +714,11 @@ def _read_frames(item: Item, indices: Any) -> Iterator[bytearray]:
             size = max(0, min(d.chunk_size, d.size - offset))
             frame = wire.chunk_frame(item.hash, index, offset, size, d.chunks[index])
             got = 0
-            with memoryview(frame) as view:
-                data = view[wire.CHUNK_HEADER_BYTES :]
+            with memoryview(frame)[wire.CHUNK_HEADER_BYTES :] as data:
                 while got < size:
                     n = os.preadv(f.fileno(), [data[got:]], offset + got)
                     if n == 0:
                         break  # the file ends early
                     got += n
-                data.release()
-            del frame[wire.CHUNK_HEADER_BYTES + got :]
+            del frame[wire.CHUNK_HEADER_BYTES + got :]  # the view is released: it may shrink
             yield frame
